@@ -1,0 +1,134 @@
+"""The registry's tables. Changing them means adding an Alembic migration under ``migrations/versions``.
+
+Versions are immutable once written: only ``yanked`` and the tag/alias/edge tables around them change.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Model(Base):
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    versions: Mapped[list[Version]] = relationship(back_populates="model", order_by="Version.number")
+
+
+class Version(Base):
+    __tablename__ = "versions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "number"),
+        UniqueConstraint("model_id", "digest"),
+        Index("ix_versions_digest", "digest"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"))
+    number: Mapped[int]
+    digest: Mapped[str] = mapped_column(String(71))  # "sha256:" + 64 hex, the manifest blob
+    parameters: Mapped[int] = mapped_column(BigInteger)
+    tensor_count: Mapped[int]
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    architecture: Mapped[dict[str, Any] | None]
+    family: Mapped[str | None] = mapped_column(String(100))
+    arch_fingerprint: Mapped[str] = mapped_column(String(64))
+    relation: Mapped[str | None] = mapped_column(String(20))
+    source: Mapped[str | None] = mapped_column(Text)
+    card: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    yanked: Mapped[bool] = mapped_column(Boolean, default=False)
+    yank_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    model: Mapped[Model] = relationship(back_populates="versions")
+    files: Mapped[list[File]] = relationship(order_by="File.path", cascade="all, delete-orphan")
+    tags: Mapped[list[Tag]] = relationship(order_by="Tag.key", cascade="all, delete-orphan")
+
+
+class File(Base):
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("version_id", "path"), Index("ix_files_sha256", "sha256"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class TensorRow(Base):
+    __tablename__ = "tensors"
+    __table_args__ = (UniqueConstraint("version_id", "name"), Index("ix_tensors_sha256", "sha256"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    dtype: Mapped[str] = mapped_column(String(16))
+    shape: Mapped[list[Any]]
+    sha256: Mapped[str] = mapped_column(String(64))
+    file: Mapped[str] = mapped_column(Text)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("version_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Alias(Base):
+    __tablename__ = "aliases"
+    __table_args__ = (UniqueConstraint("model_id", "alias"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    alias: Mapped[str] = mapped_column(String(200))
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+
+
+class LineageEdge(Base):
+    """parent -> child; the parent is a registered version or an external id such as ``hf:org/name``."""
+
+    __tablename__ = "lineage_edges"
+    __table_args__ = (Index("ix_edges_child", "child_id"), Index("ix_edges_parent", "parent_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    child_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    parent_external: Mapped[str | None] = mapped_column(Text)
+    relation: Mapped[str | None] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(10))  # declared | detected
+    score: Mapped[float | None] = mapped_column(Float)
+    method: Mapped[str | None] = mapped_column(String(50))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Event(Base):
+    """Append-only log of everything that changed the registry."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(40))
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id", ondelete="SET NULL"))
+    ref: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

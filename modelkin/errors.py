@@ -1,0 +1,76 @@
+"""Every error modelkin raises on purpose.
+
+Each error is one clear sentence (``str(err)``) plus an optional ``hint`` saying what to do about it. Each also
+inherits the builtin that fits (``LookupError``, ``ValueError``, ...) so that callers who do not know modelkin can
+still catch it sensibly. The CLI turns any ``ModelkinError`` into exit code 1 and that sentence on stderr.
+"""
+
+from __future__ import annotations
+
+
+class ModelkinError(Exception):
+    """Root of every error modelkin raises deliberately."""
+
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+
+class RegistryNotFound(ModelkinError, FileNotFoundError):
+    """No registry is initialised at the selected home or database."""
+
+
+class SchemaOutdated(ModelkinError, RuntimeError):
+    """The database schema is older (or newer) than this modelkin release expects."""
+
+
+class InvalidRef(ModelkinError, ValueError):
+    """A REF string does not follow the grammar ``name``, ``name:N``, ``name@alias`` or ``sha256:<hex>``."""
+
+
+class InvalidName(ModelkinError, ValueError):
+    """A model name, alias or tag key is not acceptable."""
+
+
+class ModelNotFound(ModelkinError, LookupError):
+    """A REF is well formed but matches no registered version."""
+
+
+class AmbiguousRef(ModelkinError, LookupError):
+    """A ``sha256:`` prefix matches more than one manifest."""
+
+
+class InvalidModelFile(ModelkinError, ValueError):
+    """A weights file is truncated, corrupt, or its header is inconsistent."""
+
+
+class UnsafeFormat(ModelkinError, ValueError):
+    """A pickle-based weights file was given without ``--allow-pickle``."""
+
+
+class UnsafePath(ModelkinError, ValueError):
+    """A path inside a model directory escapes it (``..``, absolute path, or symlink leading outside)."""
+
+
+class IntegrityError(ModelkinError, ValueError):
+    """Stored bytes no longer match the digest they were registered under."""
+
+    def __init__(self, message: str, *, expected: str, actual: str | None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidFilter(ModelkinError, ValueError):
+    """A ``--filter`` expression does not parse or names an unknown key."""
+
+
+class HubError(ModelkinError, RuntimeError):
+    """A Hugging Face repo could not be found locally or fetched."""
+
+
+class ExportError(ModelkinError, OSError):
+    """An export target cannot be written."""

@@ -1,0 +1,1 @@
+"""Storage side of modelkin: blobs, safe weight files, manifests, the Registry facade, HF import/export."""

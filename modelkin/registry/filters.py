@@ -1,0 +1,186 @@
+"""The one filter grammar shared by ``list``, ``search`` and ``lineage tree`` (MLflow-like).
+
+    name LIKE 'bert%' AND tags.task = 'digits' AND family = 'mlp' AND parameters > 1e6
+
+Comparisons are ``= == != < <= > >= LIKE ILIKE IN``; they combine with ``AND``/``OR`` (AND binds tighter) and
+parentheses. Values are quoted strings, numbers, ``true``/``false`` or ``null``; ``IN ('a', 'b')`` takes a list.
+A comparison against a missing field (an absent tag, say) is false, as SQL's NULL is.
+Keys are fixed per command (``FIELDS`` for versions); ``tags.<key>`` reads a tag; a key with unusual characters
+can be written in backquotes: ``tags.`my key```.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelkin.errors import InvalidFilter
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<str>'(?:[^']|'')*'|"(?:[^"]|"")*")
+      | (?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
+      | (?P<op><=|>=|!=|==|=|<|>)
+      | (?P<punct>[(),])
+      | (?P<ident>(?:[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)(?:\.(?:[A-Za-z_][A-Za-z0-9_.-]*|`[^`]+`))*)
+    )""",
+    re.VERBOSE,
+)
+_WORD_OPS = {"like": "LIKE", "ilike": "ILIKE", "in": "IN"}
+_CONSTANTS = {"true": True, "false": False, "null": None}
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str
+    value: Any
+    pos: int
+
+
+def _tokenize(expr: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    pos = 0
+    while pos < len(expr):
+        if expr[pos:].strip() == "":
+            break
+        m = _TOKEN.match(expr, pos)
+        if m is None or m.end() == pos:
+            raise InvalidFilter(f"filter: unexpected {expr[pos:].strip()[:20]!r} at character {pos + 1}.")
+        kind = m.lastgroup or ""
+        text = m.group(kind)
+        if kind == "str":
+            toks.append(_Tok("value", text[1:-1].replace(text[0] * 2, text[0]), m.start(kind)))
+        elif kind == "num":
+            toks.append(_Tok("value", float(text) if any(c in text for c in ".eE") else int(text), m.start(kind)))
+        elif kind == "ident" and text.lower() in ("and", "or"):
+            toks.append(_Tok(text.upper(), text.upper(), m.start(kind)))
+        elif kind == "ident" and text.lower() in _WORD_OPS:
+            toks.append(_Tok("op", _WORD_OPS[text.lower()], m.start(kind)))
+        elif kind == "ident" and text.lower() in _CONSTANTS:
+            toks.append(_Tok("value", _CONSTANTS[text.lower()], m.start(kind)))
+        elif kind == "ident":
+            toks.append(_Tok("ident", text.replace("`", ""), m.start(kind)))
+        else:
+            toks.append(_Tok(kind if kind == "punct" else "op", "==" if text == "=" else text, m.start(kind)))
+        pos = m.end()
+    return toks
+
+
+class _Parser:
+    def __init__(self, expr: str, keys: frozenset[str]) -> None:
+        self.toks = _tokenize(expr)
+        self.i = 0
+        self.keys = keys
+
+    def peek(self) -> _Tok | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self, kind: str, value: Any = None) -> _Tok:
+        tok = self.peek()
+        if tok is None or tok.kind != kind or (value is not None and tok.value != value):
+            where = f"at character {tok.pos + 1}" if tok else "at the end"
+            wanted = value or {"ident": "a key", "value": "a value", "op": "an operator"}.get(kind, kind)
+            raise InvalidFilter(f"filter: expected {wanted} {where}.")
+        self.i += 1
+        return tok
+
+    def parse(self) -> Predicate:
+        pred = self.disjunction()
+        if (tok := self.peek()) is not None:
+            raise InvalidFilter(f"filter: unexpected {tok.value!r} at character {tok.pos + 1}.")
+        return pred
+
+    def disjunction(self) -> Predicate:
+        parts = [self.conjunction()]
+        while (tok := self.peek()) is not None and tok.kind == "OR":
+            self.i += 1
+            parts.append(self.conjunction())
+        return parts[0] if len(parts) == 1 else lambda rec: any(p(rec) for p in parts)
+
+    def conjunction(self) -> Predicate:
+        parts = [self.atom()]
+        while (tok := self.peek()) is not None and tok.kind == "AND":
+            self.i += 1
+            parts.append(self.atom())
+        return parts[0] if len(parts) == 1 else lambda rec: all(p(rec) for p in parts)
+
+    def atom(self) -> Predicate:
+        tok = self.peek()
+        if tok is not None and tok.kind == "punct" and tok.value == "(":
+            self.i += 1
+            inner = self.disjunction()
+            self.take("punct", ")")
+            return inner
+        key = self.take("ident").value
+        if key not in self.keys and not (key.startswith("tags.") and len(key) > 5):
+            raise InvalidFilter(
+                f"filter: unknown key {key!r}.", hint=f"known keys: {', '.join(sorted(self.keys))}, tags.<key>"
+            )
+        op = self.take("op").value
+        if op == "IN":
+            self.take("punct", "(")
+            values = [self.take("value").value]
+            while (t := self.peek()) is not None and t.kind == "punct" and t.value == ",":
+                self.i += 1
+                values.append(self.take("value").value)
+            self.take("punct", ")")
+            return _compare(key, op, values)
+        return _compare(key, op, self.take("value").value)
+
+
+def _like(pattern: str, flags: int) -> re.Pattern[str]:
+    out = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.compile(f"^{out}$", flags | re.DOTALL)
+
+
+def _compare(key: str, op: str, value: Any) -> Predicate:
+    if op in ("LIKE", "ILIKE"):
+        if not isinstance(value, str):
+            raise InvalidFilter(f"filter: {op} needs a quoted pattern after {key}.")
+        rx = _like(value, re.IGNORECASE if op == "ILIKE" else 0)
+        return lambda rec: isinstance(v := rec.get(key), str) and rx.match(v) is not None
+    if op == "IN":
+        return lambda rec: (v := rec.get(key)) is not None and any(_eq(v, x) for x in value)
+    if op == "==":
+        return lambda rec: (v := rec.get(key)) is not None and _eq(v, value)
+    if op == "!=":
+        return lambda rec: (v := rec.get(key)) is not None and not _eq(v, value)
+    compare: Callable[[Any, Any], bool] = {
+        "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+    }[op]  # fmt: skip
+
+    def ordered(rec: Mapping[str, Any]) -> bool:
+        v = rec.get(key)
+        if v is None or value is None:
+            return False
+        try:
+            return compare(_coerce(v, value), value)
+        except TypeError:
+            return False
+
+    return ordered
+
+
+def _coerce(v: Any, like: Any) -> Any:
+    """Tags are strings; compare them as numbers when the filter compares with a number."""
+    if isinstance(like, (int, float)) and isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
+def _eq(v: Any, x: Any) -> bool:
+    return bool(_coerce(v, x) == x) or str(v) == str(x)
+
+
+def parse_filter(expr: str | None, keys: frozenset[str]) -> Predicate:
+    """Compile ``expr`` into a predicate over a record's field mapping; an empty filter keeps everything."""
+    if expr is None or not expr.strip():
+        return lambda rec: True
+    return _Parser(expr, keys).parse()

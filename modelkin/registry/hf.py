@@ -1,0 +1,181 @@
+"""Hugging Face interop: importing a repo (local folder, local HF cache, or the Hub) and exporting a version.
+
+The model card's ``base_model``/``base_model_relation`` become *declared* lineage on import; license, datasets
+and metrics stay as the version's card metadata and are written back on export, together with modelkin's own
+precise relation and the manifest digest. The Hub is reached only for a repo id that is not in the local cache,
+and never when ``HF_HUB_OFFLINE`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelkin.errors import ExportError, HubError
+from modelkin.registry.sources import FOREIGN_WEIGHT_SUFFIXES, PICKLE_SUFFIXES
+
+if TYPE_CHECKING:
+    from modelkin.registry.records import ModelVersion
+    from modelkin.registry.registry import Registration, Registry
+
+# modelkin relation -> HF's four base_model_relation values
+HF_RELATION = {
+    "finetune": "finetune",
+    "adapter": "adapter",
+    "merge": "merge",
+    "quantized": "quantized",
+    "pruned": "finetune",
+    "watermarked": "finetune",
+    "distilled": "finetune",
+}
+CARD_FILE = "README.md"
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    """The YAML metadata of a model card, or {} when there is none or it does not parse."""
+    from huggingface_hub import ModelCard
+
+    if not path.is_file():
+        return {}
+    try:
+        return dict(ModelCard.load(path).data.to_dict())
+    except Exception:  # a card with broken YAML is still a model; its metadata is just unusable
+        return {}
+
+
+def import_hf(
+    reg: Registry,
+    source: str,
+    *,
+    revision: str | None = None,
+    name: str | None = None,
+    allow_pickle: bool = False,
+    tags: dict[str, str] | None = None,
+) -> Registration:
+    """Register a local HF-format folder, or a repo id from the local cache (or the Hub, when online)."""
+    from modelkin.registry.registry import HF_REPO_RE
+
+    path = Path(source).expanduser()
+    if path.exists():
+        folder, trusted, label, default_name = path, None, str(path.absolute()), path.absolute().name
+    elif HF_REPO_RE.match(source):
+        folder, trusted, commit = _snapshot(source, revision, allow_pickle)
+        label, default_name = f"hf:{source}@{commit}", source
+    else:
+        raise HubError(f"{source!r} is neither a folder nor a Hugging Face repo id (org/name).")
+    card = read_card(folder / CARD_FILE)
+    parents = _declared_bases(reg, card)
+    relation = card.get("base_model_relation") if card.get("base_model_relation") in HF_RELATION else None
+    return reg.register(
+        folder,
+        name=name or default_name,
+        parents=parents,
+        relation=relation,
+        tags=tags,
+        allow_pickle=allow_pickle,
+        card=card,
+        source_label=label,
+        trusted_root=trusted,
+    )
+
+
+def _declared_bases(reg: Registry, card: dict[str, Any]) -> list[str]:
+    """``base_model`` ids become REFs when a model of that name is registered, ``hf:`` ids otherwise."""
+    from modelkin.errors import ModelNotFound
+
+    bases = card.get("base_model") or []
+    bases = [bases] if isinstance(bases, str) else [b for b in bases if isinstance(b, str)]
+    out = []
+    for base in bases:
+        try:
+            out.append(reg.get(base).ref)
+        except (ModelNotFound, ValueError):
+            out.append(f"hf:{base}")
+    return out
+
+
+def hub_cache() -> Path:
+    """HF's cache folder, read from the environment at call time (huggingface_hub reads it once at import)."""
+    if cache := os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(cache)
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _snapshot(repo_id: str, revision: str | None, allow_pickle: bool) -> tuple[Path, Path, str]:
+    """(snapshot folder, repo cache folder that its symlinks may point into, commit)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    cache = hub_cache()
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=True))
+    except LocalEntryNotFoundError:
+        if _offline():
+            raise HubError(
+                f"{repo_id} is not in the local Hugging Face cache ({cache}) and HF_HUB_OFFLINE is set.",
+                hint="unset HF_HUB_OFFLINE to download it, or import a local folder",
+            ) from None
+        skip = [f"*{s}" for s in FOREIGN_WEIGHT_SUFFIXES | (set() if allow_pickle else PICKLE_SUFFIXES)]
+        try:
+            folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, ignore_patterns=skip))
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+            raise HubError(f"could not fetch {repo_id} from the Hugging Face Hub: {exc}.") from None
+    return folder, folder.parents[1], folder.name
+
+
+def export_version(reg: Registry, version: ModelVersion, out: Path, *, force: bool = False) -> Path:
+    """Write an HF-format folder: every file (digest-checked) plus a model card carrying the lineage."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise ExportError(f"{out} exists and is not empty.", hint="choose a new folder or pass --force")
+    out.mkdir(parents=True, exist_ok=True)
+    for f in version.files:
+        if f.path == CARD_FILE:
+            continue
+        target = out / f.path
+        if not target.resolve().is_relative_to(out.resolve()):
+            raise ExportError(f"stored path {f.path!r} would escape {out}.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        reg.store.copy_verified(f.sha256, target)
+    write_card(reg, version, out / CARD_FILE)
+    return out
+
+
+def write_card(reg: Registry, version: ModelVersion, path: Path) -> None:
+    """The version's card (its own README if it had one) with base_model and modelkin's provenance block."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    body = f"# {version.name}\n\nExported from a modelkin registry as {version.ref}.\n"
+    stored = next((f for f in version.files if f.path == CARD_FILE), None)
+    if stored is not None:
+        text = reg.store.read_verified(stored.sha256).decode("utf-8", errors="replace")
+        body = ModelCard(text, ignore_metadata_errors=True).text
+    data = {k: v for k, v in version.card.items() if k not in ("base_model", "base_model_relation", "modelkin")}
+    bases = [_hub_id(reg, p) for p in version.declared_parents]
+    if bases:
+        data["base_model"] = bases[0] if len(bases) == 1 else bases
+        if version.relation in HF_RELATION:
+            data["base_model_relation"] = HF_RELATION[version.relation]
+    data["modelkin"] = {
+        "ref": version.ref,
+        "digest": version.digest,
+        "relation": version.relation,
+        "parents": list(version.declared_parents),
+    }
+    card = ModelCard(f"---\n{ModelCardData(**data).to_yaml()}\n---\n\n{body.lstrip()}")
+    card.save(path)
+
+
+def _hub_id(reg: Registry, parent: str) -> str:
+    """How a parent is named on the Hub: ``hf:org/name`` as it is, a registered model by its HF origin or name."""
+    if parent.startswith("hf:"):
+        return parent[3:]
+    v = reg.get(parent)
+    if v.source and v.source.startswith("hf:"):
+        return v.source[3:].split("@", 1)[0]
+    return v.name

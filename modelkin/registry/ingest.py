@@ -1,0 +1,97 @@
+"""Copying a user's file into the blob store in one streaming pass.
+
+Each chunk read from the source is written to the blob (which hashes the whole file) and fed to the hash
+of every tensor whose bytes it covers, so registration reads the file once and holds one chunk in memory,
+whatever the model's size. The two SHA-256 streams run on separate threads: hashlib releases the GIL on
+large buffers, so on two cores they overlap instead of adding up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelkin.registry.safetensors_header import Header, TensorEntry, read_header
+from modelkin.registry.store import CHUNK, BlobStore
+
+
+@dataclass(frozen=True)
+class IngestedTensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    sha256: str
+    file: str
+
+
+@dataclass(frozen=True)
+class IngestedFile:
+    path: str  # relative POSIX path inside the model
+    size: int
+    sha256: str
+    tensors: tuple[IngestedTensor, ...]
+    metadata: dict[str, str]
+
+
+def ingest_safetensors(src: Path, rel_path: str, store: BlobStore, pool: ThreadPoolExecutor) -> IngestedFile:
+    """Validate ``src``'s header, then stream it into ``store`` while hashing each tensor."""
+    with open(src, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        header = read_header(fh, size, rel_path)
+        fh.seek(0)
+        tensor_hashes = _TensorHasher(header)
+        with store.writer() as blob:
+            offset = 0
+            pending = None
+            while chunk := fh.read(CHUNK):
+                view = memoryview(chunk)
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(tensor_hashes.feed, offset, view)
+                blob.write(view)
+                offset += len(chunk)
+            if pending is not None:
+                pending.result()
+    if blob.size != size:
+        raise OSError(f"{src} changed size while it was being read")
+    tensors = tuple(
+        IngestedTensor(t.name, t.dtype, t.shape, d, rel_path) for t, d in zip(header.tensors, tensor_hashes.digests())
+    )
+    return IngestedFile(rel_path, size, blob.digest, tensors, header.metadata)
+
+
+def ingest_plain(src: Path, rel_path: str, store: BlobStore) -> IngestedFile:
+    """Any other file of a model directory (config, tokenizer, card) is stored as it is."""
+    with open(src, "rb") as fh, store.writer() as blob:
+        while chunk := fh.read(CHUNK):
+            blob.write(chunk)
+    return IngestedFile(rel_path, blob.size, blob.digest, (), {})
+
+
+class _TensorHasher:
+    """Feeds file chunks to per-tensor hashes; tensors are contiguous and sorted, so one cursor suffices."""
+
+    def __init__(self, header: Header) -> None:
+        self._start = header.data_start
+        self._tensors: tuple[TensorEntry, ...] = header.tensors
+        self._hashes = [hashlib.sha256() for _ in self._tensors]
+        self._i = 0
+
+    def feed(self, offset: int, chunk: memoryview) -> None:
+        pos = offset - self._start  # position of chunk[0] in the data buffer
+        end = pos + len(chunk)
+        while self._i < len(self._tensors):
+            t = self._tensors[self._i]
+            lo, hi = max(t.begin, pos), min(t.end, end)
+            if lo < hi:
+                self._hashes[self._i].update(chunk[lo - pos : hi - pos])
+            if t.end <= end:
+                self._i += 1
+            else:
+                break
+
+    def digests(self) -> list[str]:
+        return [h.hexdigest() for h in self._hashes]

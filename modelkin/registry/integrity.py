@@ -1,0 +1,111 @@
+"""Checking stored bytes against their digests (``verify``) and removing unreferenced blobs (``gc``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from modelkin.db.engine import read_session, write_session
+from modelkin.db.schema import Event, File, Version
+from modelkin.registry.records import GcReport, Problem, VerifyReport
+from modelkin.registry.sources import SKIPPED_DIRS
+from modelkin.registry.store import CHUNK, LocalStore
+
+if TYPE_CHECKING:
+    from modelkin.registry.registry import Registry
+
+MANIFEST_PATH = "(manifest)"
+
+
+def verify_version(reg: Registry, ref: str, against: Path | None = None) -> VerifyReport:
+    """Re-hash every blob of a version (or, with ``against``, a local copy of it) and report each difference.
+
+    Problems: ``missing`` (a file the manifest lists is absent), ``extra`` (a file that the manifest does not
+    list), ``changed`` (bytes that no longer hash to the recorded digest). The manifest itself is checked first
+    because it is what the version's digest names.
+    """
+    version = reg.get(ref)
+    recorded = {f.path: f.sha256 for f in version.files}
+    manifest_digest = version.digest.removeprefix("sha256:")
+    problems: list[Problem] = []
+    actual = reg.store.hash_blob(manifest_digest)
+    if actual != manifest_digest:
+        problems.append(Problem(MANIFEST_PATH, "missing" if actual is None else "changed"))
+    else:
+        listed = {f["path"]: f["sha256"] for f in json.loads(reg.store.read_verified(manifest_digest))["files"]}
+        problems += [Problem(p, "extra") for p in sorted(recorded.keys() - listed.keys())]
+        problems += [Problem(p, "missing") for p in sorted(listed.keys() - recorded.keys())]
+        problems += [Problem(p, "changed") for p in sorted(listed.keys() & recorded.keys()) if listed[p] != recorded[p]]
+        recorded = listed
+    if against is None:
+        for path, digest in sorted(recorded.items()):
+            actual = reg.store.hash_blob(digest)
+            if actual != digest:
+                problems.append(Problem(path, "missing" if actual is None else "changed"))
+    else:
+        local = _hash_local(against, recorded)
+        problems += [Problem(p, "missing") for p in sorted(recorded.keys() - local.keys())]
+        problems += [Problem(p, "extra") for p in sorted(local.keys() - recorded.keys())]
+        problems += [Problem(p, "changed") for p in sorted(local.keys() & recorded.keys()) if local[p] != recorded[p]]
+    return VerifyReport(version.ref, tuple(problems), len(recorded) + 1)
+
+
+def _hash_local(path: Path, recorded: dict[str, str]) -> dict[str, str]:
+    """sha256 of every file of a local model directory, or of a lone weights file under its stored name."""
+    if path.is_file():
+        weights = [p for p in recorded if p.endswith(".safetensors")]
+        return {weights[0] if len(weights) == 1 else path.name: _sha256_file(path)}
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist")
+    out: dict[str, str] = {}
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path)
+        if f.is_file() and not SKIPPED_DIRS.intersection(rel.parts[:-1]):
+            out[rel.as_posix()] = _sha256_file(f)
+    return out
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def collect_garbage(reg: Registry, grace_seconds: float, dry_run: bool = False) -> GcReport:
+    """Delete blobs that no version references, if older than ``grace_seconds``.
+
+    The grace period protects a registration running concurrently: its blobs are written before the version
+    row that references them is committed. ``gc --grace 0`` is for when nothing else is writing.
+    """
+    with read_session(reg.engine) as s:
+        referenced = set(s.scalars(select(File.sha256).distinct()))
+        referenced |= {d.removeprefix("sha256:") for d in s.scalars(select(Version.digest))}
+    cutoff = time.time() - grace_seconds
+    removed = freed = recent = 0
+    for blob in reg.store.iter_blobs():
+        if blob.digest in referenced:
+            continue
+        if blob.mtime > cutoff:
+            recent += 1
+            continue
+        removed += 1
+        freed += blob.size
+        if not dry_run:
+            reg.store.delete(blob.digest)
+    if isinstance(reg.store, LocalStore):
+        for tmp in reg.store.stale_incoming(cutoff):
+            freed += tmp.stat().st_size
+            if not dry_run:
+                tmp.unlink(missing_ok=True)
+    report = GcReport(removed, freed, recent, dry_run)
+    if not dry_run:
+        with write_session(reg.engine) as s:
+            s.add(Event(kind="gc", detail=report.to_json()))
+    return report
