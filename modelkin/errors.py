@@ -12,6 +12,7 @@ class ModelkinError(Exception):
     """Root of every error modelkin raises deliberately."""
 
     hint: str | None = None
+    exit_code = 1  # the CLI's exit status for this error; 2 marks a usage error (the command was mistyped)
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -30,9 +31,13 @@ class SchemaOutdated(ModelkinError, RuntimeError):
 class InvalidRef(ModelkinError, ValueError):
     """A REF string does not follow the grammar ``name``, ``name:N``, ``name@alias`` or ``sha256:<hex>``."""
 
+    exit_code = 2
+
 
 class InvalidName(ModelkinError, ValueError):
     """A model name, alias or tag key is not acceptable."""
+
+    exit_code = 2
 
 
 class ModelNotFound(ModelkinError, LookupError):
@@ -66,6 +71,8 @@ class IntegrityError(ModelkinError, ValueError):
 
 class InvalidFilter(ModelkinError, ValueError):
     """A ``--filter`` expression does not parse or names an unknown key."""
+
+    exit_code = 2
 
 
 class HubError(ModelkinError, RuntimeError):

@@ -81,15 +81,21 @@ class Registry:
     # -- opening -------------------------------------------------------------------------------------------
 
     @classmethod
+    def connect(
+        cls, home: str | os.PathLike[str] | None = None, *, database_url: str | None = None, store: str | None = None
+    ) -> Registry:
+        """Connect without checking the schema: for ``init`` and ``db upgrade``, which bring it up to date."""
+        settings = Settings.resolve(home, database_url, store)
+        settings.home.mkdir(parents=True, exist_ok=True)
+        return cls(settings, make_engine(settings.database_url), open_store(settings.store))
+
+    @classmethod
     def init(
         cls, home: str | os.PathLike[str] | None = None, *, database_url: str | None = None, store: str | None = None
     ) -> Registry:
         """Create (or upgrade in place) the registry at ``home``; safe to run twice."""
-        settings = Settings.resolve(home, database_url, store)
-        settings.home.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(settings.database_url)
-        migrate.upgrade(engine)
-        reg = cls(settings, engine, open_store(settings.store))
+        reg = cls.connect(home, database_url=database_url, store=store)
+        reg.upgrade()
         return reg
 
     @classmethod
@@ -379,6 +385,7 @@ class Registry:
         return import_hf(self, source, revision=revision, name=name, allow_pickle=allow_pickle, tags=dict(tags or {}))
 
     def upgrade(self) -> tuple[str | None, str | None]:
+        """Migrate the schema to this release's head; returns (before, after) revisions."""
         before, after = migrate.upgrade(self.engine)
         if before != after:
             with write_session(self.engine) as s:

@@ -85,7 +85,7 @@ def _load_versions(session: Session, ids: Sequence[int]) -> dict[int, Version]:
 def _model_names(session: Session, model_ids: Iterable[int]) -> dict[int, str]:
     out: dict[int, str] = {}
     for chunk in _chunks(sorted(set(model_ids))):
-        out.update(dict(session.execute(select(Model.id, Model.name).where(Model.id.in_(chunk))).tuples().all()))
+        out.update(dict(session.execute(select(Model.id, Model.name).where(Model.id.in_(chunk))).all()))
     return out
 
 

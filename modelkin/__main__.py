@@ -1,0 +1,3 @@
+from modelkin.cli.app import main
+
+main()

@@ -1,0 +1,70 @@
+"""Registry housekeeping: ``init``, ``gc`` and ``db upgrade``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelkin.cli import output
+from modelkin.cli.options import Json, open_registry
+from modelkin.db import migrate
+from modelkin.registry.registry import Registry
+
+db_app = typer.Typer(help="Database schema management (Alembic).", no_args_is_help=True)
+
+
+def init(ctx: typer.Context, json_out: Json = False) -> None:
+    """Create the registry (directory, database schema, blob store); safe to run again."""
+    home: Path | None = ctx.find_root().params.get("home")
+    with Registry.init(home) as reg:
+        info = {**reg.describe(), "schema": migrate.current_revision(reg.engine)}
+    if json_out:
+        output.emit_json(info)
+    else:
+        output.stdout.print(f"registry ready at {info['home']}")
+        output.fields([("database", info["database"]), ("store", info["store"]), ("schema", info["schema"])])
+
+
+def gc(
+    ctx: typer.Context,
+    grace: Annotated[
+        float, typer.Option(min=0, help="Keep unreferenced blobs younger than this many seconds (a registration may be running).")
+    ] = 3600.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed; remove nothing.")] = False,
+    json_out: Json = False,
+) -> None:
+    """Remove blobs that no version references (left by failed or interrupted registrations)."""
+    report = open_registry(ctx).gc(grace, dry_run)
+    if json_out:
+        output.emit_json(report.to_json())
+        return
+    verb = "would remove" if dry_run else "removed"
+    output.stdout.print(f"{verb} {report.blobs_removed} blobs, {output.human_bytes(report.bytes_freed)} freed")
+    if report.kept_recent:
+        output.info(f"kept {report.kept_recent} unreferenced blobs younger than {grace:g} s (see --grace)")
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context, json_out: Json = False) -> None:
+    """Migrate the database schema to this release's revision."""
+    home: Path | None = ctx.find_root().params.get("home")
+    with Registry.connect(home) as reg:
+        before, after = reg.upgrade()
+    result = {"before": before, "after": after}
+    if json_out:
+        output.emit_json(result)
+    else:
+        output.stdout.print(f"schema at {result['after']}" + ("" if before == result["after"] else f" (was {before})"))
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context, json_out: Json = False) -> None:
+    """Show the schema revision of the database and the one this release expects."""
+    reg = open_registry(ctx)
+    result = {"current": migrate.current_revision(reg.engine), "head": migrate.head_revision()}
+    if json_out:
+        output.emit_json(result)
+    else:
+        output.stdout.print(f"current {result['current']}, expected {result['head']}")

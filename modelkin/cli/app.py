@@ -1,0 +1,99 @@
+"""The ``modelkin`` command: one typer app; errors become one sentence on stderr and an exit code.
+
+Exit codes: 0 ok; 1 failed, not found or verification failed; 2 usage error (including a malformed REF,
+name or filter). ``MODELKIN_DEBUG=1`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from modelkin import __version__
+from modelkin.cli import admin, aliases, hub, models, output
+from modelkin.config import debug_enabled
+from modelkin.errors import ModelkinError
+
+
+class _Group(TyperGroup):
+    """Turns expected failures (ModelkinError, OS errors such as a missing file) into exit 1 and one line."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ModelkinError, OSError) as exc:
+            if debug_enabled():
+                raise
+            output.error(exc)
+            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="modelkin",
+    help="A model zoo and provenance registry: register weights, trace where they came from, prove they are yours.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        output.stdout.print(f"modelkin {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    home: Annotated[
+        Path | None,
+        typer.Option(envvar="MODELKIN_HOME", help="Registry directory (env MODELKIN_HOME; default ~/.modelkin).",
+                     show_envvar=False, show_default=False),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """MODELKIN_DATABASE_URL and MODELKIN_STORE override the registry's database and blob store."""
+
+
+app.command("init")(admin.init)
+app.command("register")(models.register)
+app.command("import-hf")(hub.import_hf)
+app.command("list")(models.list_versions)
+app.command("show")(models.show)
+app.command("tag")(models.tag)
+app.add_typer(aliases.app, name="alias")
+app.command("diff")(models.diff)
+app.command("log")(models.log)
+app.command("yank")(models.yank)
+app.command("export")(models.export)
+app.command("verify")(models.verify)
+app.command("gc")(admin.gc)
+app.add_typer(admin.db_app, name="db")
+
+
+def main() -> None:
+    """Console entry point: anything unexpected is reported in one line unless MODELKIN_DEBUG is set."""
+    try:
+        app(prog_name="modelkin")
+    except KeyboardInterrupt:
+        output.info("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: a bug, not a user error
+        if debug_enabled():
+            raise
+        output.error(RuntimeError(f"internal error ({exc.__class__.__name__}: {exc})"))
+        output.info("set MODELKIN_DEBUG=1 to see the traceback, and please report it")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Commands about model versions: register, list, show, tag, yank, diff, log, export, verify."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from modelkin.cli import output
+from modelkin.cli.options import Filter, Json, Ref, Tags, open_registry, parse_pairs
+from modelkin.errors import InvalidModelFile
+from modelkin.registry.records import ModelVersion
+from modelkin.registry.registry import RELATIONS, Registration
+
+
+def register(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A .safetensors file or a Hugging Face-format directory.")],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Model name (default: the file or folder name).")] = None,
+    parent: Annotated[
+        list[str] | None, typer.Option("--parent", "-p", help="Declared parent: a REF or an HF repo id; repeat for merges.")
+    ] = None,
+    relation: Annotated[str | None, typer.Option(help=f"How it derives from its parents: {', '.join(RELATIONS)}.")] = None,
+    tag: Tags = None,
+    arch: Annotated[Path | None, typer.Option(help="JSON file with the architecture spec {\"family\": ...}.")] = None,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Accept .bin/.pt/.ckpt, loaded with torch.load(weights_only=True).")
+    ] = False,
+    json_out: Json = False,
+) -> None:
+    """Register a weights file or model directory as a new immutable version."""
+    reg = open_registry(ctx)
+    spec = _read_arch(arch) if arch is not None else None
+    result = reg.register(
+        path, name=name, parents=parent or [], relation=relation, tags=parse_pairs(tag),
+        architecture=spec, allow_pickle=allow_pickle,
+    )  # fmt: skip
+    print_registration(result, json_out)
+
+
+def print_registration(result: Registration, json_out: bool) -> None:
+    v = result.version
+    if json_out:
+        output.emit_json({**v.to_json(), "created": result.created, "skipped": list(result.skipped),
+                          "warnings": list(result.warnings)})  # fmt: skip
+        return
+    for w in result.warnings:
+        output.info(f"warning: {w}")
+    if result.skipped:
+        output.info(f"skipped (not stored): {', '.join(result.skipped)}")
+    verb = "registered" if result.created else "already registered as"
+    output.stdout.print(
+        f"{verb} [bold]{v.ref}[/]  {v.digest[:19]}  {output.human_count(v.parameters)} parameters, "
+        f"{v.tensors} tensors, {output.human_bytes(v.bytes)}"
+    )
+
+
+def _read_arch(path: Path) -> dict[str, Any]:
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InvalidModelFile(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    if not isinstance(spec, dict):
+        raise InvalidModelFile(f"{path} must hold a JSON object such as {{\"family\": \"mlp\", ...}}.")
+    return spec
+
+
+def list_versions(
+    ctx: typer.Context,
+    filter: Filter = None,
+    sort: Annotated[str, typer.Option(help="name, version, created, parameters, bytes or tensors; -KEY descends.")] = "name",
+    limit: Annotated[int | None, typer.Option(min=0, help="Show at most this many.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include yanked versions.")] = False,
+    latest: Annotated[bool, typer.Option("--latest", help="Only the newest version of each model.")] = False,
+    json_out: Json = False,
+) -> None:
+    """List registered versions, filtered and sorted."""
+    versions = open_registry(ctx).list(filter, sort=sort, limit=limit, include_yanked=all_, latest=latest)
+    if json_out:
+        output.emit_json([v.to_json() for v in versions])
+        return
+    rows = [
+        (v.ref + (" (yanked)" if v.yanked else ""), v.digest[7:19], output.human_count(v.parameters),
+         output.human_bytes(v.bytes), v.family or "", ", ".join(v.declared_parents),
+         ", ".join(f"{k}={val}" for k, val in v.tags.items()))
+        for v in versions
+    ]  # fmt: skip
+    output.table(["ref", "digest", "params", "size", "family", "parents", "tags"], rows)
+
+
+def show(ctx: typer.Context, ref: Ref, json_out: Json = False) -> None:
+    """Show one version: identity, lineage as declared, architecture, tags, aliases and files."""
+    v = open_registry(ctx).get(ref)
+    if json_out:
+        output.emit_json(v.to_json())
+        return
+    print_version(v)
+
+
+def print_version(v: ModelVersion) -> None:
+    output.fields(
+        [
+            ("ref", v.ref + ("  (yanked)" if v.yanked else "")),
+            ("digest", v.digest),
+            ("parameters", f"{v.parameters:,}"),
+            ("tensors", v.tensors),
+            ("size", output.human_bytes(v.bytes)),
+            ("parents", ", ".join(v.declared_parents) or "none declared"),
+            ("relation", v.relation or ""),
+            ("architecture", _describe_arch(v.architecture)),
+            ("tags", ", ".join(f"{k}={val}" for k, val in v.tags.items())),
+            ("aliases", ", ".join(f"@{a}" for a in v.aliases)),
+            ("license", v.card.get("license", "")),
+            ("source", v.source or ""),
+            ("created", v.created_at.isoformat(timespec="seconds")),
+        ]
+    )
+    output.table(["file", "size", "sha256"], [(f.path, output.human_bytes(f.size), f.sha256) for f in v.files])
+
+
+def _describe_arch(spec: dict[str, Any] | None) -> str:
+    """The family and its small parameters; an embedded HF config is summarised by its model_type."""
+    if spec is None:
+        return "unknown"
+    params = {k: v for k, v in spec.items() if k not in ("family", "config")}
+    if isinstance(spec.get("config"), dict):
+        params["model_type"] = spec["config"].get("model_type")
+    return f"{spec.get('family')} " + json.dumps(params, sort_keys=True)
+
+
+def tag(
+    ctx: typer.Context,
+    ref: Ref,
+    pairs: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE pairs to set.", show_default=False)] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", "-r", help="Tag key to remove; repeatable.")] = None,
+    json_out: Json = False,
+) -> None:
+    """Set or remove tags on a version (tags are labels, not part of its identity)."""
+    if not pairs and not remove:
+        raise typer.BadParameter("give KEY=VALUE pairs to set or --remove KEY.", param_hint="PAIRS")
+    v = open_registry(ctx).tag(ref, parse_pairs(pairs, "PAIRS"), remove or [])
+    if json_out:
+        output.emit_json(v.to_json())
+    else:
+        output.stdout.print(f"{v.ref}: " + (", ".join(f"{k}={val}" for k, val in v.tags.items()) or "no tags"))
+
+
+def yank(
+    ctx: typer.Context,
+    ref: Ref,
+    reason: Annotated[str | None, typer.Option(help="Why it was yanked (kept in the log).")] = None,
+    undo: Annotated[bool, typer.Option("--undo", help="Make the version visible again.")] = False,
+    json_out: Json = False,
+) -> None:
+    """Hide a version from NAME resolution and listings; it stays for lineage and verification."""
+    v = open_registry(ctx).yank(ref, reason, undo=undo)
+    if json_out:
+        output.emit_json(v.to_json())
+    else:
+        output.stdout.print(f"{'restored' if undo else 'yanked'} {v.ref}")
+
+
+def diff(
+    ctx: typer.Context,
+    a: Ref,
+    b: Ref,
+    all_: Annotated[bool, typer.Option("--all", help="Also list tensors that are the same.")] = False,
+    json_out: Json = False,
+) -> None:
+    """Compare two versions tensor by tensor: same, changed (relative distance), only in one."""
+    d = open_registry(ctx).diff(a, b)
+    if json_out:
+        output.emit_json(d.to_json())
+        return
+    rows = [
+        (t.name, t.status, "" if t.relative_distance is None else f"{t.relative_distance:.3g}")
+        for t in d.tensors
+        if all_ or t.status != "same"
+    ]
+    if rows:
+        output.table(["tensor", "status", "‖b−a‖/‖a‖"], rows, title=f"{d.a} → {d.b}")
+    output.stdout.print(", ".join(f"{n} {status}" for status, n in sorted(d.counts().items())) or "no tensors")
+
+
+def log(
+    ctx: typer.Context,
+    ref: Annotated[str | None, typer.Argument(help="Only events of this version.", show_default=False)] = None,
+    limit: Annotated[int | None, typer.Option(min=0, help="Only the last N events.")] = None,
+    json_out: Json = False,
+) -> None:
+    """Show the append-only event log (what changed in the registry, and when)."""
+    events = open_registry(ctx).log(ref, limit)
+    if json_out:
+        output.emit_json([e.to_json() for e in events])
+        return
+    rows = [
+        (e.id, e.at.isoformat(timespec="seconds"), e.kind, e.ref or "",
+         json.dumps({k: v for k, v in e.detail.items() if v not in (None, [], {})}, default=str))
+        for e in events
+    ]  # fmt: skip
+    output.table(["#", "at", "event", "ref", "detail"], rows)
+
+
+def export(
+    ctx: typer.Context,
+    ref: Ref,
+    directory: Annotated[Path, typer.Argument(help="Target folder (created; must be empty unless --force).")],
+    force: Annotated[bool, typer.Option("--force", help="Write into a non-empty folder.")] = False,
+    json_out: Json = False,
+) -> None:
+    """Write a version as a Hugging Face-format folder with a model card that carries its lineage."""
+    reg = open_registry(ctx)
+    v = reg.get(ref)
+    out = reg.export(v.ref, directory, force=force)
+    if json_out:
+        output.emit_json({"ref": v.ref, "digest": v.digest, "directory": str(out.absolute()),
+                          "files": [f.path for f in v.files]})  # fmt: skip
+    else:
+        output.stdout.print(f"exported {v.ref} to {out}")
+
+
+def verify(
+    ctx: typer.Context,
+    ref: Ref,
+    against: Annotated[
+        Path | None, typer.Option(help="Compare a local copy (folder or weights file) instead of the stored blobs.")
+    ] = None,
+    json_out: Json = False,
+) -> None:
+    """Re-hash every blob of a version; exit 1 if anything is missing, extra or changed."""
+    report = open_registry(ctx).verify(ref, against)
+    if json_out:
+        output.emit_json(report.to_json())
+    elif report.ok:
+        output.stdout.print(f"{report.ref}: OK ({report.checked} blobs checked)")
+    else:
+        output.table(["path", "problem"], [(p.path, p.kind) for p in report.problems], title=f"{report.ref}: FAILED")
+    if not report.ok:
+        raise typer.Exit(1)
