@@ -9,14 +9,15 @@ import typer
 
 from modelkin.cli import output
 from modelkin.cli.options import Json, open_registry
-from modelkin.db import migrate
-from modelkin.registry.registry import Registry
 
 db_app = typer.Typer(help="Database schema management (Alembic).", no_args_is_help=True)
 
 
 def init(ctx: typer.Context, json_out: Json = False) -> None:
     """Create the registry (directory, database schema, blob store); safe to run again."""
+    from modelkin.db import migrate
+    from modelkin.registry.registry import Registry
+
     home: Path | None = ctx.find_root().params.get("home")
     with Registry.init(home) as reg:
         info = {**reg.describe(), "schema": migrate.current_revision(reg.engine)}
@@ -49,6 +50,8 @@ def gc(
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context, json_out: Json = False) -> None:
     """Migrate the database schema to this release's revision."""
+    from modelkin.registry.registry import Registry
+
     home: Path | None = ctx.find_root().params.get("home")
     with Registry.connect(home) as reg:
         before, after = reg.upgrade()
@@ -62,8 +65,10 @@ def db_upgrade(ctx: typer.Context, json_out: Json = False) -> None:
 @db_app.command("current")
 def db_current(ctx: typer.Context, json_out: Json = False) -> None:
     """Show the schema revision of the database and the one this release expects."""
+    from modelkin.db import migrate
+
     reg = open_registry(ctx)
-    result = {"current": migrate.current_revision(reg.engine), "head": migrate.head_revision()}
+    result = {"current": migrate.current_revision(reg.engine), "head": migrate.SCHEMA_HEAD}
     if json_out:
         output.emit_json(result)
     else:

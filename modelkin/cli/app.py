@@ -36,7 +36,11 @@ class _Group(TyperGroup):
 app = typer.Typer(
     cls=_Group,
     name="modelkin",
-    help="A model zoo and provenance registry: register weights, trace where they came from, prove they are yours.",
+    help=(
+        "A model zoo and provenance registry: register weights, trace where they came from, prove they are yours.\n\n"
+        "The registry lives in --home (MODELKIN_HOME, default ~/.modelkin); MODELKIN_DATABASE_URL and "
+        "MODELKIN_STORE override its database and blob store."
+    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -61,7 +65,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """MODELKIN_DATABASE_URL and MODELKIN_STORE override the registry's database and blob store."""
+    """Global options; the registry is opened by each command that needs it."""
 
 
 app.command("init")(admin.init)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from modelkin.cli import output
 from modelkin.cli.options import Filter, Json, Ref, Tags, open_registry, parse_pairs
 from modelkin.errors import InvalidModelFile
-from modelkin.registry.records import ModelVersion
-from modelkin.registry.registry import RELATIONS, Registration
+from modelkin.registry.records import RELATIONS, ModelVersion
+
+if TYPE_CHECKING:
+    from modelkin.registry.registry import Registration
 
 
 def register(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from modelkin.registry.registry import Registry
+if TYPE_CHECKING:
+    from modelkin.registry.registry import Registry
 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of a table.")]
 Ref = Annotated[str, typer.Argument(help="NAME, NAME:VERSION, NAME@ALIAS or sha256:<digest prefix>.", show_default=False)]
@@ -20,6 +21,8 @@ Tags = Annotated[list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE; 
 
 def open_registry(ctx: typer.Context) -> Registry:
     """The registry selected by --home / MODELKIN_HOME (and MODELKIN_DATABASE_URL, MODELKIN_STORE)."""
+    from modelkin.registry.registry import Registry
+
     home: Path | None = ctx.find_root().params.get("home")
     reg = Registry.open(home)
     ctx.call_on_close(reg.close)

@@ -41,7 +41,9 @@ def error(exc: BaseException) -> None:
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
-    t = Table(*columns, title=title, title_justify="left", header_style="bold")
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for i, name in enumerate(columns):
+        t.add_column(name, no_wrap=i == 0)  # the first column is a REF or a path: never broken over lines
     for row in rows:
         t.add_row(*(escape("" if v is None else str(v)) for v in row))
     stdout.print(t)

@@ -1,38 +1,51 @@
-"""Alembic, driven from code: the migration scripts ship inside the package, no alembic.ini needed."""
+"""Alembic, driven from code: the migration scripts ship inside the package, no alembic.ini needed.
+
+Alembic is imported only to migrate. Every other command just compares the database's revision with
+``SCHEMA_HEAD`` (a test checks that it names the newest migration script), which keeps start-up fast.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+SCHEMA_HEAD = "0001"
 
 
 def _config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
     return cfg
 
 
-def head_revision() -> str:
-    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-    assert head is not None, "the package ships no migrations"
-    return head
+def script_head() -> str | None:
+    """The newest revision among the shipped migration scripts (what SCHEMA_HEAD must equal)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The database's schema revision, or None for a database modelkin never initialised."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
     """Bring the schema to ``revision``; returns (before, after)."""
+    from alembic import command
+
     before = current_revision(engine)
     command.upgrade(_config(engine), revision)
     return before, current_revision(engine)

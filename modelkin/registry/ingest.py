@@ -1,16 +1,18 @@
 """Copying a user's file into the blob store in one streaming pass.
 
-Each chunk read from the source is written to the blob (which hashes the whole file) and fed to the hash
-of every tensor whose bytes it covers, so registration reads the file once and holds one chunk in memory,
-whatever the model's size. The two SHA-256 streams run on separate threads: hashlib releases the GIL on
-large buffers, so on two cores they overlap instead of adding up.
+Each chunk read from the source is written to the blob, fed to the whole-file hash (the blob's name) and to
+the hash of every tensor whose bytes it covers, so registration reads the file once and holds at most two
+chunks in memory, whatever the model's size. The two SHA-256 streams run on two worker threads while this
+thread reads and writes (hashlib and file I/O release the GIL on large buffers), so on two cores hashing,
+copying and reading overlap instead of adding up. Each chunk's hashes finish before the next chunk's start,
+which keeps every hash fed in order.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,16 +47,16 @@ def ingest_safetensors(src: Path, rel_path: str, store: BlobStore, pool: ThreadP
         tensor_hashes = _TensorHasher(header)
         with store.writer() as blob:
             offset = 0
-            pending = None
+            pending: list[Future[None]] = []
             while chunk := fh.read(CHUNK):
+                for job in pending:
+                    job.result()
                 view = memoryview(chunk)
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(tensor_hashes.feed, offset, view)
-                blob.write(view)
+                pending = [pool.submit(blob.update_hash, view), pool.submit(tensor_hashes.feed, offset, view)]
+                blob.write_unhashed(view)
                 offset += len(chunk)
-            if pending is not None:
-                pending.result()
+            for job in pending:
+                job.result()
     if blob.size != size:
         raise OSError(f"{src} changed size while it was being read")
     tensors = tuple(

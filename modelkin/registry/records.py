@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+# how a version derives from its declared parents
+RELATIONS = ("finetune", "adapter", "merge", "quantized", "pruned", "watermarked", "distilled")
+
 
 @dataclass(frozen=True)
 class FileEntry:

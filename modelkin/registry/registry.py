@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy import Engine, func, insert, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
@@ -47,7 +47,7 @@ from modelkin.registry.pickles import convert_index, convert_pickle, converted_n
 from modelkin.registry.diff import diff_versions
 from modelkin.registry.hf import export_version, import_hf
 from modelkin.registry.integrity import collect_garbage, verify_version
-from modelkin.registry.records import EventRecord, GcReport, ModelVersion, VerifyReport, VersionDiff
+from modelkin.registry.records import RELATIONS, EventRecord, GcReport, ModelVersion, VerifyReport, VersionDiff
 from modelkin.registry.rows import FIELDS, SORT_KEYS, filter_fields, to_records
 from modelkin.registry.sources import PICKLE_INDEX, SAFETENSORS_INDEX, ModelSource, SourceFile, check_index, collect
 from modelkin.registry.store import BlobStore, open_store
@@ -55,7 +55,6 @@ from modelkin.registry.store import BlobStore, open_store
 if TYPE_CHECKING:
     import torch
 
-RELATIONS = ("finetune", "adapter", "merge", "quantized", "pruned", "watermarked", "distilled")
 _RETRIES = 5
 HF_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
@@ -117,10 +116,10 @@ class Registry:
         if current is None:
             engine.dispose()
             raise RegistryNotFound(f"no registry in {_safe_url(engine)}.", hint="run `modelkin init` to create one")
-        if current != migrate.head_revision():
+        if current != migrate.SCHEMA_HEAD:
             engine.dispose()
             raise SchemaOutdated(
-                f"the registry schema is at revision {current}, this modelkin expects {migrate.head_revision()}.",
+                f"the registry schema is at revision {current}, this modelkin expects {migrate.SCHEMA_HEAD}.",
                 hint="run `modelkin db upgrade`",
             )
         return cls(settings, engine, open_store(settings.store))
@@ -187,7 +186,7 @@ class Registry:
 
     def _ingest(self, src: ModelSource) -> list[IngestedFile]:
         out: list[IngestedFile] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelkin-hash") as pool:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelkin-hash") as pool:
             for f in src.files:
                 if f.kind == "safetensors":
                     out.append(ingest_safetensors(f.path, f.rel, self.store, pool))
@@ -487,7 +486,7 @@ def _write_version(
     )
     s.add(v)
     s.flush()
-    s.add_all(File(version_id=v.id, path=f.path, size=f.size, sha256=f.sha256) for f in files)
+    s.execute(insert(File), [{"version_id": v.id, "path": f.path, "size": f.size, "sha256": f.sha256} for f in files])
     insert_tensors(s, v.id, files)
     s.add_all(Tag(version_id=v.id, key=k, value=val) for k, val in tags.items())
     for parent_version, external in parent_rows:
@@ -506,11 +505,15 @@ def _write_version(
 
 
 def insert_tensors(s: Session, version_id: int, files: Sequence[IngestedFile]) -> None:
-    s.add_all(
-        TensorRow(version_id=version_id, name=t.name, dtype=t.dtype, shape=list(t.shape), sha256=t.sha256, file=t.file)
+    """One bulk INSERT: a large model has thousands of tensors, and per-object ORM inserts cost 10x more."""
+    rows = [
+        {"version_id": version_id, "name": t.name, "dtype": t.dtype, "shape": list(t.shape), "sha256": t.sha256,
+         "file": t.file}
         for f in files
         for t in f.tensors
-    )
+    ]  # fmt: skip
+    if rows:
+        s.execute(insert(TensorRow), rows)
 
 
 def _resolve_parent(s: Session, parent: str) -> tuple[Version | None, str | None]:

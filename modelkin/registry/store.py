@@ -35,16 +35,32 @@ class BlobInfo:
 
 
 class BlobWriter:
-    """A file-like sink that hashes what it is given; ``commit`` files it under its digest."""
+    """A sink that hashes what it is given; the store files the bytes under their digest when it closes.
 
-    def __init__(self, fh: IO[bytes]) -> None:
+    With ``early_writeback`` (local files), each chunk's writeback to disk starts as soon as it is written,
+    so the final fsync has little left to wait for and a large model does not flood the page cache.
+    """
+
+    def __init__(self, fh: IO[bytes], early_writeback: bool = False) -> None:
         self._fh = fh
         self._hash = hashlib.sha256()
         self.size = 0
+        self._early = early_writeback and hasattr(os, "posix_fadvise")
 
     def write(self, data: bytes | memoryview) -> None:
+        self.update_hash(data)
+        self.write_unhashed(data)
+
+    def update_hash(self, data: bytes | memoryview) -> None:
+        """Hash a chunk; may run on another thread than ``write_unhashed``, as long as chunks keep their order."""
         self._hash.update(data)
+
+    def write_unhashed(self, data: bytes | memoryview) -> None:
         self._fh.write(data)
+        if self._early and len(data) >= CHUNK:
+            self._fh.flush()
+            # on Linux, DONTNEED on dirty pages starts their writeback without waiting for it
+            os.posix_fadvise(self._fh.fileno(), self.size, len(data), os.POSIX_FADV_DONTNEED)
         self.size += len(data)
 
     @property
@@ -183,7 +199,7 @@ class LocalStore(BlobStore):
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                w = BlobWriter(fh)
+                w = BlobWriter(fh, early_writeback=True)
                 yield w
                 fh.flush()
                 os.fsync(fh.fileno())
