@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 from modelkin import Registry
-from modelkin.registry import registry as registry_module
 from modelkin.registry.safetensors_header import read_header_from_path
 from modelkin.registry.store import CHUNK
 
@@ -173,8 +172,7 @@ def main() -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
         f"medians of {args.repeat} runs, page cache warm for all contenders.",
         "",
-        "## Speed: all-MiniLM-L6-v2 weights, one file of "
-        f"{size / 1e6:.1f} MB, 104 tensors",
+        f"## Speed: all-MiniLM-L6-v2 weights, one file of {size / 1e6:.1f} MB, 104 tensors",
         "",
         "| contender | median time | vs sha256 alone |",
         "| --- | ---: | ---: |",

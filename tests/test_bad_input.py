@@ -45,8 +45,13 @@ def _bad_files(tmp: Path, good: Path) -> dict[str, Path]:
         "not-json": struct.pack("<Q", 8) + b"{nope!!}",
         "offsets-past-end": _header({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 1 << 40]}}) + b"\0" * 16,
         "shape-mismatch": _header({"w": {"dtype": "F32", "shape": [5], "data_offsets": [0, 16]}}) + b"\0" * 16,
-        "overlap": _header({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
-                            "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}) + b"\0" * 16,  # fmt: skip
+        "overlap": _header(
+            {
+                "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]},
+            }
+        )
+        + b"\0" * 16,  # fmt: skip
         "hole": _header({"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}) + b"\0" * 16,
         "unknown-dtype": _header({"a": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}) + b"\0" * 8,
         "negative-shape": _header({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}) + b"\0" * 8,
@@ -192,7 +197,7 @@ def test_altered_blob_is_detected_by_verify_and_every_load(
         "diff": lambda: registry.diff(v.ref, other.ref),
         "export": lambda: registry.export(v.ref, tmp_path / "export"),
     }
-    for what, load in loaders.items():
+    for load in loaders.values():
         with pytest.raises(IntegrityError, match="altered on disk"):
             load()
     assert not (tmp_path / "export" / "model.safetensors").exists()
@@ -261,8 +266,13 @@ def test_concurrent_registrations_on_sqlite(tmp_path: Path) -> None:
     files = [make_weights(tmp_path / f"w{i}.safetensors", seed=100 + i) for i in range(4)]
     env = {**os.environ, "MODELKIN_HOME": str(home)}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "modelkin", "register", str(f), "--name", "shared", "--json"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-m", "modelkin", "register", str(f), "--name", "shared", "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
         for f in files
     ]
     outcomes = [(p.wait(timeout=120), *p.communicate()) for p in procs]

@@ -148,7 +148,9 @@ def test_aliases_tags_and_yank(registry: Registry, tmp_path: Path) -> None:
 def test_list_filter_sort_limit(registry: Registry, tmp_path: Path) -> None:
     big = {"extra": np.ones((100, 100), dtype=np.float32)}
     registry.register(make_weights(tmp_path / "a.safetensors", seed=1), name="bert-small", tags={"task": "digits"})
-    registry.register(make_weights(tmp_path / "b.safetensors", seed=2, extra=big), name="bert-big", tags={"task": "digits"})
+    registry.register(
+        make_weights(tmp_path / "b.safetensors", seed=2, extra=big), name="bert-big", tags={"task": "digits"}
+    )
     registry.register(make_weights(tmp_path / "c.safetensors", seed=3), name="other", tags={"task": "text"})
     got = registry.list("name LIKE 'bert%' AND tags.task = 'digits' AND parameters > 1e4")
     assert [v.ref for v in got] == ["bert-big:1"]

@@ -31,7 +31,10 @@ def init(ctx: typer.Context, json_out: Json = False) -> None:
 def gc(
     ctx: typer.Context,
     grace: Annotated[
-        float, typer.Option(min=0, help="Keep unreferenced blobs younger than this many seconds (a registration may be running).")
+        float,
+        typer.Option(
+            min=0, help="Keep unreferenced blobs younger than this many seconds (a registration may be running)."
+        ),
     ] = 3600.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed; remove nothing.")] = False,
     json_out: Json = False,

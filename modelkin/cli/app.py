@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from modelkin import __version__
-from modelkin.cli import admin, aliases, hub, models, output
+from modelkin.cli import admin, aliases, hub, models, output, zoo
 from modelkin.config import debug_enabled
 from modelkin.errors import ModelkinError
 
@@ -58,8 +58,12 @@ def _version(value: bool) -> None:
 def _root(
     home: Annotated[
         Path | None,
-        typer.Option(envvar="MODELKIN_HOME", help="Registry directory (env MODELKIN_HOME; default ~/.modelkin).",
-                     show_envvar=False, show_default=False),
+        typer.Option(
+            envvar="MODELKIN_HOME",
+            help="Registry directory (env MODELKIN_HOME; default ~/.modelkin).",
+            show_envvar=False,
+            show_default=False,
+        ),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -71,6 +75,7 @@ def _root(
 app.command("init")(admin.init)
 app.command("register")(models.register)
 app.command("import-hf")(hub.import_hf)
+app.command("register-zoo")(zoo.register_zoo)
 app.command("list")(models.list_versions)
 app.command("show")(models.show)
 app.command("tag")(models.tag)

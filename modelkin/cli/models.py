@@ -20,13 +20,18 @@ if TYPE_CHECKING:
 def register(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="A .safetensors file or a Hugging Face-format directory.")],
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Model name (default: the file or folder name).")] = None,
-    parent: Annotated[
-        list[str] | None, typer.Option("--parent", "-p", help="Declared parent: a REF or an HF repo id; repeat for merges.")
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Model name (default: the file or folder name).")
     ] = None,
-    relation: Annotated[str | None, typer.Option(help=f"How it derives from its parents: {', '.join(RELATIONS)}.")] = None,
+    parent: Annotated[
+        list[str] | None,
+        typer.Option("--parent", "-p", help="Declared parent: a REF or an HF repo id; repeat for merges."),
+    ] = None,
+    relation: Annotated[
+        str | None, typer.Option(help=f"How it derives from its parents: {', '.join(RELATIONS)}.")
+    ] = None,
     tag: Tags = None,
-    arch: Annotated[Path | None, typer.Option(help="JSON file with the architecture spec {\"family\": ...}.")] = None,
+    arch: Annotated[Path | None, typer.Option(help='JSON file with the architecture spec {"family": ...}.')] = None,
     allow_pickle: Annotated[
         bool, typer.Option("--allow-pickle", help="Accept .bin/.pt/.ckpt, loaded with torch.load(weights_only=True).")
     ] = False,
@@ -35,10 +40,11 @@ def register(
     """Register a weights file or model directory as a new immutable version."""
     reg = open_registry(ctx)
     spec = _read_arch(arch) if arch is not None else None
-    result = reg.register(
-        path, name=name, parents=parent or [], relation=relation, tags=parse_pairs(tag),
-        architecture=spec, allow_pickle=allow_pickle,
-    )  # fmt: skip
+    with output.byte_progress(f"registering {path.name}") as progress:
+        result = reg.register(
+            path, name=name, parents=parent or [], relation=relation, tags=parse_pairs(tag),
+            architecture=spec, allow_pickle=allow_pickle, progress=progress,
+        )  # fmt: skip
     print_registration(result, json_out)
 
 
@@ -65,14 +71,16 @@ def _read_arch(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise InvalidModelFile(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
     if not isinstance(spec, dict):
-        raise InvalidModelFile(f"{path} must hold a JSON object such as {{\"family\": \"mlp\", ...}}.")
+        raise InvalidModelFile(f'{path} must hold a JSON object such as {{"family": "mlp", ...}}.')
     return spec
 
 
 def list_versions(
     ctx: typer.Context,
     filter: Filter = None,
-    sort: Annotated[str, typer.Option(help="name, version, created, parameters, bytes or tensors; -KEY descends.")] = "name",
+    sort: Annotated[
+        str, typer.Option(help="name, version, created, parameters, bytes or tensors; -KEY descends.")
+    ] = "name",
     limit: Annotated[int | None, typer.Option(min=0, help="Show at most this many.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Include yanked versions.")] = False,
     latest: Annotated[bool, typer.Option("--latest", help="Only the newest version of each model.")] = False,
@@ -197,12 +205,19 @@ def log(
     if json_out:
         output.emit_json([e.to_json() for e in events])
         return
-    rows = [
-        (e.id, e.at.isoformat(timespec="seconds"), e.kind, e.ref or "",
-         json.dumps({k: v for k, v in e.detail.items() if v not in (None, [], {})}, default=str))
-        for e in events
-    ]  # fmt: skip
-    output.table(["#", "at", "event", "ref", "detail"], rows)
+    rows = [(e.at.strftime("%Y-%m-%d %H:%M:%S"), e.kind, e.ref or "", _summary(e.detail)) for e in events]
+    output.table(["at (UTC)", "event", "ref", "detail"], rows)
+
+
+def _summary(detail: dict[str, Any]) -> str:
+    """``key=value`` pairs of what is set, long values (digests, paths) shortened."""
+    parts = []
+    for k, v in detail.items():
+        if v in (None, [], {}):
+            continue
+        text = ",".join(map(str, v)) if isinstance(v, list) else str(v)
+        parts.append(f"{k}={text if len(text) <= 40 else text[:18] + '…' + text[-18:]}")
+    return " ".join(parts)
 
 
 def export(

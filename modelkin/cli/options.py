@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     from modelkin.registry.registry import Registry
 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of a table.")]
-Ref = Annotated[str, typer.Argument(help="NAME, NAME:VERSION, NAME@ALIAS or sha256:<digest prefix>.", show_default=False)]
+Ref = Annotated[
+    str, typer.Argument(help="NAME, NAME:VERSION, NAME@ALIAS or sha256:<digest prefix>.", show_default=False)
+]
 Filter = Annotated[
     str | None,
     typer.Option("--filter", "-f", help="e.g. \"name LIKE 'bert%' AND tags.task = 'digits' AND parameters > 1e6\"."),

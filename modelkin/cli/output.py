@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from modelkin.errors import ModelkinError
@@ -75,12 +75,28 @@ def human_count(n: int) -> str:
 
 
 @contextmanager
-def byte_progress(label: str, total: int) -> Iterator[Any]:
-    """A progress bar on stderr when it is a terminal; otherwise a no-op callback."""
-    if not stderr.is_terminal or total <= 0:
-        yield lambda n: None
+def byte_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``(advance, total)`` callback drawing a bar on stderr when it is a terminal; None otherwise."""
+    if not stderr.is_terminal:
+        yield None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
     with Progress(*columns, console=stderr, transient=True) as progress:
+        task = progress.add_task(label, total=None)
+
+        def advance(n: int, total: int) -> None:
+            progress.update(task, advance=n, total=total)
+
+        yield advance
+
+
+@contextmanager
+def count_progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
+    """A ``(item name)`` callback advancing a bar of ``total`` items on a terminal's stderr; a no-op otherwise."""
+    if not stderr.is_terminal:
+        yield lambda name: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=stderr,
+                  transient=True) as progress:  # fmt: skip
         task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)
+        yield lambda name: progress.update(task, advance=1, description=f"{label}: {name}")

@@ -16,6 +16,7 @@ from modelkin.errors import ExportError, HubError
 from modelkin.registry.sources import FOREIGN_WEIGHT_SUFFIXES, PICKLE_SUFFIXES
 
 if TYPE_CHECKING:
+    from modelkin.registry.ingest import Progress
     from modelkin.registry.records import ModelVersion
     from modelkin.registry.registry import Registration, Registry
 
@@ -52,6 +53,7 @@ def import_hf(
     name: str | None = None,
     allow_pickle: bool = False,
     tags: dict[str, str] | None = None,
+    progress: Progress | None = None,
 ) -> Registration:
     """Register a local HF-format folder, or a repo id from the local cache (or the Hub, when online)."""
     from modelkin.registry.registry import HF_REPO_RE
@@ -77,6 +79,7 @@ def import_hf(
         card=card,
         source_label=label,
         trusted_root=trusted,
+        progress=progress,
     )
 
 

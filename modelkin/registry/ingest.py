@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from modelkin.registry.safetensors_header import Header, TensorEntry, read_header
 from modelkin.registry.store import CHUNK, BlobStore
+
+Progress = Callable[[int, int], None]  # (bytes just done, total bytes of the registration)
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,9 @@ class IngestedFile:
     metadata: dict[str, str]
 
 
-def ingest_safetensors(src: Path, rel_path: str, store: BlobStore, pool: ThreadPoolExecutor) -> IngestedFile:
+def ingest_safetensors(
+    src: Path, rel_path: str, store: BlobStore, pool: ThreadPoolExecutor, progress: Callable[[int], None]
+) -> IngestedFile:
     """Validate ``src``'s header, then stream it into ``store`` while hashing each tensor."""
     with open(src, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
@@ -55,21 +60,24 @@ def ingest_safetensors(src: Path, rel_path: str, store: BlobStore, pool: ThreadP
                 pending = [pool.submit(blob.update_hash, view), pool.submit(tensor_hashes.feed, offset, view)]
                 blob.write_unhashed(view)
                 offset += len(chunk)
+                progress(len(chunk))
             for job in pending:
                 job.result()
     if blob.size != size:
         raise OSError(f"{src} changed size while it was being read")
     tensors = tuple(
-        IngestedTensor(t.name, t.dtype, t.shape, d, rel_path) for t, d in zip(header.tensors, tensor_hashes.digests())
+        IngestedTensor(t.name, t.dtype, t.shape, d, rel_path)
+        for t, d in zip(header.tensors, tensor_hashes.digests(), strict=True)
     )
     return IngestedFile(rel_path, size, blob.digest, tensors, header.metadata)
 
 
-def ingest_plain(src: Path, rel_path: str, store: BlobStore) -> IngestedFile:
+def ingest_plain(src: Path, rel_path: str, store: BlobStore, progress: Callable[[int], None]) -> IngestedFile:
     """Any other file of a model directory (config, tokenizer, card) is stored as it is."""
     with open(src, "rb") as fh, store.writer() as blob:
         while chunk := fh.read(CHUNK):
             blob.write(chunk)
+            progress(len(chunk))
     return IngestedFile(rel_path, blob.size, blob.digest, (), {})
 
 

@@ -44,8 +44,10 @@ def _state_dict(obj: Any, label: str) -> dict[str, Any]:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
-    if not isinstance(obj, dict) or not obj or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     ):
         raise InvalidModelFile(f"{label} does not hold a state dict (a map of names to tensors).")
     return obj

@@ -120,7 +120,12 @@ class VerifyReport:
         return not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "ref": self.ref, "checked": self.checked, "problems": [p.to_json() for p in self.problems]}
+        return {
+            "ok": self.ok,
+            "ref": self.ref,
+            "checked": self.checked,
+            "problems": [p.to_json() for p in self.problems],
+        }
 
 
 @dataclass(frozen=True)

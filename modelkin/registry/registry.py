@@ -10,6 +10,7 @@ Everything the CLI does goes through here, and everything here is usable from Py
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import json
 import os
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 from modelkin.config import Settings
 from modelkin.db import migrate
 from modelkin.db.engine import make_engine, read_session, write_session
-from modelkin.db.schema import Alias, Event, File, LineageEdge, Model, Tag, TensorRow, Version
+from modelkin.db.schema import Alias, Event, File, LineageEdge, Model, Tag, TensorRow, Version, as_utc
 from modelkin.errors import (
     AmbiguousRef,
     InvalidModelFile,
@@ -40,13 +41,13 @@ from modelkin.errors import (
 )
 from modelkin.refs import ModelRef, check_alias, check_name
 from modelkin.registry import architectures
+from modelkin.registry.diff import diff_versions
 from modelkin.registry.filters import parse_filter
-from modelkin.registry.ingest import IngestedFile, ingest_plain, ingest_safetensors
+from modelkin.registry.hf import export_version, import_hf
+from modelkin.registry.ingest import IngestedFile, Progress, ingest_plain, ingest_safetensors
+from modelkin.registry.integrity import collect_garbage, verify_version
 from modelkin.registry.manifest import build_manifest, manifest_bytes
 from modelkin.registry.pickles import convert_index, convert_pickle, converted_name
-from modelkin.registry.diff import diff_versions
-from modelkin.registry.hf import export_version, import_hf
-from modelkin.registry.integrity import collect_garbage, verify_version
 from modelkin.registry.records import RELATIONS, EventRecord, GcReport, ModelVersion, VerifyReport, VersionDiff
 from modelkin.registry.rows import FIELDS, SORT_KEYS, filter_fields, to_records
 from modelkin.registry.sources import PICKLE_INDEX, SAFETENSORS_INDEX, ModelSource, SourceFile, check_index, collect
@@ -151,6 +152,7 @@ class Registry:
         card: Mapping[str, Any] | None = None,
         source_label: str | None = None,
         trusted_root: Path | None = None,
+        progress: Progress | None = None,
     ) -> Registration:
         """Register a weights file, an HF-format directory, an ``nn.Module`` or a state dict as a new version.
 
@@ -172,7 +174,7 @@ class Registry:
                 name = check_name(name or "")
                 src = _save_in_memory(source, Path(tmp), spec)
                 label = source_label or f"python:{type(source).__name__}"
-            ingested = self._ingest(src)
+            ingested = self._ingest(src, progress)
         warnings: list[str] = []
         if spec is None:
             spec, warning = _discover_architecture(ingested, src.config)
@@ -184,14 +186,20 @@ class Registry:
         )
         return Registration(version, created, src.skipped, tuple(warnings))
 
-    def _ingest(self, src: ModelSource) -> list[IngestedFile]:
+    def _ingest(self, src: ModelSource, progress: Progress | None) -> builtins.list[IngestedFile]:
+        total = sum(f.path.stat().st_size for f in src.files)
+
+        def advance(n: int) -> None:
+            if progress is not None:
+                progress(n, total)
+
         out: list[IngestedFile] = []
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelkin-hash") as pool:
             for f in src.files:
                 if f.kind == "safetensors":
-                    out.append(ingest_safetensors(f.path, f.rel, self.store, pool))
+                    out.append(ingest_safetensors(f.path, f.rel, self.store, pool, advance))
                 else:
-                    out.append(ingest_plain(f.path, f.rel, self.store))
+                    out.append(ingest_plain(f.path, f.rel, self.store, advance))
         _check_shards(src, out)
         return out
 
@@ -221,7 +229,7 @@ class Registry:
         limit: int | None = None,
         include_yanked: bool = False,
         latest: bool = False,
-    ) -> list[ModelVersion]:
+    ) -> builtins.list[ModelVersion]:
         """Versions matching ``filter`` (see modelkin.registry.filters), sorted by ``sort`` (``-key`` descends)."""
         predicate = parse_filter(filter, FIELDS)
         sort = sort or "name"
@@ -268,6 +276,36 @@ class Registry:
             return to_records(s, [v])[0], before
 
         result: tuple[ModelVersion, str | None] = self._retrying(work)
+        return result
+
+    def declare_parents(self, ref: str, parents: Sequence[str], relation: str | None = None) -> ModelVersion:
+        """Add declared parents to an existing version (a publisher's claim, e.g. made after registration).
+
+        Parents already declared are skipped; the relation is recorded when the version has none yet.
+        """
+        if relation is not None and relation not in RELATIONS:
+            raise InvalidName(f"{relation!r} is not a known relation.", hint=f"use one of: {', '.join(RELATIONS)}")
+
+        def work(s: Session) -> ModelVersion:
+            v = resolve(s, ref)
+            existing = {(e.parent_id, e.parent_external) for e in s.scalars(
+                select(LineageEdge).where(LineageEdge.child_id == v.id, LineageEdge.source == "declared"))}  # fmt: skip
+            if v.relation is None:
+                v.relation = relation or _default_relation(parents)
+            added = []
+            for parent in parents:
+                parent_version, external = _resolve_parent(s, parent)
+                key = (parent_version.id if parent_version else None, external)
+                if key not in existing:
+                    existing.add(key)
+                    added.append(parent)
+                    s.add(LineageEdge(child_id=v.id, parent_id=key[0], parent_external=external,
+                                      relation=v.relation, source="declared"))  # fmt: skip
+            _log(s, "declare", v, parents=added, relation=v.relation)
+            s.flush()
+            return to_records(s, [v])[0]
+
+        result: ModelVersion = self._retrying(work)
         return result
 
     def remove_alias(self, name: str, alias: str) -> str:
@@ -320,7 +358,7 @@ class Registry:
         result: ModelVersion = self._retrying(work)
         return result
 
-    def log(self, ref: str | None = None, limit: int | None = None) -> list[EventRecord]:
+    def log(self, ref: str | None = None, limit: int | None = None) -> builtins.list[EventRecord]:
         """The append-only event log, oldest first; for one version if ``ref`` is given."""
         with read_session(self.engine) as s:
             query = select(Event).order_by(Event.id)
@@ -329,7 +367,7 @@ class Registry:
             events = list(s.scalars(query))
         if limit is not None:
             events = events[-limit:] if limit > 0 else []
-        return [EventRecord(e.id, e.at, e.kind, e.ref, dict(e.detail or {})) for e in events]
+        return [EventRecord(e.id, as_utc(e.at), e.kind, e.ref, dict(e.detail or {})) for e in events]
 
     # -- reading weights -----------------------------------------------------------------------------------
 
@@ -380,8 +418,13 @@ class Registry:
         name: str | None = None,
         allow_pickle: bool = False,
         tags: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
     ) -> Registration:
-        return import_hf(self, source, revision=revision, name=name, allow_pickle=allow_pickle, tags=dict(tags or {}))
+        """Import a local HF folder or a cached/Hub repo id; its card's base_model becomes declared lineage."""
+        return import_hf(
+            self, source, revision=revision, name=name, allow_pickle=allow_pickle, tags=dict(tags or {}),
+            progress=progress,
+        )  # fmt: skip
 
     def upgrade(self) -> tuple[str | None, str | None]:
         """Migrate the schema to this release's head; returns (before, after) revisions."""
@@ -406,7 +449,9 @@ def resolve(s: Session, ref: str | ModelRef) -> Version:
     """Find the Version row a REF names, or raise ModelNotFound / AmbiguousRef with a useful hint."""
     r = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
     if r.digest_prefix is not None:
-        rows = list(s.scalars(select(Version).where(Version.digest.like(f"sha256:{r.digest_prefix}%")).order_by(Version.id)))
+        rows = list(
+            s.scalars(select(Version).where(Version.digest.like(f"sha256:{r.digest_prefix}%")).order_by(Version.id))
+        )
         if not rows:
             raise ModelNotFound(f"no version has a manifest digest starting with {r.digest_prefix}.")
         if len({v.digest for v in rows}) > 1:

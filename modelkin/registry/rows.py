@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from modelkin.db.schema import Alias, File, LineageEdge, Model, Tag, Version
+from modelkin.db.schema import Alias, File, LineageEdge, Model, Tag, Version, as_utc
 from modelkin.registry.records import FileEntry, ModelVersion
 
 _BATCH = 500
@@ -69,7 +69,7 @@ def to_records(session: Session, versions: Sequence[Version]) -> list[ModelVersi
             source=v.source,
             card=dict(v.card or {}),
             yanked=v.yanked,
-            created_at=v.created_at,
+            created_at=as_utc(v.created_at),
         )
         for v in versions
     ]

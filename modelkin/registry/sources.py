@@ -98,7 +98,9 @@ def _choose_weights(
     kept: list[SourceFile] = []
     for f in files:
         suffix = PurePosixPath(f.rel).suffix.lower()
-        if suffix in FOREIGN_WEIGHT_SUFFIXES or (has_safetensors and (f.kind == "pickle" or f.rel.endswith(PICKLE_INDEX))):
+        if suffix in FOREIGN_WEIGHT_SUFFIXES or (
+            has_safetensors and (f.kind == "pickle" or f.rel.endswith(PICKLE_INDEX))
+        ):
             skipped.append(f.rel)
         else:
             kept.append(f)

@@ -15,6 +15,7 @@ import os
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -330,8 +331,8 @@ def _mtime(info: dict[str, Any]) -> float:
         value = info.get(key)
         if isinstance(value, (int, float)):
             return float(value)
-        if hasattr(value, "timestamp"):
-            return float(value.timestamp())
+        if isinstance(value, datetime):
+            return value.timestamp()
     return time.time()  # unknown age: treat as fresh, so gc never deletes what it cannot date
 
 
