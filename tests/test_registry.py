@@ -208,3 +208,22 @@ def _sha(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_concurrent_writers_get_distinct_versions(registry: Registry, tmp_path: Path) -> None:
+    """Threads with their own connections race for the next version number; every one lands, none twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = [make_weights(tmp_path / f"c{i}.safetensors", seed=50 + i) for i in range(6)]
+
+    def register(path: Path) -> str:
+        with Registry.open() as own:  # same MODELKIN_HOME / MODELKIN_DATABASE_URL as the fixture
+            return own.register(path, name="raced", tags={"src": path.stem}).version.ref
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        refs = list(pool.map(register, files))
+    assert sorted(refs) == [f"raced:{n}" for n in range(1, 7)]
+    versions = registry.list()
+    assert sorted(v.version for v in versions) == list(range(1, 7))
+    assert {v.tags["src"] for v in versions} == {f.stem for f in files}
+    assert [e.kind for e in registry.log()].count("register") == 6

@@ -14,8 +14,10 @@ import builtins
 import difflib
 import json
 import os
+import random
 import re
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -204,7 +206,11 @@ class Registry:
         return out
 
     def _retrying(self, work: Any) -> Any:
-        """Run ``work(session)`` in a write transaction, again if a concurrent writer took our version number."""
+        """Run ``work(session)`` in a write transaction, again if a concurrent writer created the same row first.
+
+        Writers wait for each other's locks rather than fail; a unique-key collision can only come from two
+        transactions creating the same new model or alias at once, and the second attempt then sees it.
+        """
         for attempt in range(_RETRIES):
             try:
                 with write_session(self.engine) as session:
@@ -212,6 +218,7 @@ class Registry:
             except sa_exc.IntegrityError:
                 if attempt == _RETRIES - 1:
                     raise
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
         raise AssertionError("unreachable")
 
     # -- lookup --------------------------------------------------------------------------------------------
@@ -505,9 +512,11 @@ def _write_version(
     card: Mapping[str, Any] | None,
 ) -> tuple[ModelVersion, bool]:
     """The single transaction that makes a version exist, with everything that belongs to it."""
-    model = s.scalar(select(Model).where(Model.name == name))
+    # lock the model row so that concurrent registrations of one model queue for the next number instead of
+    # colliding on it (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers)
+    model = s.scalar(select(Model).where(Model.name == name).with_for_update())
     if model is None:
-        model = Model(name=name)
+        model = Model(name=name)  # a racing creator makes this flush fail; the retry then finds the model
         s.add(model)
         s.flush()
     existing = s.scalar(select(Version).where(Version.model_id == model.id, Version.digest == digest))
