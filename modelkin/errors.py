@@ -24,6 +24,14 @@ class RegistryNotFound(ModelkinError, FileNotFoundError):
     """No registry is initialised at the selected home or database."""
 
 
+class ConfigError(ModelkinError, ValueError):
+    """MODELKIN_DATABASE_URL or MODELKIN_STORE cannot be used (malformed, or its driver is not installed)."""
+
+
+class DatabaseUnavailable(ModelkinError, ConnectionError):
+    """The registry database could not be reached or refused the operation."""
+
+
 class SchemaOutdated(ModelkinError, RuntimeError):
     """The database schema is older (or newer) than this modelkin release expects."""
 

@@ -27,7 +27,7 @@ def home(cli: Any, backend: str) -> None:
     ok(cli("init"))
 
 
-def test_uninitialised_registry_says_how_to_fix(cli: Any) -> None:
+def test_uninitialised_registry_says_how_to_fix(backend: str, cli: Any) -> None:
     result = cli("list")
     assert result.exit_code == 1 and result.stdout == ""
     assert "no registry" in result.stderr and "modelkin init" in result.stderr
@@ -144,3 +144,18 @@ def test_console_script_runs_as_a_subprocess(tmp_path: Path) -> None:
     assert result.returncode == 0 and result.stdout.startswith("modelkin ")
     result = subprocess.run([sys.executable, "-m", "modelkin", "show", "x"], capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr and "modelkin init" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("notaurl", "cannot use database URL"),
+        ("mysql://user@localhost/db", "cannot use database URL"),  # driver not installed
+        ("postgresql+psycopg://nobody:x@127.0.0.1:1/none", "the registry database failed"),  # nothing listens
+    ],
+)
+def test_unusable_database_urls_are_one_clear_error(cli: Any, url: str, message: str) -> None:
+    for command in (["init"], ["list", "--json"]):
+        result = cli(*command, env={"MODELKIN_DATABASE_URL": url})
+        assert result.exit_code == 1 and result.stdout == "", result.stderr
+        assert result.stderr.startswith(f"Error: {message}") and "Traceback" not in result.stderr

@@ -26,11 +26,20 @@ class _Group(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (ModelkinError, OSError) as exc:
-            if debug_enabled():
+        except Exception as exc:
+            expected = exc if isinstance(exc, (ModelkinError, OSError)) else _database_error(exc)
+            if expected is None or debug_enabled():
                 raise
-            output.error(exc)
-            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+            output.error(expected)
+            raise typer.Exit(getattr(expected, "exit_code", 1)) from None
+
+
+def _database_error(exc: Exception) -> ModelkinError | None:
+    if type(exc).__module__.startswith("sqlalchemy"):  # only then is SQLAlchemy imported, and worth asking
+        from modelkin.db.engine import database_error
+
+        return database_error(exc)
+    return None
 
 
 app = typer.Typer(

@@ -14,15 +14,25 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session
+
+from modelkin.errors import ConfigError, DatabaseUnavailable, ModelkinError
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
 
 def make_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+    """An engine for ``url``; a malformed URL or a missing driver is a ConfigError, not a crash."""
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(
+            f"cannot use database URL {url!r}: {str(exc).splitlines()[0]}",
+            hint="use sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB (pip install 'modelkin[postgres]')",
+        ) from None
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
@@ -57,3 +67,13 @@ def write_session(engine: Engine) -> Iterator[Session]:
 def read_session(engine: Engine) -> Iterator[Session]:
     with Session(engine, expire_on_commit=False) as session, session.begin():
         yield session
+
+
+def database_error(exc: BaseException) -> ModelkinError | None:
+    """A one-sentence ModelkinError for a driver-level failure (server down, wrong password, disk full)."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return None
+    reason = str(exc.orig).strip().splitlines()[0].rstrip(".") if exc.orig is not None else type(exc).__name__
+    return DatabaseUnavailable(f"the registry database failed: {reason}.", hint="check MODELKIN_DATABASE_URL")

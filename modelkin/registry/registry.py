@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from modelkin.config import Settings
 from modelkin.db import migrate
-from modelkin.db.engine import make_engine, read_session, write_session
+from modelkin.db.engine import database_error, make_engine, read_session, write_session
 from modelkin.db.schema import Alias, Event, File, LineageEdge, Model, Tag, TensorRow, Version, as_utc
 from modelkin.errors import (
     AmbiguousRef,
@@ -97,7 +97,11 @@ class Registry:
     ) -> Registry:
         """Create (or upgrade in place) the registry at ``home``; safe to run twice."""
         reg = cls.connect(home, database_url=database_url, store=store)
-        reg.upgrade()
+        try:
+            reg.upgrade()
+        except sa_exc.DBAPIError as exc:
+            reg.close()
+            raise database_error(exc) or exc from None
         return reg
 
     @classmethod
@@ -111,11 +115,9 @@ class Registry:
         engine = make_engine(settings.database_url)
         try:
             current = migrate.current_revision(engine)
-        except sa_exc.OperationalError as exc:
+        except sa_exc.DBAPIError as exc:
             engine.dispose()
-            raise RegistryNotFound(
-                f"cannot reach the registry database: {exc.orig}.", hint="check MODELKIN_DATABASE_URL"
-            ) from None
+            raise database_error(exc) or exc from None
         if current is None:
             engine.dispose()
             raise RegistryNotFound(f"no registry in {_safe_url(engine)}.", hint="run `modelkin init` to create one")
