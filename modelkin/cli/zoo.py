@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,11 @@ from modelkin.cli import output
 from modelkin.cli.options import Json, open_registry
 
 
+class Order(StrEnum):
+    shuffled = "shuffled"
+    topological = "topological"
+
+
 def register_zoo(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="A zoo built by `python -m modelkin.zoo build`.")],
@@ -18,8 +24,8 @@ def register_zoo(
         bool, typer.Option("--declare-parents", help="Declare each model's parents from ground_truth.json.")
     ] = False,
     order: Annotated[
-        str, typer.Option(help="shuffled (as real registries receive models) or topological.")
-    ] = "shuffled",
+        Order, typer.Option(help="shuffled (as real registries receive models) or topological (parents first).")
+    ] = Order.shuffled,
     seed: Annotated[int, typer.Option(help="Seed of the shuffled order.")] = 0,
     json_out: Json = False,
 ) -> None:
@@ -29,7 +35,7 @@ def register_zoo(
     reg = open_registry(ctx)
     total = len(read_ground_truth(directory)["models"])
     with output.count_progress("registering zoo", total) as advance:
-        summary = register_zoo(reg, directory, declare_parents=declare_parents, order=order, seed=seed,
+        summary = register_zoo(reg, directory, declare_parents=declare_parents, order=order.value, seed=seed,
                                on_model=advance)  # fmt: skip
     if json_out:
         output.emit_json(summary)
