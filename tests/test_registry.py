@@ -72,8 +72,10 @@ def test_declared_parents_registered_and_external(registry: Registry, tmp_path: 
     assert child.relation == "merge"  # two parents and no relation given
     bare = registry.register(make_weights(tmp_path / "d.safetensors", seed=4), name="d", parents=["org/unknown"])
     assert bare.version.declared_parents == ("hf:org/unknown",) and bare.version.relation == "finetune"
+    blobs = _blob_count(registry)
     with pytest.raises(ModelNotFound):
         registry.register(make_weights(tmp_path / "e.safetensors", seed=5), name="e", parents=["nosuch"])
+    assert _blob_count(registry) == blobs  # refused before anything was copied
     with pytest.raises(InvalidName):
         registry.register(make_weights(tmp_path / "f.safetensors", seed=6), name="f", relation="cousin")
 
@@ -87,7 +89,7 @@ def test_register_module_and_state_dict(registry: Registry) -> None:
         assert torch.equal(state[k], t)
     again = registry.register(module.state_dict(), name="seq")
     assert not again.created  # same tensors, same bytes, same version
-    with pytest.raises(InvalidName):
+    with pytest.raises(InvalidName, match="needs a name"):
         registry.register(module)  # a module has no file name to default to
 
 

@@ -167,6 +167,9 @@ class Registry:
             raise InvalidName(f"{relation!r} is not a known relation.", hint=f"use one of: {', '.join(RELATIONS)}")
         tags = {check_tag_key(k): str(v) for k, v in (tags or {}).items()}
         spec = architectures.validate_spec(architecture) if architecture is not None else None
+        with read_session(self.engine) as s:  # a mistyped parent fails now, not after gigabytes are copied
+            for parent in parents:
+                _resolve_parent(s, parent)
         with tempfile.TemporaryDirectory(prefix="modelkin-register-") as tmp:
             if isinstance(source, (str, os.PathLike)):
                 path = Path(source)
@@ -175,7 +178,9 @@ class Registry:
                 src = _convert_pickles(src, Path(tmp))
                 label = source_label or str(path.absolute())
             else:
-                name = check_name(name or "")
+                if not name:
+                    raise InvalidName("a model registered from Python needs a name.", hint="pass name='my-model'")
+                name = check_name(name)
                 src = _save_in_memory(source, Path(tmp), spec)
                 label = source_label or f"python:{type(source).__name__}"
             ingested = self._ingest(src, progress)
