@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from modelkin.db.engine import read_session, write_session
 from modelkin.db.schema import Event, File, Version
 from modelkin.registry.records import GcReport, Problem, VerifyReport
 from modelkin.registry.sources import SKIPPED_DIRS
-from modelkin.registry.store import CHUNK, LocalStore
+from modelkin.registry.store import LocalStore, sha256_file
 
 if TYPE_CHECKING:
     from modelkin.registry.registry import Registry
@@ -59,23 +58,15 @@ def _hash_local(path: Path, recorded: dict[str, str]) -> dict[str, str]:
     """sha256 of every file of a local model directory, or of a lone weights file under its stored name."""
     if path.is_file():
         weights = [p for p in recorded if p.endswith(".safetensors")]
-        return {weights[0] if len(weights) == 1 else path.name: _sha256_file(path)}
+        return {weights[0] if len(weights) == 1 else path.name: sha256_file(path)}
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist")
     out: dict[str, str] = {}
     for f in sorted(path.rglob("*")):
         rel = f.relative_to(path)
         if f.is_file() and not SKIPPED_DIRS.intersection(rel.parts[:-1]):
-            out[rel.as_posix()] = _sha256_file(f)
+            out[rel.as_posix()] = sha256_file(f)
     return out
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def collect_garbage(reg: Registry, grace_seconds: float, dry_run: bool = False) -> GcReport:

@@ -15,11 +15,11 @@ import os
 import tempfile
 import time
 import uuid
-from datetime import datetime
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -112,7 +112,7 @@ class BlobStore(ABC):
         except FileNotFoundError:
             return None
         with fh:
-            return _hash_stream(fh)
+            return sha256_stream(fh)
 
     def copy_verified(self, digest: str, target: Path) -> None:
         """Copy a blob to ``target`` through a temporary file beside it, hashing on the way.
@@ -150,11 +150,16 @@ class BlobStore(ABC):
         return data
 
 
-def _hash_stream(fh: IO[bytes]) -> str:
+def sha256_stream(fh: IO[bytes]) -> str:
     h = hashlib.sha256()
     while chunk := fh.read(CHUNK):
         h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return sha256_stream(fh)
 
 
 def _missing(digest: str) -> IntegrityError:
