@@ -229,3 +229,28 @@ def test_concurrent_writers_get_distinct_versions(registry: Registry, tmp_path: 
     assert sorted(v.version for v in versions) == list(range(1, 7))
     assert {v.tags["src"] for v in versions} == {f.stem for f in files}
     assert [e.kind for e in registry.log()].count("register") == 6
+
+
+@pytest.mark.parametrize(
+    ("metadata", "kept", "warning"),
+    [
+        ("{not json", False, "ignored the architecture"),
+        ('{"family": "mlp"}', False, "ignored the architecture"),  # parameters missing
+        ('{"family": "plugin-not-here", "width": 3}', True, "kept the architecture"),
+    ],
+)
+def test_architecture_in_metadata_never_fails_registration(
+    registry: Registry, tmp_path: Path, metadata: str, kept: bool, warning: str
+) -> None:
+    from safetensors.numpy import save_file
+
+    from modelkin.registry.architectures import ARCH_METADATA_KEY, UnknownArchitecture
+
+    path = tmp_path / "m.safetensors"
+    save_file({"w": np.ones(3, np.float32)}, str(path), metadata={ARCH_METADATA_KEY: metadata})
+    result = registry.register(path, name="m")
+    assert result.created and len(result.warnings) == 1 and result.warnings[0].startswith(warning)
+    assert (result.version.architecture is not None) is kept
+    if kept:
+        with pytest.raises(UnknownArchitecture, match="plugin-not-here"):
+            registry.load_module("m")

@@ -671,20 +671,26 @@ def _check_shards(src: ModelSource, files: Sequence[IngestedFile]) -> None:
 def _discover_architecture(
     files: Sequence[IngestedFile], config: dict[str, Any] | None
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """An architecture spec from the weights' metadata, else from config.json; a bad one is a warning."""
+    """An architecture spec from the weights' metadata, else from config.json.
+
+    Discovery never fails a registration: a spec whose family no installed plugin provides is kept as declared
+    (another machine may have the plugin), and a malformed one is dropped; both with a warning.
+    """
     for f in files:
-        found = architectures.spec_from_safetensors_metadata(f.metadata)
+        try:
+            found = architectures.spec_from_safetensors_metadata(f.metadata)
+        except architectures.InvalidArchitecture as exc:
+            return None, f"ignored the architecture in {f.path} metadata: {exc}"
         if found is not None:
             return _checked(found, f"{f.path} metadata")
-    if config is not None:
-        found = architectures.spec_from_hf_config(config)
-        if found is not None:
-            return _checked(found, "config.json")
-    return None, None
+    found = architectures.spec_from_hf_config(config) if config is not None else None
+    return _checked(found, "config.json") if found is not None else (None, None)
 
 
 def _checked(spec: dict[str, Any], where: str) -> tuple[dict[str, Any] | None, str | None]:
     try:
         return architectures.validate_spec(spec), None
+    except architectures.UnknownArchitecture as exc:
+        return spec, f"kept the architecture in {where} unchecked: {exc}"
     except ModelkinError as exc:
         return None, f"ignored the architecture in {where}: {exc}"
