@@ -42,8 +42,9 @@ def error(exc: BaseException) -> None:
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
     t = Table(title=title, title_justify="left", header_style="bold")
-    for name in columns:
-        t.add_column(name, overflow="fold")  # a narrow terminal wraps values; it never cuts a REF or a digest
+    for i, name in enumerate(columns):
+        # the first column (a REF, a path) stays whole on one line; the others wrap rather than being cut
+        t.add_column(name, no_wrap=i == 0, overflow="fold")
     for row in rows:
         t.add_row(*(escape("" if v is None else str(v)) for v in row))
     stdout.print(t)
