@@ -10,7 +10,7 @@ ModelRef(name='bert', version=None, alias=None, digest_prefix=None)
 '53aa51172d14'
 
 Invalid: ``""``, ``"bert:"``, ``"bert:0"``, ``"bert:x"``, ``"bert@"``, ``"sha256:abc"`` (under 12 hex),
-``"a b"``, ``"../x"``.
+``"a b"``, ``"../x"``, ``"bert:99999999999"`` (over 2**31 - 1).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ _REF_RE = re.compile(rf"^(?P<name>{_NAME})(?::(?P<version>[1-9][0-9]*)|@(?P<alia
 _DIGEST_RE = re.compile(r"^sha256:(?P<hex>[0-9a-f]{12,64})$")
 REF_HINT = "a REF is NAME, NAME:VERSION, NAME@ALIAS or sha256:<at least 12 hex digits of the manifest digest>"
 MAX_NAME = 200
+MAX_VERSION = 2**31 - 1  # the database column is a 32-bit integer
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class ModelRef:
         if m is None or len(m["name"]) > MAX_NAME:
             raise InvalidRef(f"{text!r} is not a valid model reference.", hint=REF_HINT)
         version = int(m["version"]) if m["version"] else None
+        if version is not None and version > MAX_VERSION:
+            raise InvalidRef(
+                f"{text!r} is not a valid model reference: versions go up to {MAX_VERSION}.", hint=REF_HINT
+            )
         return cls(m["name"], version=version, alias=m["alias"])
 
     def __str__(self) -> str:

@@ -55,6 +55,12 @@ def _bad_files(tmp: Path, good: Path) -> dict[str, Path]:
         "hole": _header({"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}) + b"\0" * 16,
         "unknown-dtype": _header({"a": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}) + b"\0" * 8,
         "negative-shape": _header({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}) + b"\0" * 8,
+        "astronomic-shape": _header({"a": {"dtype": "F32", "shape": [10**200, 10**200], "data_offsets": [0, 8]}})
+        + b"\0" * 8,
+        "huge-integer": struct.pack("<Q", 5030) + b'{"a": ' + b"9" * 5000 + b"}" + b" " * 24,
+        "deep-nesting": struct.pack("<Q", 100000) + b"[" * 100000,
+        "metadata-not-a-map": _header({"__metadata__": [], "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})
+        + b"\0" * 8,
     }
     paths = {}
     for name, content in out.items():
@@ -150,7 +156,7 @@ def test_symlink_out_of_the_directory_is_refused(registry: Registry, tmp_path: P
     assert registry.register(model, name="m").created
 
 
-@pytest.mark.parametrize("ref", ["bad ref!", "m:0", "m:x", "sha256:12", "m@"])
+@pytest.mark.parametrize("ref", ["bad ref!", "m:0", "m:x", "sha256:12", "m@", "m:99999999999999999999", "m:3000000000"])
 def test_malformed_ref_is_a_usage_error(registry: Registry, weights: Path, cli: Any, ref: str) -> None:
     registry.register(weights, name="m")
     err = _assert_clean_failure(cli("show", ref, "--json"), code=2)
@@ -202,6 +208,22 @@ def test_altered_blob_is_detected_by_verify_and_every_load(
             load()
     assert not (tmp_path / "export" / "model.safetensors").exists()
     _assert_clean_failure(cli("export", "m", tmp_path / "export2"))
+
+
+def test_registering_the_same_bytes_again_repairs_a_damaged_blob(
+    registry: Registry, weights: Path, tmp_path: Path
+) -> None:
+    v = registry.register(weights, name="m").version
+    blob = _weights_blob(registry, v.ref)
+    blob.chmod(0o644)
+    blob.write_bytes(b"\0" + blob.read_bytes()[1:])
+    assert not registry.verify(v.ref).ok
+    assert not registry.register(weights, name="m").created  # same bytes, same version...
+    assert registry.verify(v.ref).ok  # ...and the damaged blob was replaced by the good copy
+    blob.chmod(0o644)
+    blob.write_bytes(b"\0" + blob.read_bytes()[1:])
+    other = registry.register(weights, name="other").version  # a new version never builds on a damaged blob
+    assert registry.verify(other.ref).ok and registry.verify(v.ref).ok
 
 
 def test_missing_blob_and_altered_manifest(registry: Registry, weights: Path, cli: Any) -> None:

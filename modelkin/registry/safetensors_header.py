@@ -81,11 +81,11 @@ def read_header(fh: BinaryIO, file_size: int, label: str) -> Header:
         raise bad("the file ended inside its header")
     try:
         doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, integers of thousands of digits, deep nesting
         raise bad(f"its header is not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(doc, dict):
         raise bad("its header is not a JSON object")
-    metadata = doc.pop("__metadata__", None) or {}
+    metadata = doc.pop("__metadata__", {})
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
@@ -118,11 +118,12 @@ def _entry(name: str, info: object, fail: Callable[[str], InvalidModelFile]) -> 
         or offsets[0] > offsets[1]
     ):
         raise fail(f"tensor {name!r} has invalid data_offsets {offsets!r}")
-    bits = math.prod(shape) * DTYPE_BITS[dtype]
+    bits = math.prod(shape) * DTYPE_BITS[dtype]  # exact integers, however absurd the shape
     if bits % 8 or bits // 8 != offsets[1] - offsets[0]:
+        needs = f"{bits // 8} bytes" if bits % 8 == 0 else f"{bits} bits (not whole bytes)"
         raise fail(
-            f"tensor {name!r} of shape {shape} and dtype {dtype} needs {bits / 8:g} bytes "
-            f"but its offsets span {offsets[1] - offsets[0]}"
+            f"tensor {name!r} of shape {shape} and dtype {dtype} needs {needs} but its offsets span "
+            f"{offsets[1] - offsets[0]}"
         )
     return TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
 

@@ -176,7 +176,7 @@ def _changed(digest: str, actual: str) -> IntegrityError:
         f"blob {digest[:12]} was altered on disk: its bytes now hash to {actual[:12]}.",
         expected=digest,
         actual=actual,
-        hint="restore the file from a backup or register the model again",
+        hint="register the same files again to repair it, or restore it from a backup",
     )
 
 
@@ -210,10 +210,10 @@ class LocalStore(BlobStore):
                 fh.flush()
                 os.fsync(fh.fileno())
             final = self._path(w.digest)
-            if final.exists():
+            if self.hash_blob(w.digest) == w.digest:  # already stored intact: keep it, refresh its age
                 os.unlink(tmp)
                 self.touch(w.digest)
-            else:
+            else:  # new, or stored but damaged: the fresh bytes replace it, which repairs the store
                 final.parent.mkdir(exist_ok=True)
                 os.chmod(tmp, 0o444)
                 os.replace(tmp, final)
@@ -287,7 +287,7 @@ class FsspecStore(BlobStore):
                 w = BlobWriter(fh)
                 yield w
             final = self._key(w.digest)
-            if self.fs.exists(final):
+            if self.hash_blob(w.digest) == w.digest:
                 self.fs.rm(tmp)
                 self.touch(w.digest)
             else:
