@@ -64,7 +64,17 @@ def test_filter_semantics(expr: str, matches: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    "expr", ["name LIKE", "nosuch = 1", "name = 'open", "name = 1 AND", "(name = 'a'", "name ~ 'a'", "name LIKE 3"]
+    "expr",
+    [
+        "name LIKE",
+        "nosuch = 1",
+        "name = 'open",
+        "name = 1 AND",
+        "(name = 'a'",
+        "name ~ 'a'",
+        "name LIKE 3",
+        "(" * 1500 + "name = 'a'" + ")" * 1500,
+    ],  # fmt: skip
 )
 def test_bad_filters_raise_one_clear_error(expr: str) -> None:
     with pytest.raises(InvalidFilter) as info:

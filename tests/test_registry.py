@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -254,3 +255,24 @@ def test_architecture_in_metadata_never_fails_registration(
     if kept:
         with pytest.raises(UnknownArchitecture, match="plugin-not-here"):
             registry.load_module("m")
+
+
+def test_diff_compares_shape_and_dtype_before_bytes(registry: Registry, tmp_path: Path, cli: Any) -> None:
+    from safetensors.numpy import save_file
+
+    base = {"w": np.arange(8, dtype=np.float32), "m": np.zeros((2, 4), np.float32), "z": np.zeros(3, np.float32),
+            "c": np.array([1 + 1j, 2 - 1j], np.complex64)}  # fmt: skip
+    other = {"w": np.arange(8, dtype=np.float32).view(np.int32), "m": np.zeros((4, 2), np.float32),
+             "z": np.ones(3, np.float32), "c": np.array([1 + 2j, 2 - 1j], np.complex64)}  # fmt: skip
+    save_file(base, str(tmp_path / "a.safetensors"))
+    save_file(other, str(tmp_path / "b.safetensors"))
+    registry.register(tmp_path / "a.safetensors", name="a")
+    registry.register(tmp_path / "b.safetensors", name="b")
+    d = {t.name: t for t in registry.diff("a", "b").tensors}
+    assert d["w"].status == "dtype-changed"  # identical bytes, another dtype
+    assert d["m"].status == "shape-changed"  # identical bytes, another shape
+    assert d["z"].status == "changed" and d["z"].relative_distance is None  # undefined: the base was all zeros
+    assert d["c"].relative_distance == pytest.approx(1 / float(np.linalg.norm(base["c"])), rel=1e-6)
+    result = cli("diff", "a", "b", "--json")
+    assert result.exit_code == 0 and "Infinity" not in result.stdout and "NaN" not in result.stdout
+    json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))

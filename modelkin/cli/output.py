@@ -21,7 +21,7 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def emit_json(obj: Any) -> None:
     """Stable JSON on stdout: one document, keys in the order the record defines them."""
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 

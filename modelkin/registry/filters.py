@@ -32,6 +32,7 @@ _TOKEN = re.compile(
 )
 _WORD_OPS = {"like": "LIKE", "ilike": "ILIKE", "in": "IN"}
 _CONSTANTS = {"true": True, "false": False, "null": None}
+MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class _Parser:
     def __init__(self, expr: str, keys: frozenset[str]) -> None:
         self.toks = _tokenize(expr)
         self.i = 0
+        self.depth = 0
         self.keys = keys
 
     def peek(self) -> _Tok | None:
@@ -111,8 +113,12 @@ class _Parser:
     def atom(self) -> Predicate:
         tok = self.peek()
         if tok is not None and tok.kind == "punct" and tok.value == "(":
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise InvalidFilter(f"filter: parentheses nest deeper than {MAX_DEPTH} levels.")
             self.i += 1
             inner = self.disjunction()
+            self.depth -= 1
             self.take("punct", ")")
             return inner
         key = self.take("ident").value

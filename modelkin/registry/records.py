@@ -77,7 +77,7 @@ class ModelVersion:
 @dataclass(frozen=True)
 class TensorDiff:
     name: str
-    status: str  # same | changed | shape-changed | only-in-a | only-in-b
+    status: str  # same | changed | shape-changed | dtype-changed | only-in-a | only-in-b
     relative_distance: float | None = None
 
     def to_json(self) -> dict[str, Any]:
