@@ -121,6 +121,10 @@ def test_bad_arch_files(home: None, cli: Any, tmp_path: Path, weights: Path) -> 
     bad_json.write_text("{nope")
     result = cli("register", weights, "--arch", bad_json)
     assert result.exit_code == 1 and "not valid JSON" in result.stderr
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe{}")
+    result = cli("register", weights, "--arch", binary)
+    assert result.exit_code == 1 and "not a UTF-8 JSON file" in result.stderr
     unknown = tmp_path / "unknown.json"
     unknown.write_text(json.dumps({"family": "transformer-xxl"}))
     result = cli("register", weights, "--arch", unknown)

@@ -158,3 +158,30 @@ def test_card_metadata_round_trips(registry: Registry, tmp_path: Path) -> None:
     data = ModelCard.load(tmp_path / "out" / "README.md").data
     assert data.license == "mit" and data.datasets == ["digits"] and data.metrics == ["accuracy"]
     assert data.base_model == "org/base" and data.base_model_relation == "adapter"
+
+
+@pytest.mark.parametrize(
+    ("yaml_meta", "parents", "relation"),
+    [
+        ("base_model: 5\nbase_model_relation: [merge]", (), None),
+        ("base_model: {a: 1}", (), None),
+        ("base_model: https://example.invalid/x", (), None),
+        ("base_model: [org/ok, 7]\nbase_model_relation: adapter", ("hf:org/ok",), "adapter"),
+    ],
+)
+def test_malformed_card_metadata_is_skipped_with_a_warning(
+    registry: Registry, tmp_path: Path, yaml_meta: str, parents: tuple[str, ...], relation: str | None, cli: Any
+) -> None:
+    from safetensors.torch import save_file
+
+    model = tmp_path / "m"
+    model.mkdir()
+    save_file({"w": torch.ones(2)}, str(model / "model.safetensors"))
+    (model / "README.md").write_text(f"---\n{yaml_meta}\n---\n\n# m\n")
+    result = cli("import-hf", model, "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert tuple(out["declared_parents"]) == parents and out["relation"] == (
+        relation or ("finetune" if parents else None)
+    )
+    assert out["warnings"] and all(w.startswith("ignored base_model") for w in out["warnings"])

@@ -44,6 +44,9 @@ def test_declared_parents_match_ground_truth(registry: Registry, tiny_zoo: Path,
     assert result.exit_code == 0, result.stderr
     truth = _truth(tiny_zoo)
     assert json.loads(result.stdout)["declared_edges"] == len(truth["edges"])
+    events = len(registry.log())
+    again = json.loads(cli("register-zoo", tiny_zoo, "--declare-parents", "--json").stdout)
+    assert again["declared_edges"] == 0 and again["created"] == 0 and len(registry.log()) == events  # idempotent
     for v in registry.list():
         expected = truth["models"][v.name]
         assert v.declared_parents == tuple(f"{p}:1" for p in expected["parents"]), v.name

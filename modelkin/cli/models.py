@@ -70,6 +70,8 @@ def _read_arch(path: Path) -> dict[str, Any]:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InvalidModelFile(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    except (UnicodeDecodeError, RecursionError, ValueError):
+        raise InvalidModelFile(f"{path} is not a UTF-8 JSON file.") from None
     if not isinstance(spec, dict):
         raise InvalidModelFile(f'{path} must hold a JSON object such as {{"family": "mlp", ...}}.')
     return spec

@@ -9,6 +9,7 @@ and never when ``HF_HUB_OFFLINE`` is set.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,9 +68,12 @@ def import_hf(
     else:
         raise HubError(f"{source!r} is neither a folder nor a Hugging Face repo id (org/name).")
     card = read_card(folder / CARD_FILE)
-    parents = _declared_bases(reg, card)
-    relation = card.get("base_model_relation") if card.get("base_model_relation") in HF_RELATION else None
-    return reg.register(
+    parents, warnings = _declared_bases(reg, card)
+    relation = card.get("base_model_relation")
+    if relation is not None and (not isinstance(relation, str) or relation not in HF_RELATION):
+        warnings.append(f"ignored base_model_relation {relation!r} in the model card")
+        relation = None
+    result = reg.register(
         folder,
         name=name or default_name,
         parents=parents,
@@ -81,21 +85,30 @@ def import_hf(
         trusted_root=trusted,
         progress=progress,
     )
+    return replace(result, warnings=(*warnings, *result.warnings))
 
 
-def _declared_bases(reg: Registry, card: dict[str, Any]) -> list[str]:
-    """``base_model`` ids become REFs when a model of that name is registered, ``hf:`` ids otherwise."""
-    from modelkin.errors import ModelNotFound
+def _declared_bases(reg: Registry, card: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """``base_model`` ids become REFs when a model of that name is registered, ``hf:`` ids otherwise.
 
-    bases = card.get("base_model") or []
-    bases = [bases] if isinstance(bases, str) else [b for b in bases if isinstance(b, str)]
-    out = []
+    A card is written by hand: values that are not repo ids are skipped with a warning, never fatal.
+    """
+    from modelkin.errors import ModelkinError
+    from modelkin.registry.registry import HF_REPO_RE
+
+    raw = card.get("base_model")
+    bases = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else [] if raw is None else [raw]
+    parents: list[str] = []
+    warnings: list[str] = []
     for base in bases:
+        if not isinstance(base, str) or not HF_REPO_RE.match(base):
+            warnings.append(f"ignored base_model {base!r} in the model card: not a repo id")
+            continue
         try:
-            out.append(reg.get(base).ref)
-        except (ModelNotFound, ValueError):
-            out.append(f"hf:{base}")
-    return out
+            parents.append(reg.get(base).ref)
+        except ModelkinError:
+            parents.append(f"hf:{base}")
+    return parents, warnings
 
 
 def hub_cache() -> Path:

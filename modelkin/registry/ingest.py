@@ -42,12 +42,17 @@ class IngestedFile:
 
 
 def ingest_safetensors(
-    src: Path, rel_path: str, store: BlobStore, pool: ThreadPoolExecutor, progress: Callable[[int], None]
+    src: Path,
+    rel_path: str,
+    store: BlobStore,
+    pool: ThreadPoolExecutor,
+    progress: Callable[[int], None],
+    label: str | None = None,
 ) -> IngestedFile:
-    """Validate ``src``'s header, then stream it into ``store`` while hashing each tensor."""
+    """Validate ``src``'s header (errors name it ``label``), then stream it into ``store`` hashing each tensor."""
     with open(src, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
-        header = read_header(fh, size, rel_path)
+        header = read_header(fh, size, label or rel_path)
         fh.seek(0)
         tensor_hashes = _TensorHasher(header)
         with store.writer() as blob:

@@ -6,6 +6,7 @@ containers and refuses any other global, so a malicious checkpoint cannot run co
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,12 +27,15 @@ def convert_pickle(src: Path, dst: Path, label: str) -> None:
 
     try:
         obj = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad input
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    except pickle.UnpicklingError:
+        # torch's own message goes on to suggest weights_only=False, which is exactly what we must not advise
         raise InvalidModelFile(
-            f"{label} could not be loaded safely: {first}",
-            hint="only tensors and plain containers are accepted from pickle files (torch.load weights_only=True)",
+            f"{label} could not be loaded safely: it holds objects other than tensors and plain containers.",
+            hint="pickle files are loaded with torch.load(weights_only=True) only; re-save it as safetensors",
         ) from None
+    except Exception as exc:  # truncated or corrupt files: EOFError, RuntimeError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise InvalidModelFile(f"{label} could not be loaded: {first}") from None
     state = _state_dict(obj, label)
     # clone: safetensors refuses tensors that share storage, which pickled state dicts often do (tied weights)
     save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(dst))

@@ -206,7 +206,7 @@ class Registry:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelkin-hash") as pool:
             for f in src.files:
                 if f.kind == "safetensors":
-                    out.append(ingest_safetensors(f.path, f.rel, self.store, pool, advance))
+                    out.append(ingest_safetensors(f.path, f.rel, self.store, pool, advance, f.shown))
                 else:
                     out.append(ingest_plain(f.path, f.rel, self.store, advance))
         _check_shards(src, out)
@@ -292,15 +292,18 @@ class Registry:
         result: tuple[ModelVersion, str | None] = self._retrying(work)
         return result
 
-    def declare_parents(self, ref: str, parents: Sequence[str], relation: str | None = None) -> ModelVersion:
+    def declare_parents(
+        self, ref: str, parents: Sequence[str], relation: str | None = None
+    ) -> tuple[ModelVersion, int]:
         """Add declared parents to an existing version (a publisher's claim, e.g. made after registration).
 
-        Parents already declared are skipped; the relation is recorded when the version has none yet.
+        Parents already declared are skipped, and nothing is logged when nothing is new; the relation is
+        recorded when the version has none yet. Returns the version and how many edges were added.
         """
         if relation is not None and relation not in RELATIONS:
             raise InvalidName(f"{relation!r} is not a known relation.", hint=f"use one of: {', '.join(RELATIONS)}")
 
-        def work(s: Session) -> ModelVersion:
+        def work(s: Session) -> tuple[ModelVersion, int]:
             v = resolve(s, ref)
             existing = {(e.parent_id, e.parent_external) for e in s.scalars(
                 select(LineageEdge).where(LineageEdge.child_id == v.id, LineageEdge.source == "declared"))}  # fmt: skip
@@ -315,11 +318,12 @@ class Registry:
                     added.append(parent)
                     s.add(LineageEdge(child_id=v.id, parent_id=key[0], parent_external=external,
                                       relation=v.relation, source="declared"))  # fmt: skip
-            _log(s, "declare", v, parents=added, relation=v.relation)
+            if added:
+                _log(s, "declare", v, parents=added, relation=v.relation)
             s.flush()
-            return to_records(s, [v])[0]
+            return to_records(s, [v])[0], len(added)
 
-        result: ModelVersion = self._retrying(work)
+        result: tuple[ModelVersion, int] = self._retrying(work)
         return result
 
     def remove_alias(self, name: str, alias: str) -> str:
@@ -340,7 +344,7 @@ class Registry:
         tags = {check_tag_key(k): str(v) for k, v in tags.items()}
         remove = list(remove)
 
-        def work(s: Session) -> ModelVersion:
+        def work(s: Session) -> tuple[ModelVersion, int]:
             v = resolve(s, ref)
             existing = {t.key: t for t in s.scalars(select(Tag).where(Tag.version_id == v.id))}
             for k in remove:
@@ -624,8 +628,8 @@ def _convert_pickles(src: ModelSource, tmp: Path) -> ModelSource:
     for i, f in enumerate(src.files):
         if f.kind == "pickle":
             out = tmp / f"converted-{i}.safetensors"
-            convert_pickle(f.path, out, f.rel)
-            files.append(SourceFile(converted_name(f.rel), out, "safetensors"))
+            convert_pickle(f.path, out, f.shown)
+            files.append(SourceFile(converted_name(f.rel), out, "safetensors", label=f.shown))
         elif f.rel.endswith(PICKLE_INDEX):
             out = tmp / f"index-{i}.json"
             convert_index(f.path, out)

@@ -30,6 +30,11 @@ class SourceFile:
     rel: str  # relative POSIX path inside the model
     path: Path  # where to read it
     kind: Kind
+    label: str = ""  # how the user knows the file, for messages (default: rel)
+
+    @property
+    def shown(self) -> str:
+        return self.label or self.rel
 
 
 @dataclass(frozen=True)
@@ -86,9 +91,11 @@ def _single_file(path: Path, allow_pickle: bool) -> ModelSource:
             hint="register a .safetensors file, a pickle checkpoint with --allow-pickle, or a model directory",
         )
     if kind == "pickle" and not allow_pickle:
-        raise _pickle_refused(path.name)
-    # a lone file is stored under the conventional name, so identity depends on bytes, not on a file name
-    return ModelSource((SourceFile("model.safetensors" if kind == "safetensors" else path.name, path, kind),), None, ())
+        raise _pickle_refused(str(path))
+    # a lone file is stored under HF's conventional name, so identity depends on bytes, not on a file name
+    # (a pickle as pytorch_model.bin, which its conversion then names model.safetensors)
+    rel = "model.safetensors" if kind == "safetensors" else "pytorch_model.bin"
+    return ModelSource((SourceFile(rel, path, kind, label=str(path)),), None, ())
 
 
 def _choose_weights(

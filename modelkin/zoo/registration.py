@@ -63,6 +63,10 @@ def register_zoo(
     """
     truth = read_ground_truth(directory)
     models: dict[str, Any] = truth["models"]
+    for name, model in models.items():
+        unknown = [p for p in model.get("parents") or [] if p not in models]
+        if unknown:
+            raise InvalidModelFile(f"ground_truth.json gives {name} the parent {unknown[0]}, which it does not list.")
     names = registration_order(models, order, seed)
     missing = [n for n in names if not (directory / "models" / f"{n}.safetensors").is_file()]
     if missing:
@@ -83,8 +87,7 @@ def register_zoo(
         for name in names:
             parents = [refs[p] for p in models[name].get("parents") or []]
             if parents:
-                reg.declare_parents(refs[name], parents, models[name].get("relation"))
-                edges += len(parents)
+                edges += reg.declare_parents(refs[name], parents, models[name].get("relation"))[1]
     return {
         "directory": str(directory),
         "order": order,
