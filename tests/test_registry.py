@@ -276,3 +276,33 @@ def test_diff_compares_shape_and_dtype_before_bytes(registry: Registry, tmp_path
     result = cli("diff", "a", "b", "--json")
     assert result.exit_code == 0 and "Infinity" not in result.stdout and "NaN" not in result.stdout
     json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_given_architecture_must_fit_the_weights(registry: Registry, weights: Path, cli: Any, tmp_path: Path) -> None:
+    from modelkin.registry.architectures import InvalidArchitecture
+
+    fits = {"family": "mlp", "in_features": 8, "hidden": [16], "num_classes": 4, "input_space": "digits-64"}
+    assert registry.register(weights, name="ok", architecture=fits).version.architecture == fits
+    with pytest.raises(InvalidArchitecture, match=r"head.weight is \[4, 16\], the architecture needs \[11, 16\]"):
+        registry.register(weights, name="bad", architecture={**fits, "num_classes": 11})
+    with pytest.raises(InvalidArchitecture, match="missing trunk.2.weight"):
+        registry.register(weights, name="bad", architecture={**fits, "hidden": [16, 16]})
+    assert [v.name for v in registry.list()] == ["ok"]
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({**fits, "num_classes": 11}))
+    result = cli("register", weights, "--name", "bad", "--arch", arch)
+    assert result.exit_code == 1 and "does not fit the weights" in result.stderr
+
+
+def test_load_module_reports_a_mismatch_clearly(registry: Registry, tmp_path: Path) -> None:
+    """A spec that arrived in metadata (kept as declared) but does not fit: a ModelkinError, not torch's."""
+    from safetensors.numpy import load_file, save_file
+
+    from modelkin.registry.architectures import ARCH_METADATA_KEY, InvalidArchitecture
+
+    spec = {"family": "mlp", "in_features": 8, "hidden": [16], "num_classes": 11, "input_space": "digits-64"}
+    path = make_weights(tmp_path / "w.safetensors")
+    save_file(load_file(str(path)), str(path), metadata={ARCH_METADATA_KEY: json.dumps(spec)})
+    registry.register(path, name="m")
+    with pytest.raises(InvalidArchitecture, match="does not fit its weights"):
+        registry.load_module("m")

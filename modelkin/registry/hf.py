@@ -9,6 +9,7 @@ and never when ``HF_HUB_OFFLINE`` is set.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,16 +150,22 @@ def export_version(reg: Registry, version: ModelVersion, out: Path, *, force: bo
     """Write an HF-format folder: every file (digest-checked) plus a model card carrying the lineage."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ExportError(f"{out} exists and is not empty.", hint="choose a new folder or pass --force")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    for f in version.files:
-        if f.path == CARD_FILE:
-            continue
-        target = out / f.path
-        if not target.resolve().is_relative_to(out.resolve()):
-            raise ExportError(f"stored path {f.path!r} would escape {out}.")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        reg.store.copy_verified(f.sha256, target)
-    write_card(reg, version, out / CARD_FILE)
+    try:
+        for f in version.files:
+            if f.path == CARD_FILE:
+                continue
+            target = out / f.path
+            if not target.resolve().is_relative_to(out.resolve()):
+                raise ExportError(f"stored path {f.path!r} would escape {out}.")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            reg.store.copy_verified(f.sha256, target)
+        write_card(reg, version, out / CARD_FILE)
+    except BaseException:
+        if created:  # a failed export leaves nothing behind; a folder the user gave us is left as it was given
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return out
 
 

@@ -188,6 +188,8 @@ class Registry:
         if spec is None:
             spec, warning = _discover_architecture(ingested, src.config)
             warnings += [warning] if warning else []
+        else:
+            _check_fits(spec, ingested)
         manifest = build_manifest(ingested, spec)
         digest = "sha256:" + self.store.put_bytes(manifest_bytes(manifest))
         version, created = self._retrying(
@@ -413,7 +415,12 @@ class Registry:
                 hint="register it with --arch FILE, or with the spec in its safetensors metadata",
             )
         module = architectures.build_module(version.architecture)
-        module.load_state_dict(self.load_state_dict(version.ref), strict=True)
+        try:
+            module.load_state_dict(self.load_state_dict(version.ref), strict=True)
+        except RuntimeError as exc:  # torch's report of missing, unexpected or mis-shaped tensors
+            raise architectures.InvalidArchitecture(
+                f"the architecture of {version.ref} does not fit its weights: {str(exc).splitlines()[-1].strip()}"
+            ) from None
         return module.eval()
 
     def diff(self, a: str, b: str) -> VersionDiff:
@@ -670,6 +677,36 @@ def _check_shards(src: ModelSource, files: Sequence[IngestedFile]) -> None:
             for tensor, shard in check_index(sf, names).items():
                 if seen.get(tensor) != base + shard:
                     raise InvalidModelFile(f"{sf.rel} puts {tensor!r} in {shard}, which does not hold it.")
+
+
+def _check_fits(spec: dict[str, Any], files: Sequence[IngestedFile]) -> None:
+    """A given architecture must name exactly the stored tensors, with their shapes.
+
+    The module is built on torch's meta device, so the check allocates no memory for weights. A family that
+    cannot be built here (transformers missing) is checked when it is loaded instead.
+    """
+    import torch
+
+    try:
+        with torch.device("meta"):
+            module = architectures.build_module(spec)
+    except architectures.ArchitectureUnavailable:
+        return
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    actual = {t.name: t.shape for f in files for t in f.tensors}
+    problems = [f"missing {k}" for k in sorted(expected.keys() - actual.keys())]
+    problems += [f"unexpected {k}" for k in sorted(actual.keys() - expected.keys())]
+    problems += [
+        f"{k} is {list(actual[k])}, the architecture needs {list(expected[k])}"
+        for k in sorted(expected.keys() & actual.keys())
+        if expected[k] != actual[k]
+    ]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise architectures.InvalidArchitecture(
+            f"the architecture does not fit the weights: {'; '.join(problems[:3])}{more}.",
+            hint="check the spec given with --arch against the model's tensors (`modelkin show` lists them)",
+        )
 
 
 def _discover_architecture(
