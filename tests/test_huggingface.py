@@ -185,3 +185,18 @@ def test_malformed_card_metadata_is_skipped_with_a_warning(
         relation or ("finetune" if parents else None)
     )
     assert out["warnings"] and all(w.startswith("ignored base_model") for w in out["warnings"])
+
+
+def test_minilm_runs_through_load_module(registry: Registry, minilm_dir: Path) -> None:
+    """The hf-transformers family: the registry's module gives the same embeddings as transformers' own loader."""
+    transformers = pytest.importorskip("transformers")  # in the test extra, so CI runs this
+    registry.register(minilm_dir, name="minilm")
+    module = registry.load_module("minilm")
+    reference = transformers.AutoModel.from_pretrained(str(minilm_dir)).eval()
+    assert type(module) is type(reference) and not module.training
+    input_ids = torch.tensor([[101, 2944, 4939, 6309, 15871, 102], [101, 1037, 2117, 6251, 102, 0]])
+    attention_mask = (input_ids != 0).long()
+    with torch.no_grad():
+        ours = module(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        theirs = reference(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    assert ours.shape == (2, 6, 384) and torch.equal(ours, theirs)

@@ -230,8 +230,10 @@ def _build_hf(spec: dict[str, Any]) -> nn.Module:
     config = dict(spec["config"])
     hf_config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
     names = [n for n in spec["config"].get("architectures") or [] if hasattr(transformers, n)]
-    model_class = getattr(transformers, names[0]) if names else transformers.AutoModel
-    module: nn.Module = model_class.from_config(hf_config)
+    # a concrete class (BertModel) is built from its config directly; only Auto classes have from_config
+    module: nn.Module = (
+        getattr(transformers, names[0])(hf_config) if names else transformers.AutoModel.from_config(hf_config)
+    )
     return module
 
 

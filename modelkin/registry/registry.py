@@ -415,8 +415,12 @@ class Registry:
                 hint="register it with --arch FILE, or with the spec in its safetensors metadata",
             )
         module = architectures.build_module(version.architecture)
+        # a stored tensor that names one of the module's non-persistent buffers (BERT's position_ids in older
+        # checkpoints) is state the module recomputes itself, not an unexpected weight
+        recomputed = {name for name, _ in module.named_buffers()} - module.state_dict().keys()
+        state = {k: v for k, v in self.iter_tensors(version.ref) if k not in recomputed}
         try:
-            module.load_state_dict(self.load_state_dict(version.ref), strict=True)
+            module.load_state_dict(state, strict=True)
         except RuntimeError as exc:  # torch's report of missing, unexpected or mis-shaped tensors
             raise architectures.InvalidArchitecture(
                 f"the architecture of {version.ref} does not fit its weights: {str(exc).splitlines()[-1].strip()}"
