@@ -346,7 +346,7 @@ class Registry:
         tags = {check_tag_key(k): str(v) for k, v in tags.items()}
         remove = list(remove)
 
-        def work(s: Session) -> tuple[ModelVersion, int]:
+        def work(s: Session) -> ModelVersion:
             v = resolve(s, ref)
             existing = {t.key: t for t in s.scalars(select(Tag).where(Tag.version_id == v.id))}
             for k in remove:
