@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from modelkin.db.engine import read_session, write_session
 from modelkin.db.schema import Event, File, Version
+from modelkin.errors import IntegrityError
 from modelkin.registry.records import GcReport, Problem, VerifyReport
 from modelkin.registry.sources import SKIPPED_DIRS
 from modelkin.registry.store import LocalStore, sha256_file
@@ -30,16 +31,14 @@ def verify_version(reg: Registry, ref: str, against: Path | None = None) -> Veri
     """
     version = reg.get(ref)
     recorded = {f.path: f.sha256 for f in version.files}
-    manifest_digest = version.digest.removeprefix("sha256:")
     problems: list[Problem] = []
-    actual = reg.store.hash_blob(manifest_digest)
-    if actual != manifest_digest:
-        problems.append(Problem(MANIFEST_PATH, "missing" if actual is None else "changed"))
+    try:
+        manifest = json.loads(reg.store.read_verified(version.digest.removeprefix("sha256:")))
+    except IntegrityError as exc:
+        problems.append(Problem(MANIFEST_PATH, "missing" if exc.actual is None else "changed"))
     else:
-        listed = {f["path"]: f["sha256"] for f in json.loads(reg.store.read_verified(manifest_digest))["files"]}
-        problems += [Problem(p, "extra") for p in sorted(recorded.keys() - listed.keys())]
-        problems += [Problem(p, "missing") for p in sorted(listed.keys() - recorded.keys())]
-        problems += [Problem(p, "changed") for p in sorted(listed.keys() & recorded.keys()) if listed[p] != recorded[p]]
+        listed = {f["path"]: f["sha256"] for f in manifest["files"]}
+        problems += _differences(listed, recorded)  # the database's file rows against the manifest
         recorded = listed
     if against is None:
         for path, digest in sorted(recorded.items()):
@@ -47,11 +46,17 @@ def verify_version(reg: Registry, ref: str, against: Path | None = None) -> Veri
             if actual != digest:
                 problems.append(Problem(path, "missing" if actual is None else "changed"))
     else:
-        local = _hash_local(against, recorded)
-        problems += [Problem(p, "missing") for p in sorted(recorded.keys() - local.keys())]
-        problems += [Problem(p, "extra") for p in sorted(local.keys() - recorded.keys())]
-        problems += [Problem(p, "changed") for p in sorted(local.keys() & recorded.keys()) if local[p] != recorded[p]]
+        problems += _differences(recorded, _hash_local(against, recorded))
     return VerifyReport(version.ref, tuple(problems), len(recorded) + 1)
+
+
+def _differences(expected: dict[str, str], found: dict[str, str]) -> list[Problem]:
+    """path -> sha256 maps compared: expected but absent is missing, unexpected is extra, else changed."""
+    return (
+        [Problem(p, "missing") for p in sorted(expected.keys() - found.keys())]
+        + [Problem(p, "extra") for p in sorted(found.keys() - expected.keys())]
+        + [Problem(p, "changed") for p in sorted(expected.keys() & found.keys()) if expected[p] != found[p]]
+    )
 
 
 def _hash_local(path: Path, recorded: dict[str, str]) -> dict[str, str]:
