@@ -137,3 +137,19 @@ class Event(Base):
     version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id", ondelete="SET NULL"))
     ref: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class IndexState(Base):
+    """Whether a registration-time indexer (retrieval capture, lineage sketch) has processed a version.
+
+    A row is written ``pending`` in the transaction that creates the version, so a crash before the indexer
+    finishes leaves a mark that ``index status`` reports and a rebuild completes, never a half-indexed model.
+    """
+
+    __tablename__ = "index_states"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    indexer: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # pending | done | skipped | failed
+    detail: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

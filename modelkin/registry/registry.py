@@ -42,7 +42,7 @@ from modelkin.errors import (
     SchemaOutdated,
 )
 from modelkin.refs import ModelRef, check_alias, check_name
-from modelkin.registry import architectures
+from modelkin.registry import architectures, indexers
 from modelkin.registry.diff import diff_versions
 from modelkin.registry.filters import parse_filter
 from modelkin.registry.hf import export_version, import_hf
@@ -195,6 +195,8 @@ class Registry:
         version, created = self._retrying(
             lambda s: _write_version(s, name, digest, manifest, ingested, spec, parents, relation, tags, label, card)
         )
+        if created:
+            warnings += indexers.run(self, version)
         return Registration(version, created, src.skipped, tuple(warnings))
 
     def _ingest(self, src: ModelSource, progress: Progress | None) -> builtins.list[IngestedFile]:
@@ -576,6 +578,7 @@ def _write_version(
             )
         )
     _log(s, "register", v, ref=f"{name}:{number}", digest=digest, source=label, parents=list(parents))
+    indexers.add_pending(s, v.id, indexers.active())
     s.flush()
     return to_records(s, [v])[0], True
 
