@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from modelkin.db import migrate
-
 from tests.conftest import make_weights
 
 VERSION_KEYS = {"ref", "name", "version", "digest", "parameters", "tensors", "bytes", "files", "tags", "aliases",
