@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +120,7 @@ class Retrieval:
     def capture(self, version: ModelVersion, *, vid: int | None = None) -> str | None:
         """Capture one version's knowledge and index it; a reason string when it is not for retrieval."""
         from modelkin.retrieval.capture import capture
-        from modelkin.retrieval.runner import forward_fn
+        from modelkin.retrieval.runner import forward_fn, one_thread
 
         if version.architecture is None:
             return "no architecture spec, so it cannot be run"
@@ -138,7 +137,8 @@ class Retrieval:
         x = self._pool_inputs(pool)
         start = time.perf_counter()
         module = self.host.load_module(version.ref)
-        knowledge = capture(forward_fn(module), x, name=version.ref)
+        with one_thread():
+            knowledge = capture(forward_fn(module), x, name=version.ref)
         seconds = time.perf_counter() - start
         digest = self.host.store.put_bytes(kstore.to_bytes(knowledge, pool.digest))
         with write_session(self.host.engine) as s:
@@ -177,7 +177,6 @@ class Retrieval:
                 detail = str(exc) if str(exc).endswith(".") else f"{type(exc).__name__}: {exc}"
                 indexers.mark(engine, vid, NAME, "failed", detail)
                 failed.append({"ref": ref, "reason": detail})
-                warnings.warn(f"{ref} was not indexed: {detail}", stacklevel=2)
                 continue
             indexers.mark(engine, vid, NAME, "skipped" if reason else "done", reason)
             if reason:
@@ -360,7 +359,7 @@ class Retrieval:
     def _rerank(self, ranked: list[dict[str, Any]], n: int, x: np.ndarray, y: np.ndarray
                 ) -> tuple[list[dict[str, Any]], int, list[str]]:  # fmt: skip
         from modelkin.retrieval.baselines import ESTIMATORS, USES_FEATURES
-        from modelkin.retrieval.runner import features_and_probs
+        from modelkin.retrieval.runner import features_and_probs, one_thread
 
         head, tail = ranked[:n], ranked[n:]
         rescored, notes, passes = [], [], 0
@@ -368,7 +367,8 @@ class Retrieval:
             try:
                 module = self.host.load_module(r["ref"])
                 passes += 1
-                feats, probs = features_and_probs(module, x, r["ref"])
+                with one_thread():
+                    feats, probs = features_and_probs(module, x, r["ref"])
             except ModelkinError as exc:
                 notes.append(f"skipped {r['ref']} in the rerank: {exc}")
                 continue

@@ -102,7 +102,6 @@ def build(ids: np.ndarray, vectors: np.ndarray, dim: int | None = None) -> Vecto
         ivf.cp.seed = 1234
         ivf.train(vectors[::step])
         index = ivf
-        index.quantizer_keeps = quantizer  # keep the quantizer alive as long as the index
     out = VectorIndex(index)
     if len(vectors):
         index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))

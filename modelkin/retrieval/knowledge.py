@@ -16,10 +16,13 @@ from modelkin.errors import InvalidModelFile
 from modelkin.retrieval.capture import _ARRAYS, Knowledge
 
 FORMAT = "modelkin.knowledge/1"
+META_KEY = "modelkin.knowledge"
 
 
 def to_bytes(knowledge: Knowledge, pool: str) -> bytes:
-    meta = {"format": FORMAT, "pool": pool, "forward_calls": str(knowledge.forward_calls)}
+    # one metadata key holding canonical JSON: safetensors writes a multi-key map in no fixed order
+    meta = {META_KEY: json.dumps({"format": FORMAT, "pool": pool, "forward_calls": knowledge.forward_calls},
+                                 sort_keys=True)}  # fmt: skip
     return bytes(save({k: np.ascontiguousarray(v) for k, v in knowledge.arrays().items()}, metadata=meta))
 
 
@@ -33,7 +36,7 @@ def from_bytes(data: bytes) -> Knowledge:
 
 def _calls(data: bytes) -> int:
     (n,) = struct.unpack("<Q", data[:8])
-    meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+    meta = json.loads((json.loads(data[8 : 8 + n]).get("__metadata__") or {}).get(META_KEY, "{}"))
     if meta.get("format") != FORMAT:
         raise InvalidModelFile(f"a stored knowledge tensor has format {meta.get('format')!r}, not {FORMAT}.")
     return int(meta.get("forward_calls", 0))

@@ -6,12 +6,26 @@ module exposes a ``trunk`` (the built-in families and the example plugin do), an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
 from modelkin.errors import CaptureError
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Probe batches are small: on a shared machine torch's thread pool costs far more than it saves (18x on
+    the zoo's CNN with two busy cores), so models run on one thread and the caller's setting is restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _logits(out: Any) -> torch.Tensor:

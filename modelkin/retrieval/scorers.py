@@ -91,7 +91,7 @@ class Learned:
         from safetensors.torch import save
 
         state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}  # type: ignore[attr-defined]
-        meta = {"format": ENCODER_FORMAT, "config": json.dumps(self.config, sort_keys=True)}
+        meta = {ENCODER_FORMAT: json.dumps(self.config, sort_keys=True)}  # one key: a fixed byte order
         return bytes(save(state, metadata=meta))
 
     @classmethod
@@ -102,9 +102,9 @@ class Learned:
 
         (n,) = struct.unpack("<Q", data[:8])
         meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
-        if meta.get("format") != ENCODER_FORMAT:
-            raise InvalidModelFile(f"a stored encoder has format {meta.get('format')!r}, not {ENCODER_FORMAT}.")
-        config = json.loads(meta["config"])
+        if ENCODER_FORMAT not in meta:
+            raise InvalidModelFile(f"a stored encoder is not in the {ENCODER_FORMAT} format.")
+        config = json.loads(meta[ENCODER_FORMAT])
         net = build_net(config)
         net.load_state_dict(load(data))
         return cls(net.eval(), free, config)

@@ -160,7 +160,7 @@ def train(
             loss = loss / len(tasks)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
     finally:
         torch.set_num_threads(threads)
     summary = {"tasks": len(tasks), "models": len(models), "epochs": epochs, "first_loss": round(losses[0], 4),
