@@ -89,3 +89,19 @@ class HubError(ModelkinError, RuntimeError):
 
 class ExportError(ModelkinError, OSError):
     """An export target cannot be written."""
+
+
+class InvalidQueryData(ModelkinError, ValueError):
+    """Query samples for a search (or a logged score) cannot be used: wrong shape, NaN, too few per class..."""
+
+
+class InvalidProbePool(ModelkinError, ValueError):
+    """A probe pool file is unreadable or holds no usable unlabelled inputs."""
+
+
+class RetrievalUnavailable(ModelkinError, LookupError):
+    """A search cannot be answered yet: nothing is indexed, or no probe pool exists for the query's space."""
+
+
+class CaptureError(ModelkinError, RuntimeError):
+    """Running a model on its probe pool failed (its forward raised, or returned NaN, inf or a wrong shape)."""

@@ -126,8 +126,8 @@ def test_importing_the_module_does_not_import_torch() -> None:
     assert after == "False"
 
 
-def test_example_plugin_installs_and_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's example plugin, installed with pip (offline) like a user would, is found by entry point."""
+def install_example_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Install the README's example plugin with pip (offline) into a private site dir, as a user would."""
     if importlib.util.find_spec("setuptools") is None:
         pytest.skip("building the plugin offline (--no-build-isolation) needs setuptools in this environment")
     source = shutil.copytree(EXAMPLE_PLUGIN, tmp_path / "src")  # pip builds in place: keep the repo clean
@@ -152,6 +152,11 @@ def test_example_plugin_installs_and_builds(tmp_path: Path, monkeypatch: pytest.
     )
     monkeypatch.syspath_prepend(str(target))
     monkeypatch.delitem(sys.modules, "modelkin_example_arch", raising=False)
+
+
+def test_example_plugin_installs_and_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's example plugin, installed with pip (offline) like a user would, is found by entry point."""
+    install_example_plugin(tmp_path, monkeypatch)
     try:
         spec = {"family": "example-logreg", "in_features": 64, "num_classes": 3, "input_space": "digits-64"}
         assert "example-logreg" in known_families()

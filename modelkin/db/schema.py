@@ -153,3 +153,57 @@ class IndexState(Base):
     state: Mapped[str] = mapped_column(String(16))  # pending | done | skipped | failed
     detail: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ProbePool(Base):
+    """A versioned pool of unlabelled probe inputs for one input space (the inputs are a blob)."""
+
+    __tablename__ = "retrieval_probe_pools"
+    __table_args__ = (UniqueConstraint("space", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    space: Mapped[str] = mapped_column(String(100))
+    number: Mapped[int]
+    digest: Mapped[str] = mapped_column(String(64))
+    samples: Mapped[int]
+    features: Mapped[int]
+    source: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class KnowledgeRow(Base):
+    """A version's captured knowledge on one probe pool (the tensor is a blob); at most one row per version."""
+
+    __tablename__ = "retrieval_knowledge"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("retrieval_probe_pools.id", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(String(64))
+    forward_calls: Mapped[int]
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RetrievalEncoder(Base):
+    """A trained alignment encoder (a blob) for one probe pool; the newest one serves."""
+
+    __tablename__ = "retrieval_encoders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("retrieval_probe_pools.id", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LoggedScore(Base):
+    """A transfer score a user measured for a version on a task whose samples are a blob."""
+
+    __tablename__ = "retrieval_scores"
+    __table_args__ = (Index("ix_retrieval_scores_data", "data_digest"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    data_digest: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 STATES = ("pending", "done", "skipped", "failed")
 
 # name -> "module:factory"; factory(host) -> Indexer. Each capability adds its own line.
-INDEXERS: dict[str, str] = {}
+INDEXERS: dict[str, str] = {
+    "retrieval": "modelkin.retrieval.facade:indexer",
+}
 
 
 class Indexer(Protocol):

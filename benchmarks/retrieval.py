@@ -1,0 +1,346 @@
+"""Retrieval quality versus cost: modelkin's retrievers beside LogME, LEEP, NCE, kNN, a static prior and random.
+
+    OMP_NUM_THREADS=1 python benchmarks/retrieval.py --train-zoo /work/zoos/full-s0 --test-zoo /work/zoos/full-s1 \
+        --home /work/zoos/retrieval-bench [--shots 5 10 20] [--seeds 3] [--scale 1000000]
+
+Both zoos are registered once into one registry (``--home``, reused on later runs), and every model is captured
+on the train zoo's probe pool (one pool per input space, as in any registry). The encoders are trained on the
+train zoo's meta-train tasks only; evaluation uses the test zoo's meta-test tasks and only its models (another
+seed: models never seen in training), through ``Registry.retrieval.search`` with a filter on the zoo's seed tag.
+Query support sets are fresh draws of 5/10/20 samples per class from each task's query pool (draws the ground
+truth never used), over several seeds. Ground truth is the zoo's ``finetune`` score (``--target``).
+
+Every estimator baseline runs every candidate on the support set (modules preloaded; the load time is reported
+apart). The static prior ranks each test model by its mean z-scored transfer score over the test zoo's own
+meta-train tasks it was scored on (it never looks at the target task). Leave-one-family-out: the encoders are
+retrained with one family's models removed from training, and every method is scored among that family's
+models only. The scale part indexes synthetic vectors (a Gaussian mixture, L2-normalised, of the dimension the
+learned scorer serves) and measures latency and recall@10 against exact search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import weightedtau
+
+from modelkin import Registry
+from modelkin.registry import indexers
+from modelkin.retrieval import baselines
+from modelkin.retrieval.runner import features_and_probs, one_thread
+from modelkin.zoo.plan import SIZES
+from modelkin.zoo.registration import read_ground_truth, register_zoo
+from modelkin.zoo.tasks import Task, ZooData
+
+SPACE = "digits-64"
+ESTIMATORS = ("logme", "leep", "nce", "knn")
+METHODS = ("LogME", "LEEP", "NCE", f"kNN (k={baselines.KNN_K})", "static prior", "training-free", "learned",
+           "hybrid (learned + LogME on top 5)", "random")  # fmt: skip
+HYBRID_N = 5
+
+
+def prepare(home: Path, train_zoo: Path, test_zoo: Path) -> Registry:
+    """Register both zoos and the train zoo's pool once; later runs reuse the registry."""
+    reg = Registry.init(home)
+    for zoo in (train_zoo, test_zoo):
+        seed = str(read_ground_truth(zoo)["seed"])
+        if not reg.list(f"tags.zoo.seed = '{seed}'"):
+            t0 = time.perf_counter()
+            register_zoo(reg, zoo)
+            print(f"registered {zoo} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    t0 = time.perf_counter()
+    summary = reg.retrieval.add_probes(SPACE, train_zoo / "probes" / f"{SPACE}.npz")
+    if summary["created"] or summary["captured"]:
+        print(f"captured {summary['captured']} models in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    reg.retrieval.rebuild(capture=True)
+    return reg
+
+
+def queries(zoo: Path, truth: dict[str, Any], shots: int, seeds: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Fresh support sets (draws 100+) of the test zoo's meta-test tasks."""
+    data = ZooData(int(truth["seed"]), SIZES[truth["size"]].synthetic_domains)
+    out = []
+    for name, task in sorted(truth["tasks"].items()):
+        if task["split"] != "meta-test":
+            continue
+        for s in range(seeds):
+            (x, y), _ = data.query(Task.from_json(task), shots, draw=100 + s)
+            out.append((name, x, y))
+    return out
+
+
+def static_prior(truth: dict[str, Any], target: str) -> dict[str, float]:
+    """Each model's mean z-scored score over the meta-train tasks it was scored on (0 for none)."""
+    sums: dict[str, list[float]] = defaultdict(list)
+    for task in truth["tasks"].values():
+        if task["split"] != "meta-train":
+            continue
+        s = {m: v[target] for m, v in task["scores"].items()}
+        mu, sd = statistics.mean(s.values()), statistics.pstdev(s.values()) or 1.0
+        for m, v in s.items():
+            sums[m].append((v - mu) / sd)
+    return {m: statistics.mean(sums[m]) if sums[m] else 0.0 for m in truth["models"]}
+
+
+def metrics(gt: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    order = np.argsort(-score, kind="stable")
+    best = gt.max()
+    return {
+        "tau_true": float(weightedtau(gt, score, rank=None)[0]),
+        "tau_default": float(weightedtau(gt, score)[0]),
+        "top1": float(gt[order[0]] == best),
+        "top3": float(best in gt[order[:3]]),
+        "regret": float(best - gt[order[0]]),
+    }
+
+
+def search_scores(reg: Registry, x: np.ndarray, y: np.ndarray, refs: list[str], filter: str,
+                  rerank: int = 0) -> tuple[np.ndarray, str, int]:  # fmt: skip
+    """Scores for every candidate from the real search (full ranking: k = all), as -rank so reranks count."""
+    result = reg.retrieval.search(x, y, k=len(refs), filter=filter, rerank=rerank)
+    rank = {r["ref"]: r["rank"] for r in result.results}
+    assert len(rank) == len(refs), (len(rank), len(refs))
+    return np.array([-rank[r] for r in refs], dtype=np.float64), result.scorer, result.forward_passes
+
+
+def evaluate(reg: Registry, args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+    truth = read_ground_truth(args.test_zoo)
+    seed = str(truth["seed"])
+    versions = reg.list(f"tags.zoo.seed = '{seed}'")
+    refs = sorted(v.ref for v in versions)
+    name_of = {v.ref: v.name for v in versions}
+    family = {v.ref: v.family for v in versions}
+    held = [r for r in refs if family[r] == args.lofo_family]
+    t0 = time.perf_counter()
+    modules = {r: reg.load_module(r) for r in refs}
+    load_ms = (time.perf_counter() - t0) / len(refs) * 1000
+    prior = static_prior(truth, args.target)
+    rng = np.random.default_rng(0)
+    rows: dict[tuple[int, str], list[dict[str, float]]] = defaultdict(list)
+    lofo: dict[tuple[int, str], list[float]] = defaultdict(list)
+    cost: dict[str, list[float]] = defaultdict(list)
+    passes: dict[str, int] = {}
+    scorers: dict[str, str] = {}
+    base = f"tags.zoo.seed = '{seed}'"
+    per_shot = {shots: queries(args.test_zoo, truth, shots, args.seeds) for shots in args.shots}
+    # 1. the estimators, the static prior, random and the training-free scorer (the registry before training)
+    cached: dict[tuple[int, int, str], np.ndarray] = {}
+    for shots, qs in per_shot.items():
+        for qi, (task, x, y) in enumerate(qs):
+            gt = np.array([truth["tasks"][task]["scores"][name_of[r]][args.target] for r in refs])
+            gt_held = gt[[refs.index(r) for r in held]]
+            scored: dict[str, np.ndarray] = {}
+            t0 = time.perf_counter()
+            outputs = {}
+            with one_thread():
+                for r in refs:
+                    outputs[r] = features_and_probs(modules[r], x, r)
+            forward_ms = (time.perf_counter() - t0) * 1000
+            for est, label in zip(ESTIMATORS, METHODS[:4], strict=True):
+                t0 = time.perf_counter()
+                use_f = baselines.USES_FEATURES[est]
+                scored[label] = np.array([baselines.ESTIMATORS[est](outputs[r][0 if use_f else 1], y) for r in refs])
+                cost[label].append(forward_ms + (time.perf_counter() - t0) * 1000)
+                passes[label] = len(refs)
+            scored["static prior"] = np.array([prior[name_of[r]] for r in refs])
+            scored["random"] = rng.standard_normal(len(refs))
+            passes["static prior"] = passes["random"] = 0
+            t0 = time.perf_counter()
+            scored["training-free"], scorers["training-free"], passes["training-free"] = search_scores(
+                reg, x, y, refs, base)
+            cost["training-free"].append((time.perf_counter() - t0) * 1000)
+            for label, s in scored.items():
+                rows[(shots, label)].append(metrics(gt, s))
+                held_s = s[[refs.index(r) for r in held]]
+                lofo[(shots, label)].append(float(weightedtau(gt_held, held_s, rank=None)[0]))
+                cached[(shots, qi, label)] = s
+    # 2. learned and hybrid, trained on the train zoo's meta-train tasks, then with one family held out
+    t0 = time.perf_counter()
+    report = reg.retrieval.train([args.train_zoo], target=args.target, epochs=args.epochs)["encoders"][0]
+    train_s = time.perf_counter() - t0
+    for shots, qs in per_shot.items():
+        for task, x, y in qs:
+            gt = np.array([truth["tasks"][task]["scores"][name_of[r]][args.target] for r in refs])
+            for label, n in (("learned", 0), (METHODS[7], HYBRID_N)):
+                t0 = time.perf_counter()
+                s, scorers[label], passes[label] = search_scores(reg, x, y, refs, base, rerank=n)
+                cost[label].append((time.perf_counter() - t0) * 1000)
+                rows[(shots, label)].append(metrics(gt, s))
+    reg.retrieval.train([args.train_zoo], target=args.target, epochs=args.epochs,
+                        exclude_families=[args.lofo_family])  # fmt: skip
+    held_filter = f"{base} AND family = '{args.lofo_family}'"
+    for shots, qs in per_shot.items():
+        for task, x, y in qs:
+            gt_held = np.array([truth["tasks"][task]["scores"][name_of[r]][args.target] for r in held])
+            for label, n in (("learned", 0), (METHODS[7], HYBRID_N)):
+                s, _, _ = search_scores(reg, x, y, held, held_filter, rerank=n)
+                lofo[(shots, label)].append(float(weightedtau(gt_held, s, rank=None)[0]))
+    # leave the registry serving the encoder trained on every family
+    reg.retrieval.train([args.train_zoo], target=args.target, epochs=args.epochs)
+    summary = {"candidates": len(refs), "held_out": len(held), "load_ms": load_ms, "train_s": train_s,
+               "train_report": report, "queries": {s: len(q) for s, q in per_shot.items()}}  # fmt: skip
+    lines = []
+    for shots in args.shots:
+        lines += [f"### {shots} support samples per class ({summary['queries'][shots]} queries: "
+                  f"{summary['queries'][shots] // args.seeds} meta-test tasks x {args.seeds} draws)", "",
+                  "| method | weighted tau, rank=None | weighted tau, default | top-1 hit | top-3 hit | regret@1 "
+                  "| forward passes / query | latency ms / query "
+                  f"| LOFO ({args.lofo_family}) weighted tau, rank=None |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for label in METHODS:
+            ms = rows[(shots, label)]
+            mean = {k: statistics.mean(m[k] for m in ms) for k in ms[0]}
+            lat = f"{statistics.mean(cost[label]):.1f}" if cost.get(label) else "0"
+            lines.append(f"| {label} | {mean['tau_true']:.3f} | {mean['tau_default']:.3f} | {mean['top1']:.2f} | "
+                         f"{mean['top3']:.2f} | {mean['regret']:.4f} | {passes[label]} | {lat} | "
+                         f"{statistics.mean(lofo[(shots, label)]):.3f} |")  # fmt: skip
+        lines.append("")
+    return lines, summary
+
+
+def capture_cost(reg: Registry, per_family: int) -> list[str]:
+    """Capture time per model next to the time to load that model once, by family (medians)."""
+    from modelkin.retrieval.capture import capture
+    from modelkin.retrieval.runner import forward_fn
+
+    pool = reg.retrieval._pool_inputs(reg.retrieval._latest_pool(SPACE))  # type: ignore[arg-type]
+    by_family: dict[str, list[str]] = defaultdict(list)
+    for v in reg.list():
+        if len(by_family[v.family or "?"]) < per_family:
+            by_family[v.family or "?"].append(v.ref)
+    lines = ["| family | models timed | load once, ms (median) | capture, ms (median) | forward calls | ratio |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for fam, refs in sorted(by_family.items()):
+        loads, caps, calls = [], [], []
+        for r in refs:
+            t0 = time.perf_counter()
+            module = reg.load_module(r)
+            loads.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            with one_thread():
+                k = capture(forward_fn(module), pool, r)
+            caps.append((time.perf_counter() - t0) * 1000)
+            calls.append(k.forward_calls)
+        lo, ca = statistics.median(loads), statistics.median(caps)
+        lines.append(f"| {fam} | {len(refs)} | {lo:.1f} | {ca:.1f} | {statistics.median(calls):.0f} | "
+                     f"{ca / lo:.1f}x |")  # fmt: skip
+    return lines + ["", f"Probe pool: {len(pool)} inputs x {pool.shape[1]} features; capture runs one thread."]
+
+
+def scale(n: int, dim: int, queries_n: int, selectivity: float) -> list[str]:
+    """Synthetic vectors: build time, memory, p50 latency (1 and 2 threads), recall@10 vs exact search."""
+    import faiss
+
+    from modelkin.retrieval.index import build
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((2000, dim)).astype(np.float32)
+
+    def draw(m: int) -> np.ndarray:
+        v = centres[rng.integers(0, len(centres), m)] + 0.5 * rng.standard_normal((m, dim)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    vectors = np.concatenate([draw(100_000) for _ in range(math.ceil(n / 100_000))])[:n]
+    ids = np.arange(n, dtype=np.int64)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    faiss.omp_set_num_threads(2)
+    t0 = time.perf_counter()
+    index = build(ids, vectors)
+    build_s = time.perf_counter() - t0
+    index_mb = len(index.to_bytes()) / 1e6
+    rss_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    exact = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    exact.add_with_ids(vectors, ids)
+    qs = draw(queries_n)
+    selected = np.sort(rng.choice(n, max(1, int(n * selectivity)), replace=False)).astype(np.int64)
+    lines = [f"{n:,} synthetic vectors of dimension {dim} (the learned scorer's), index `{index.kind}`; built in "
+             f"{build_s:.1f} s on 2 threads; serialised index {index_mb:.0f} MB; peak RSS growth during build "
+             f"{rss_mb:.0f} MB (vectors alone: {vectors.nbytes / 1e6:.0f} MB).", "",
+             "| query | threads | p50 latency ms | p95 latency ms | recall@10 vs exact | target |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    for label, allowed in (("no filter", None), (f"filter matching {selectivity:.1%} ({len(selected):,})", selected)):
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(selected)) if allowed is not None else None
+        truth = [exact.search(q[None], 10, params=params)[1][0] for q in qs]
+        for threads in (1, 2):
+            faiss.omp_set_num_threads(threads)
+            lat, recall = [], []
+            for q, t in zip(qs, truth, strict=True):
+                t0 = time.perf_counter()
+                found, _ = index.search(q, 10, allowed)
+                lat.append((time.perf_counter() - t0) * 1000)
+                recall.append(len(set(found.tolist()) & set(t.tolist())) / len(t))
+            p50, p95 = float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
+            ok = "met" if p50 < 20 and statistics.mean(recall) >= 0.95 else "missed"
+            lines.append(f"| {label} | {threads} | {p50:.2f} | {p95:.2f} | {statistics.mean(recall):.3f} | "
+                         f"p50 < 20 ms and recall >= 0.95: {ok} |")  # fmt: skip
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train-zoo", type=Path, default=Path("/work/zoos/full-s0"))
+    parser.add_argument("--test-zoo", type=Path, default=Path("/work/zoos/full-s1"))
+    parser.add_argument("--home", type=Path, default=Path("/work/zoos/retrieval-bench"))
+    parser.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--target", default="finetune", choices=["finetune", "linear_probe"])
+    parser.add_argument("--lofo-family", default="cnn")
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--scale", type=int, default=1_000_000, help="synthetic vectors (0 skips the scale part)")
+    parser.add_argument("--capture-models", type=int, default=10, help="models timed per family")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "retrieval.md")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    reg = prepare(args.home, args.train_zoo, args.test_zoo)
+    quality, summary = evaluate(reg, args)
+    capture_lines = capture_cost(reg, args.capture_models)
+    dim = reg.retrieval.status()["spaces"][0]
+    learned_dim = reg.retrieval._serving_for(reg.retrieval._latest_pool(SPACE)).scorer.dim  # type: ignore[arg-type]
+    scale_lines = scale(args.scale, learned_dim, 200, 0.001) if args.scale else ["(skipped)"]
+    command = "OMP_NUM_THREADS=1 python benchmarks/retrieval.py " + " ".join(sys.argv[1:])
+    states = indexers.states(reg.engine, "retrieval")
+    text = "\n".join([
+        "# Retrieval: which model to start from", "",
+        f"Command: `{command}` ({platform.machine()}, {os.cpu_count()} CPUs shared with other jobs; "
+        f"{time.perf_counter() - started:.0f} s in all).", "",
+        f"Train: `{args.train_zoo}` meta-train tasks; test: `{args.test_zoo}` meta-test tasks, ranking its "
+        f"{summary['candidates']} models (another seed, none seen in training). Ground truth: the zoo's "
+        f"`{args.target}` accuracy. Both weighted Kendall tau conventions of `scipy.stats.weightedtau` are given: "
+        "`rank=None` weighs pairs by the true ranking (the top models count most); the default averages the "
+        "weighting by both orders. top-k hit: the truly best model is among the first k; regret@1: best true "
+        "accuracy minus the true accuracy of the model ranked first (accuracy points, 0 to 1). LOFO: the "
+        f"encoders retrained without any `{args.lofo_family}` model, every method scored among the "
+        f"{summary['held_out']} `{args.lofo_family}` models of the test zoo only (the baselines do not train, so "
+        "their LOFO figure is just their score on that subset).", "",
+        f"Estimator latency includes running all {summary['candidates']} preloaded candidates on the support set "
+        f"(one thread); loading a model from the registry costs another {summary['load_ms']:.1f} ms each. "
+        "modelkin rows are `Registry.retrieval.search` end to end (query encoding, the filter, faiss, the "
+        f"rerank's model loads). Training took {summary['train_s']:.0f} s ({summary['train_report']['tasks']} "
+        f"tasks, {summary['train_report']['models']} models, {args.epochs} epochs). Indexed versions: "
+        f"{sum(1 for s in states.values() if s[0] == 'done')}.", "",
+        "## Quality versus cost", "", *quality,
+        "## Capture cost per model", "", *capture_lines, "",
+        "## Scale (synthetic vectors)", "", *scale_lines, "",
+        f"Serving: {dim['scorer']} scorer, encoder {dim['encoder']}, {dim['indexed']} vectors in a `{dim['index']}` "
+        "index.", "",
+    ])  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    print(json.dumps({"seconds": round(time.perf_counter() - started)}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

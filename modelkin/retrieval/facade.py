@@ -1,0 +1,533 @@
+"""``registry.retrieval``: probe pools, capture at registration, the persisted index, search and training.
+
+The facade stores and fetches; the algorithms live beside it (space, capture, features, scorers, index,
+baselines, training). Knowledge tensors and trained encoders are blobs with a row each, so the index under
+``HOME/retrieval/`` is derived data: it is checked against the database on every search and rebuilt from the
+blobs (never by running models) whenever it is missing or stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from safetensors.numpy import load as load_arrays
+from safetensors.numpy import save as save_arrays
+from sqlalchemy import delete, func, select
+
+from modelkin.db.engine import read_session, write_session
+from modelkin.db.schema import File, KnowledgeRow, LoggedScore, Model, ProbePool, RetrievalEncoder, Version
+from modelkin.errors import InvalidQueryData, ModelkinError, RetrievalUnavailable
+from modelkin.registry import architectures, indexers
+from modelkin.retrieval import knowledge as kstore
+from modelkin.retrieval.features import ModelFeatures, check_query, model_features, query_features
+from modelkin.retrieval.files import read_pool, read_query
+from modelkin.retrieval.index import VectorIndex, build
+from modelkin.retrieval.scorers import Learned, TrainingFree
+from modelkin.retrieval.space import Space, fit_space
+
+if TYPE_CHECKING:
+    from modelkin.registry.host import Host
+    from modelkin.registry.records import ModelVersion
+
+NAME = "retrieval"
+RERANK_ESTIMATOR = "logme"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    results: list[dict[str, Any]]
+    scorer: str
+    forward_passes: int
+    elapsed_ms: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"results": self.results, "scorer": self.scorer, "forward_passes": self.forward_passes,
+                "elapsed_ms": self.elapsed_ms}  # fmt: skip
+
+
+@dataclass
+class _Serving:
+    """What answers for one probe pool: its φ, the pool in φ coordinates, and the scorer (with its encoder id)."""
+
+    pool: ProbePool
+    space: Space
+    pool_phi: np.ndarray
+    scorer: TrainingFree | Learned
+    encoder: int | None
+
+
+class Indexer:
+    """The registration hook: capture a newly registered executable version and add it to the index."""
+
+    name = NAME
+
+    def __init__(self, host: Host) -> None:
+        self.retrieval = Retrieval(host)
+
+    def on_registered(self, version: ModelVersion) -> str | None:
+        return self.retrieval.capture(version)
+
+
+def indexer(host: Host) -> Indexer:
+    return Indexer(host)
+
+
+class Retrieval:
+    """Retrieval over one registry (see the module docstring)."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._serving: dict[int, _Serving] = {}
+
+    # -- probe pools ---------------------------------------------------------------------------------------
+
+    def add_probes(self, space: str, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Register a new version of ``space``'s probe pool, then capture every model of that space on it."""
+        if not space or len(space) > 100 or any(c.isspace() for c in space):
+            raise InvalidQueryData(f"{space!r} is not a valid input space name.", hint="e.g. digits-64")
+        x = read_pool(Path(path))
+        digest = self.host.store.put_bytes(save_arrays({"x": x}))
+        with write_session(self.host.engine) as s:
+            latest = s.scalar(select(ProbePool).where(ProbePool.space == space).order_by(ProbePool.number.desc()))
+            if latest is not None and latest.digest == digest:
+                row, created = latest, False
+            else:
+                number = (latest.number if latest else 0) + 1
+                row = ProbePool(space=space, number=number, digest=digest, samples=len(x), features=x.shape[1],
+                                source=str(Path(path).absolute()))  # fmt: skip
+                s.add(row)
+                s.flush()
+                created = True
+            record = _pool_json(row)
+        captured = self._capture_missing(space) if created else {"captured": 0, "skipped": [], "failed": []}
+        return {**record, "created": created, **captured}
+
+    def probes(self) -> list[dict[str, Any]]:
+        with read_session(self.host.engine) as s:
+            rows = s.scalars(select(ProbePool).order_by(ProbePool.space, ProbePool.number))
+            return [_pool_json(r) for r in rows]
+
+    # -- capture -------------------------------------------------------------------------------------------
+
+    def capture(self, version: ModelVersion, *, vid: int | None = None) -> str | None:
+        """Capture one version's knowledge and index it; a reason string when it is not for retrieval."""
+        from modelkin.retrieval.capture import capture
+        from modelkin.retrieval.runner import forward_fn, one_thread
+
+        if version.architecture is None:
+            return "no architecture spec, so it cannot be run"
+        try:
+            space = architectures.input_space(version.architecture)
+        except ModelkinError as exc:
+            return f"its architecture cannot be built here ({exc})"
+        if space is None:
+            return "its architecture declares no input space"
+        pool = self._latest_pool(space)
+        if pool is None:
+            return f"no probe pool for input space {space!r} yet (`modelkin probes add {space} FILE`)"
+        vid = vid if vid is not None else indexers.version_id(self.host.engine, version)
+        x = self._pool_inputs(pool)
+        start = time.perf_counter()
+        module = self.host.load_module(version.ref)
+        with one_thread():
+            knowledge = capture(forward_fn(module), x, name=version.ref)
+        seconds = time.perf_counter() - start
+        digest = self.host.store.put_bytes(kstore.to_bytes(knowledge, pool.digest))
+        with write_session(self.host.engine) as s:
+            s.execute(delete(KnowledgeRow).where(KnowledgeRow.version_id == vid))
+            s.add(KnowledgeRow(version_id=vid, pool_id=pool.id, digest=digest, forward_calls=knowledge.forward_calls,
+                               seconds=seconds))  # fmt: skip
+        self._add_to_index(pool, vid, knowledge)
+        return None
+
+    def _capture_missing(self, space: str | None = None, states: Iterable[str] = ("pending", "failed", "skipped")
+                         ) -> dict[str, Any]:  # fmt: skip
+        """Capture versions not yet captured on their space's newest pool; record each outcome."""
+        engine = self.host.engine
+        known = indexers.states(engine, NAME)
+        wanted = set(states)
+        with read_session(engine) as s:
+            current = {vid: pid for vid, pid in s.execute(select(KnowledgeRow.version_id, KnowledgeRow.pool_id))}
+            newest = {p.space: p.id for p in s.scalars(select(ProbePool).order_by(ProbePool.number))}
+            rows = list(s.execute(select(Version.id, Model.name, Version.number, Version.architecture)
+                                  .join(Model).order_by(Version.id)))  # fmt: skip
+        done = 0
+        skipped: list[dict[str, str]] = []
+        failed: list[dict[str, str]] = []
+        for vid, name, number, arch in rows:
+            ref = f"{name}:{number}"
+            version_space = _space_of(arch)
+            if space is not None and version_space != space:
+                continue
+            stale = version_space in newest and current.get(vid) not in (None, newest[version_space])
+            state = known.get(vid, ("pending", None))[0]
+            if not stale and (state not in wanted or vid in current and state == "done"):
+                continue
+            try:
+                reason = self.capture(self.host.get(ref), vid=vid)
+            except Exception as exc:  # one bad model must not stop the others
+                detail = str(exc) if str(exc).endswith(".") else f"{type(exc).__name__}: {exc}"
+                indexers.mark(engine, vid, NAME, "failed", detail)
+                failed.append({"ref": ref, "reason": detail})
+                continue
+            indexers.mark(engine, vid, NAME, "skipped" if reason else "done", reason)
+            if reason:
+                skipped.append({"ref": ref, "reason": reason})
+            else:
+                done += 1
+        return {"captured": done, "skipped": skipped, "failed": failed}
+
+    # -- the index -----------------------------------------------------------------------------------------
+
+    def rebuild(self, capture: bool = False) -> dict[str, Any]:
+        """Recompute every vector from stored knowledge (no model runs); with ``capture``, first capture what
+        is pending, failed, skipped or captured on an outdated pool."""
+        captured = self._capture_missing() if capture else {"captured": 0, "skipped": [], "failed": []}
+        self._serving.clear()
+        indexed = 0
+        for pool in self._newest_pools():
+            indexed += self._rebuild_pool(pool).size
+        return {"indexed": indexed, **captured}
+
+    def status(self) -> dict[str, Any]:
+        """What is indexed, what is not and why, and which scorer/encoder serves each space."""
+        engine = self.host.engine
+        known = indexers.states(engine, NAME)
+        with read_session(engine) as s:
+            rows = list(s.execute(select(Version.id, Model.name, Version.number).join(Model).order_by(Version.id)))
+            captured = dict(s.execute(select(KnowledgeRow.version_id, KnowledgeRow.pool_id)).all())
+        spaces = []
+        for pool in self._newest_pools():
+            serving = self._serving_for(pool)
+            index = self._index(pool)
+            spaces.append({"space": pool.space, "pool": pool.number, "samples": pool.samples,
+                           "features": pool.features, "scorer": serving.scorer.name, "encoder": serving.encoder,
+                           "indexed": index.size, "index": index.kind})  # fmt: skip
+        versions = []
+        for vid, name, number in rows:
+            state, detail = known.get(vid, ("pending", "registered before retrieval existed"))
+            if state == "done" and vid not in captured:
+                state, detail = "pending", "its knowledge row is missing; `modelkin index rebuild --capture`"
+            versions.append({"ref": f"{name}:{number}", "state": state, "detail": detail})
+        counts = {k: sum(1 for v in versions if v["state"] == k) for k in indexers.STATES}
+        return {"spaces": spaces, "counts": counts, "versions": versions}
+
+    def _newest_pools(self) -> list[ProbePool]:
+        with read_session(self.host.engine) as s:
+            newest: dict[str, ProbePool] = {}
+            for p in s.scalars(select(ProbePool).order_by(ProbePool.number)):
+                newest[p.space] = p
+            s.expunge_all()
+            return sorted(newest.values(), key=lambda p: p.space)
+
+    def _latest_pool(self, space: str) -> ProbePool | None:
+        return next((p for p in self._newest_pools() if p.space == space), None)
+
+    def _pool_inputs(self, pool: ProbePool) -> np.ndarray:
+        return np.asarray(load_arrays(self.host.store.read_verified(pool.digest))["x"])
+
+    def _serving_for(self, pool: ProbePool) -> _Serving:
+        with read_session(self.host.engine) as s:
+            enc = s.scalar(select(RetrievalEncoder).where(RetrievalEncoder.pool_id == pool.id)
+                           .order_by(RetrievalEncoder.id.desc()))  # fmt: skip
+            enc_id, enc_digest = (enc.id, enc.digest) if enc else (None, None)
+        cached = self._serving.get(pool.id)
+        if cached is not None and cached.encoder == enc_id:
+            return cached
+        x = self._pool_inputs(pool)
+        space = fit_space(x)
+        free = TrainingFree(space.components.shape[0], len(space.landmarks), space.bandwidth)
+        scorer: TrainingFree | Learned = free
+        if enc_digest is not None:
+            scorer = Learned.from_bytes(self.host.store.read_verified(enc_digest), free)
+        serving = _Serving(pool, space, space.encode(x), scorer, enc_id)
+        self._serving[pool.id] = serving
+        return serving
+
+    def _index_path(self, pool: ProbePool) -> Path:
+        return Path(self.host.settings.home) / "retrieval" / f"{pool.space}.faiss"
+
+    def _vectors(self, serving: _Serving, features: Sequence[ModelFeatures]) -> np.ndarray:
+        if not features:
+            return np.zeros((0, serving.scorer.dim), np.float32)
+        if isinstance(serving.scorer, Learned):
+            return serving.scorer.model_vectors(list(features))
+        return np.stack([serving.scorer.model_vector(f) for f in features])
+
+    def model_features(self, pool: ProbePool, vids: Sequence[int]) -> dict[int, ModelFeatures]:
+        """Features of each version's stored knowledge on ``pool`` (versions without it are left out)."""
+        serving = self._serving_for(pool)
+        with read_session(self.host.engine) as s:
+            rows = dict(s.execute(select(KnowledgeRow.version_id, KnowledgeRow.digest)
+                                  .where(KnowledgeRow.pool_id == pool.id, KnowledgeRow.version_id.in_(vids))).all())
+        out = {}
+        for vid in vids:
+            if vid in rows:
+                k = kstore.from_bytes(self.host.store.read_verified(rows[vid]))
+                out[vid] = model_features(k, serving.space, serving.pool_phi)
+        return out
+
+    def _rebuild_pool(self, pool: ProbePool) -> VectorIndex:
+        serving = self._serving_for(pool)
+        with read_session(self.host.engine) as s:
+            vids = list(s.scalars(select(KnowledgeRow.version_id).where(KnowledgeRow.pool_id == pool.id)
+                                  .order_by(KnowledgeRow.version_id)))  # fmt: skip
+        feats = self.model_features(pool, vids)
+        index = build(np.array(list(feats), np.int64), self._vectors(serving, list(feats.values())),
+                      serving.scorer.dim)  # fmt: skip
+        self._write_index(pool, serving, index)
+        return index
+
+    def _write_index(self, pool: ProbePool, serving: _Serving, index: VectorIndex) -> None:
+        path = self._index_path(pool)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for target, data in ((path, index.to_bytes()),
+                             (path.with_suffix(".json"), json.dumps(_index_meta(serving)).encode())):  # fmt: skip
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+
+    def _index(self, pool: ProbePool) -> VectorIndex:
+        """The persisted index if it matches the database (pool, encoder, set of versions), else a rebuild."""
+        serving = self._serving_for(pool)
+        path = self._index_path(pool)
+        try:
+            meta = json.loads(path.with_suffix(".json").read_text())
+            index = VectorIndex.from_bytes(path.read_bytes())
+        except (OSError, ValueError, RuntimeError):
+            return self._rebuild_pool(pool)
+        with read_session(self.host.engine) as s:
+            vids = np.array(sorted(s.scalars(select(KnowledgeRow.version_id).where(KnowledgeRow.pool_id == pool.id))),
+                            dtype=np.int64)  # fmt: skip
+        if meta != _index_meta(serving) or index.dim != serving.scorer.dim or not np.array_equal(index.ids(), vids):
+            return self._rebuild_pool(pool)
+        return index
+
+    def _add_to_index(self, pool: ProbePool, vid: int, k: Any) -> None:
+        serving = self._serving_for(pool)
+        path = self._index_path(pool)
+        if not path.exists():
+            self._rebuild_pool(pool)
+            return
+        index = self._index(pool)  # already holds vid when a rebuild just read its new knowledge row
+        vector = self._vectors(serving, [model_features(k, serving.space, serving.pool_phi)])
+        index.add(np.array([vid], np.int64), vector)
+        self._write_index(pool, serving, index)
+
+    # -- search --------------------------------------------------------------------------------------------
+
+    def search(self, x: Any, y: Any, k: int = 5, filter: str | None = None, rerank: int = 0) -> SearchResult:
+        """Rank registered models for the task (x, y) by vector search; ``rerank`` rescoring runs N models."""
+        start = time.perf_counter()
+        if k < 1:
+            raise InvalidQueryData(f"k must be at least 1, got {k}.")
+        if rerank < 0:
+            raise InvalidQueryData(f"rerank must be 0 or more, got {rerank}.")
+        x, y = check_query(x, y)
+        pool = self._pool_for(x.shape[1])
+        serving = self._serving_for(pool)
+        index = self._index(pool)
+        if index.size == 0:
+            raise RetrievalUnavailable(
+                f"no model of input space {pool.space!r} is indexed yet.",
+                hint="register executable models, or run `modelkin index rebuild --capture`",
+            )
+        refs = self._refs()
+        allowed = np.array(sorted(refs[v.ref] for v in self.host.list(filter)), dtype=np.int64)
+        q = query_features(x, y, serving.space)
+        qvec = serving.scorer.query_vector(q)
+        ids, scores = index.search(qvec, max(k, rerank), allowed)
+        names = {vid: ref for ref, vid in refs.items()}
+        ranked = [{"ref": names[int(i)], "score": round(float(s), 6), "scored_by": serving.scorer.name}
+                  for i, s in zip(ids, scores, strict=True)]  # fmt: skip
+        passes, notes = 0, []
+        if rerank:
+            ranked, passes, notes = self._rerank(ranked, rerank, x, y)
+        results = [{"ref": r["ref"], "score": r["score"], "rank": n, "scored_by": r["scored_by"]}
+                   for n, r in enumerate(ranked[:k], 1)]  # fmt: skip
+        name = serving.scorer.name + (f"+{RERANK_ESTIMATOR}" if rerank else "")
+        return SearchResult(results, name, passes, round((time.perf_counter() - start) * 1000, 2), notes)
+
+    def _rerank(self, ranked: list[dict[str, Any]], n: int, x: np.ndarray, y: np.ndarray
+                ) -> tuple[list[dict[str, Any]], int, list[str]]:  # fmt: skip
+        from modelkin.retrieval.baselines import ESTIMATORS, USES_FEATURES
+        from modelkin.retrieval.runner import features_and_probs, one_thread
+
+        head, tail = ranked[:n], ranked[n:]
+        rescored, notes, passes = [], [], 0
+        for r in head:
+            try:
+                module = self.host.load_module(r["ref"])
+                passes += 1
+                with one_thread():
+                    feats, probs = features_and_probs(module, x, r["ref"])
+            except ModelkinError as exc:
+                notes.append(f"skipped {r['ref']} in the rerank: {exc}")
+                continue
+            value = ESTIMATORS[RERANK_ESTIMATOR](feats if USES_FEATURES[RERANK_ESTIMATOR] else probs, y)
+            rescored.append({"ref": r["ref"], "score": round(value, 6), "scored_by": RERANK_ESTIMATOR})
+        rescored.sort(key=lambda r: -r["score"])
+        return rescored + tail, passes, notes
+
+    def _pool_for(self, features: int) -> ProbePool:
+        pools = self._newest_pools()
+        if not pools:
+            raise RetrievalUnavailable(
+                "no probe pool is registered, so nothing is indexed for search.",
+                hint="add one with `modelkin probes add SPACE FILE`, e.g. `modelkin probes add digits-64 "
+                     "ZOO/probes/digits-64.npz`",
+            )  # fmt: skip
+        fitting = [p for p in pools if p.features == features]
+        if not fitting:
+            spaces = ", ".join(f"{p.space} ({p.features})" for p in pools)
+            raise InvalidQueryData(
+                f"the query has {features} features per sample, and no input space takes that many.",
+                hint=f"the registered input spaces (features): {spaces}",
+            )
+        if len(fitting) > 1:
+            raise InvalidQueryData(
+                f"several input spaces take {features} features ({', '.join(p.space for p in fitting)}).",
+                hint="search one of them with --filter \"input_space = '<space>'\"",
+            )
+        return fitting[0]
+
+    def _refs(self) -> dict[str, int]:
+        with read_session(self.host.engine) as s:
+            return {f"{n}:{num}": vid for vid, n, num in s.execute(select(Version.id, Model.name, Version.number)
+                                                                     .join(Model))}  # fmt: skip
+
+    # -- training ------------------------------------------------------------------------------------------
+
+    def log_score(self, ref: str, x: Any, y: Any, score: float) -> dict[str, Any]:
+        """Record a transfer score measured for ``ref`` on a task; ``train`` learns from these."""
+        if not np.isfinite(score):
+            raise InvalidQueryData(f"the score must be a finite number, got {score}.")
+        x, y = check_query(x, y)
+        version = self.host.get(ref)
+        digest = self.host.store.put_bytes(save_arrays({"x": x, "y": y}))
+        vid = indexers.version_id(self.host.engine, version)
+        with write_session(self.host.engine) as s:
+            s.add(LoggedScore(version_id=vid, data_digest=digest, score=float(score)))
+        return {"ref": version.ref, "score": float(score), "data": f"sha256:{digest}"}
+
+    def train(self, zoos: Sequence[str | os.PathLike[str]] = (), scores: str | os.PathLike[str] | None = None,
+              *, target: str = "finetune", epochs: int = 300, seed: int = 0,
+              exclude_families: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+        """Train the alignment encoders on ground truth (zoos, a JSONL file, logged scores) and re-index."""
+        from modelkin.retrieval.training import train
+        from modelkin.retrieval.truth import jsonl_tasks, logged_tasks, zoo_tasks
+
+        tasks = []
+        refs = self._refs()
+        for zoo in zoos:
+            tasks += zoo_tasks(Path(zoo), self._versions_by_file_digest(), target)
+        if scores is not None:
+            tasks += jsonl_tasks(Path(scores), lambda r: refs.get(self.host.get(r).ref))
+        tasks += logged_tasks(self._logged(), self.host.store.read_verified)
+        if not tasks:
+            raise RetrievalUnavailable(
+                "there is nothing to train on: no registered zoo, scores file or logged score gave a task.",
+                hint="register the zoo first (`modelkin register-zoo DIR`), then `modelkin retrieval train --zoo DIR`",
+            )
+        excluded = self._family_ids(exclude_families)
+        by_pool: dict[int, tuple[ProbePool, list[Any]]] = {}
+        for pool in self._newest_pools():
+            fitting = [t for t in tasks if t.x.shape[1] == pool.features]
+            if fitting:
+                by_pool[pool.id] = (pool, fitting)
+        if not by_pool:
+            raise RetrievalUnavailable("no probe pool takes the training tasks' feature count.",
+                                       hint="add the pool with `modelkin probes add SPACE FILE`")  # fmt: skip
+        reports = []
+        for pool, fitting in by_pool.values():
+            reports.append(self._train_pool(pool, fitting, excluded, train, epochs, seed))
+        return {"encoders": reports, "indexed": sum(r["indexed"] for r in reports)}
+
+    def _train_pool(self, pool: ProbePool, tasks: list[Any], excluded: set[int], train: Any, epochs: int,
+                    seed: int) -> dict[str, Any]:  # fmt: skip
+        from modelkin.retrieval.training import TaskExample
+        from modelkin.retrieval.truth import views
+
+        serving = self._serving_for(pool)
+        wanted = sorted({vid for t in tasks for vid in t.scores} - excluded)
+        feats = self.model_features(pool, wanted)
+        if len(feats) < 2:
+            raise RetrievalUnavailable(
+                f"only {len(feats)} of the scored models are captured on the {pool.space} pool, too few to train.",
+                hint="run `modelkin index rebuild --capture` after adding the probe pool",
+            )
+        order = {vid: i for i, vid in enumerate(feats)}
+        examples = []
+        for t in tasks:
+            keep = [(order[v], s) for v, s in sorted(t.scores.items()) if v in order]
+            if len(keep) >= 2:
+                idx, sc = zip(*keep, strict=True)
+                qviews = [query_features(vx, vy, serving.space) for vx, vy in views(t.x, t.y, seed)]
+                examples.append(TaskExample(qviews, np.array(idx, np.int64), np.array(sc, np.float64)))
+        if not examples:
+            raise RetrievalUnavailable("no training task has scores for 2 or more captured models.")
+        free = TrainingFree(serving.space.components.shape[0], len(serving.space.landmarks), serving.space.bandwidth)
+        learned, summary = train(free, list(feats.values()), examples, epochs=epochs, seed=seed)
+        digest = self.host.store.put_bytes(learned.to_bytes())
+        with write_session(self.host.engine) as s:
+            row = RetrievalEncoder(pool_id=pool.id, digest=digest, summary=summary)
+            s.add(row)
+            s.flush()
+            encoder = row.id
+        self._serving.pop(pool.id, None)
+        index = self._rebuild_pool(pool)
+        return {"space": pool.space, "encoder": encoder, "indexed": index.size, **summary}
+
+    def _versions_by_file_digest(self) -> dict[str, int]:
+        """File sha256 -> the first version holding it: how a zoo's files are matched to registered versions."""
+        with read_session(self.host.engine) as s:
+            out: dict[str, int] = {}
+            for sha, vid in s.execute(select(File.sha256, File.version_id).order_by(File.version_id)):
+                out.setdefault(sha, vid)
+            return out
+
+    def _logged(self) -> list[tuple[str, int, float]]:
+        with read_session(self.host.engine) as s:
+            return [tuple(r) for r in s.execute(select(LoggedScore.data_digest, LoggedScore.version_id,
+                                                       LoggedScore.score).order_by(LoggedScore.id))]  # type: ignore[misc]
+
+    def _family_ids(self, families: Sequence[str]) -> set[int]:
+        if not families:
+            return set()
+        with read_session(self.host.engine) as s:
+            return set(s.scalars(select(Version.id).where(Version.family.in_(list(families)))))
+
+    def count_encoders(self) -> int:
+        with read_session(self.host.engine) as s:
+            return int(s.scalar(select(func.count()).select_from(RetrievalEncoder)) or 0)
+
+
+def _space_of(arch: dict[str, Any] | None) -> str | None:
+    if arch is None:
+        return None
+    try:
+        return architectures.input_space(arch)
+    except ModelkinError:
+        return None
+
+
+def _pool_json(row: ProbePool) -> dict[str, Any]:
+    created = row.created_at.isoformat() if row.created_at else None
+    return {"space": row.space, "version": row.number, "samples": row.samples, "features": row.features,
+            "digest": f"sha256:{row.digest}", "created_at": created}  # fmt: skip
+
+
+def _index_meta(serving: _Serving) -> dict[str, Any]:
+    return {"pool": serving.pool.digest, "encoder": serving.encoder, "scorer": serving.scorer.name}
+
+
+def read_query_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    return read_query(Path(path))

@@ -1,0 +1,110 @@
+"""Scorers: map model knowledge and a query to vectors whose inner product ranks models for the query.
+
+``TrainingFree`` answers in a fresh registry: a model's vector is the kernel mean embedding (fixed random
+Fourier features of φ) of its class anchors beside its relative confidence over the space's landmarks; a query's
+is the kernel mean embedding of its class prototypes beside its mass over the landmarks. Their inner product is
+high when the model has classes where the query has classes and is confident where the query's samples lie.
+
+``Learned`` (trained by :mod:`modelkin.retrieval.training`) adds set encoders over the same features and a
+per-model prior, and keeps the training-free part as a learned-weight residual:
+score = w·cos(m, q) + v·cos_free(m, q) + b(m), written as one inner product of
+[√w·m ; √v·m_free ; b(m)] and [√w·q ; √v·q_free ; 1].
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from modelkin.errors import InvalidModelFile
+from modelkin.retrieval.features import ModelFeatures, QueryFeatures
+
+RFF = 128
+ENCODER_FORMAT = "modelkin.encoder/1"
+_RFF_SEED = 20240607  # a constant: the features are part of the scorer's definition, not a random state
+
+
+@dataclass(frozen=True)
+class TrainingFree:
+    dims: int  # φ dimensions
+    landmarks: int
+    bandwidth: float
+
+    name = "training-free"
+
+    @property
+    def dim(self) -> int:
+        return RFF + self.landmarks
+
+    def _rff(self, z: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(_RFF_SEED)
+        w = rng.standard_normal((self.dims, RFF)) / (2.0 * self.bandwidth)
+        b = rng.uniform(0, 2 * np.pi, RFF)
+        return np.asarray(np.sqrt(2.0 / RFF) * np.cos(z @ w + b))
+
+    def model_vector(self, m: ModelFeatures) -> np.ndarray:
+        kernel = self._rff(m.anchors[:, : self.dims]).mean(axis=0)
+        return _join(kernel, m.landmarks - m.landmarks.mean())
+
+    def query_vector(self, q: QueryFeatures) -> np.ndarray:
+        return _join(self._rff(q.prototypes).mean(axis=0), q.landmarks)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 1e-12 else v
+
+
+def _join(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray(np.concatenate([_unit(a), _unit(b)]) / np.sqrt(2.0), dtype=np.float32)
+
+
+class Learned:
+    """A trained scorer; inference is a pure function of its stored weights (no dropout, no random state)."""
+
+    name = "learned"
+
+    def __init__(self, net: object, free: TrainingFree, config: dict[str, object]) -> None:
+        self.net, self.free, self.config = net, free, config
+
+    @property
+    def dim(self) -> int:
+        return int(self.config["out"]) + self.free.dim + 1  # type: ignore[call-overload]
+
+    def model_vectors(self, ms: list[ModelFeatures]) -> np.ndarray:
+        from modelkin.retrieval.training import model_vectors
+
+        return model_vectors(self, ms)
+
+    def query_vector(self, q: QueryFeatures) -> np.ndarray:
+        from modelkin.retrieval.training import query_vectors
+
+        return query_vectors(self, [q])[0]
+
+    def model_vector(self, m: ModelFeatures) -> np.ndarray:
+        return self.model_vectors([m])[0]
+
+    def to_bytes(self) -> bytes:
+        from safetensors.torch import save
+
+        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}  # type: ignore[attr-defined]
+        meta = {ENCODER_FORMAT: json.dumps(self.config, sort_keys=True)}  # one key: a fixed byte order
+        return bytes(save(state, metadata=meta))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, free: TrainingFree) -> Learned:
+        from safetensors.torch import load
+
+        from modelkin.retrieval.training import build_net
+
+        (n,) = struct.unpack("<Q", data[:8])
+        meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+        if ENCODER_FORMAT not in meta:
+            raise InvalidModelFile(f"a stored encoder is not in the {ENCODER_FORMAT} format.")
+        config = json.loads(meta[ENCODER_FORMAT])
+        net = build_net(config)
+        net.load_state_dict(load(data))
+        return cls(net.eval(), free, config)
