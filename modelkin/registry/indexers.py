@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 STATES = ("pending", "done", "skipped", "failed")
 
 # name -> "module:factory"; factory(host) -> Indexer. Each capability adds its own line.
-INDEXERS: dict[str, str] = {}
+INDEXERS: dict[str, str] = {
+    "lineage": "modelkin.provenance.lineage.facade:indexer",
+}
 
 
 class Indexer(Protocol):
