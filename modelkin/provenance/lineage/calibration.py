@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
 
 FEATURES = ("closeness", "coverage", "agreeing", "lowrank", "zeros", "bits", "kurtosis", "log_norm")
 FITTED = Path(__file__).with_name("fitted.json")
@@ -67,6 +66,8 @@ class Query:
 
 def fit(queries: Sequence[Query], provenance: dict[str, Any] | None = None) -> ParentModel:
     """Maximum-likelihood conditional logit with a small ridge (keeps θ finite on separable data)."""
+    from scipy.optimize import minimize
+
     width = len(FEATURES)
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:

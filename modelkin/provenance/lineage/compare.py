@@ -19,7 +19,7 @@ from modelkin.provenance.lineage.pairing import Pair, _values, content_distance,
 from modelkin.provenance.lineage.sketch import FLOAT_BITS, ModelSketch
 
 TINY = 64
-AGREE = 0.5  # a tensor whose relative distance is below this kept its parent's content
+AGREE = 1.0  # independent tensors sit near √2; one below 1 kept (some of) a common ancestor's content
 RANK_TOLERANCE = 1e-3  # singular values below this share of the largest are numerical noise
 MIN_RANK_DIM = 8
 
@@ -120,7 +120,9 @@ class MergeFit:
     single: float  # the best one-parent relative residual (a scaled copy of one candidate)
 
 
-def fit_merge(query: ModelSketch, candidates: Sequence[ModelSketch], pairs: Sequence[Sequence[Pair]]) -> MergeFit | None:
+def fit_merge(
+    query: ModelSketch, candidates: Sequence[ModelSketch], pairs: Sequence[Sequence[Pair]]
+) -> MergeFit | None:
     """The best non-negative two-parent fit θ_q ≈ w₁θ₁ + w₂θ₂ over the tensors every candidate shares.
 
     Sketches are linear, so the fit on sketches is the fit on the weights.

@@ -18,9 +18,6 @@ from sqlalchemy import func, select
 from modelkin.db.schema import LineageSketch
 from modelkin.errors import InvalidModelFile
 from modelkin.provenance.lineage import storage
-from modelkin.provenance.lineage.audit import judge
-from modelkin.provenance.lineage.calibration import ParentModel
-from modelkin.provenance.lineage.decide import Verdict, decide
 from modelkin.provenance.lineage.index import CandidateIndex
 from modelkin.provenance.lineage.reports import (
     AncestorsReport,
@@ -32,9 +29,11 @@ from modelkin.provenance.lineage.reports import (
     TreeReport,
 )
 from modelkin.provenance.lineage.sketch import ModelSketch, sketch_model
-from modelkin.provenance.lineage.tree import Forest, ancestors, recover_forest
 
 if TYPE_CHECKING:
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.decide import Verdict
+    from modelkin.provenance.lineage.tree import Forest
     from modelkin.registry.host import Host
     from modelkin.registry.records import ModelVersion
 
@@ -48,9 +47,18 @@ class Lineage:
 
     def __init__(self, host: Host, model: ParentModel | None = None) -> None:
         self.host = host
-        self.model = model or ParentModel.load()
+        self._model = model
         self._index: tuple[tuple[int, int], CandidateIndex] | None = None
         self._sketches: dict[int, ModelSketch] = {}
+
+    @property
+    def model(self) -> ParentModel:
+        """The fitted parent model (loaded on first use: ``show`` needs none of the numerics)."""
+        if self._model is None:
+            from modelkin.provenance.lineage.calibration import ParentModel
+
+            self._model = ParentModel.load()
+        return self._model
 
     # -- sketches --------------------------------------------------------------------------------------------
 
@@ -90,6 +98,8 @@ class Lineage:
         return {i: self._sketches[i] for i in ids if i in self._sketches}
 
     def _verdict(self, sketch: ModelSketch, exclude: int | None, index: CandidateIndex | None = None) -> Verdict:
+        from modelkin.provenance.lineage.decide import decide
+
         index = index or self._candidate_index()
         found = index.search(sketch, SEARCH, exclude={exclude} if exclude is not None else set())
         ids = [int(key) for key, _ in found]  # type: ignore[call-overload]
@@ -126,6 +136,8 @@ class Lineage:
 
     def forest(self, filter: str | None = None) -> tuple[Forest, dict[int, str], dict[int, Verdict]]:
         """The recovered forest over the versions ``filter`` selects (all, yanked ones included, by default)."""
+        from modelkin.provenance.lineage.tree import recover_forest
+
         self._catch_up()
         refs = {v.id: v.ref for v in storage.versions(self.host.engine).values()}
         ids = sorted(storage.sketched_ids(self.host.engine))
@@ -149,6 +161,8 @@ class Lineage:
         return TreeReport(edges, tuple(refs[r] for r in forest.roots))  # type: ignore[index]
 
     def ancestors(self, ref: str) -> AncestorsReport:
+        from modelkin.provenance.lineage.tree import ancestors
+
         version = self.host.get(ref)
         forest, refs, _ = self.forest()
         vid = self._ids_by_ref()[version.ref]
@@ -156,6 +170,8 @@ class Lineage:
 
     def audit(self, ref: str | None = None) -> AuditReport:
         """Each version's declared parents against its detected ones (one version if ``ref`` is given)."""
+        from modelkin.provenance.lineage.audit import judge
+
         self._catch_up()
         infos = storage.versions(self.host.engine)
         by_ref = {v.ref: v.id for v in infos.values()}
@@ -275,4 +291,3 @@ def _read_tensors(path: Path) -> Iterator[tuple[str, Any]]:
                     yield key, st.get_tensor(key)
         except SafetensorError as exc:
             raise InvalidModelFile(f"{f.shown} cannot be read as safetensors ({exc}).") from None
-

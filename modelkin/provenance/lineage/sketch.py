@@ -209,8 +209,17 @@ def from_bytes(data: bytes) -> ModelSketch:
         if meta.get("format") != FORMAT:
             raise ValueError(f"lineage sketch format {meta.get('format')!r} is not {FORMAT}")
         tensors = tuple(
-            TensorSketch(m["name"], tuple(m["shape"]), z[f"v{i}"], m["exact"], m["norm"], m["zeros"], m["bits"],
-                         m["kurtosis"], m["digest"])  # fmt: skip
+            TensorSketch(
+                m["name"],
+                tuple(m["shape"]),
+                z[f"v{i}"],
+                m["exact"],
+                m["norm"],
+                m["zeros"],
+                m["bits"],
+                m["kurtosis"],
+                m["digest"],
+            )  # fmt: skip
             for i, m in enumerate(meta["tensors"])
         )
     return ModelSketch(tensors, tuple(meta["skipped"]))

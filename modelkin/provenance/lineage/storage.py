@@ -76,9 +76,7 @@ def load_sketches(engine: Engine, ids: Iterable[int]) -> dict[int, ModelSketch]:
     return out
 
 
-def replace_detected(
-    engine: Engine, edges: dict[int, Sequence[tuple[int, str | None, float]]], method: str
-) -> None:
+def replace_detected(engine: Engine, edges: dict[int, Sequence[tuple[int, str | None, float]]], method: str) -> None:
     """Set the detected parents of each child in ``edges`` (child -> [(parent, relation, confidence)])."""
     with write_session(engine) as s:
         children = list(edges)
@@ -86,8 +84,9 @@ def replace_detected(
             chunk = children[i : i + 500]
             s.execute(delete(LineageEdge).where(LineageEdge.child_id.in_(chunk), LineageEdge.source == DETECTED))
         s.add_all(
-            LineageEdge(child_id=child, parent_id=parent, relation=relation, source=DETECTED, score=score,
-                        method=method)  # fmt: skip
+            LineageEdge(
+                child_id=child, parent_id=parent, relation=relation, source=DETECTED, score=score, method=method
+            )  # fmt: skip
             for child, parents in edges.items()
             for parent, relation, score in parents
         )
