@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from modelkin import __version__
-from modelkin.cli import admin, aliases, hub, models, output, retrieval, zoo
+from modelkin.cli import admin, aliases, hub, lineage, models, output, retrieval, zoo
 from modelkin.config import debug_enabled
 from modelkin.errors import ModelkinError
 
@@ -100,6 +100,7 @@ app.add_typer(retrieval.probes_app, name="probes")
 app.add_typer(retrieval.index_app, name="index")
 app.command("search")(retrieval.search)
 app.add_typer(retrieval.retrieval_app, name="retrieval")
+app.add_typer(lineage.app, name="lineage")
 
 
 def main() -> None:

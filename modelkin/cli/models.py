@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -103,15 +104,17 @@ def list_versions(
 
 
 def show(ctx: typer.Context, ref: Ref, json_out: Json = False) -> None:
-    """Show one version: identity, lineage as declared, architecture, tags, aliases and files."""
-    v = open_registry(ctx).get(ref)
+    """Show one version: identity, lineage as declared and as detected, architecture, tags, aliases and files."""
+    reg = open_registry(ctx)
+    v = reg.get(ref)
+    detected = reg.lineage.detected(v.ref)
     if json_out:
-        output.emit_json(v.to_json())
+        output.emit_json({**v.to_json(), "detected_parents": detected})
         return
-    print_version(v)
+    print_version(v, detected)
 
 
-def print_version(v: ModelVersion) -> None:
+def print_version(v: ModelVersion, detected: Sequence[Mapping[str, Any]] = ()) -> None:
     output.fields(
         [
             ("ref", v.ref + ("  (yanked)" if v.yanked else "")),
@@ -121,6 +124,8 @@ def print_version(v: ModelVersion) -> None:
             ("size", output.human_bytes(v.bytes)),
             ("parents", ", ".join(v.declared_parents) or "none declared"),
             ("relation", v.relation or ""),
+            ("detected parents", ", ".join(f"{d['ref']} ({d['relation']}, {d['confidence']})" for d in detected)
+             or "none detected"),
             ("architecture", _describe_arch(v.architecture)),
             ("tags", ", ".join(f"{k}={val}" for k, val in v.tags.items())),
             ("aliases", ", ".join(f"@{a}" for a in v.aliases)),

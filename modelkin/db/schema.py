@@ -8,7 +8,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -206,4 +218,19 @@ class LoggedScore(Base):
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
     data_digest: Mapped[str] = mapped_column(String(64))
     score: Mapped[float] = mapped_column(Float)
+class LineageSketch(Base):
+    """A version's lineage sketch (``sketch``: the precise one, an .npz) and its candidate-index part.
+
+    ``shapes`` and ``vectors`` (float32, one COARSE-long row per tensor) are what every parent query reads for
+    every registered model, so they are small; ``sketch`` is read only for the few best candidates. Sketches are
+    derived data (rebuildable from the weights), so they live here rather than as blobs that ``gc`` would see
+    as unreferenced.
+    """
+
+    __tablename__ = "lineage_sketches"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    sketch: Mapped[bytes] = mapped_column(LargeBinary)
+    shapes: Mapped[list[Any]]
+    vectors: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

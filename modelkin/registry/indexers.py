@@ -31,6 +31,7 @@ STATES = ("pending", "done", "skipped", "failed")
 # name -> "module:factory"; factory(host) -> Indexer. Each capability adds its own line.
 INDEXERS: dict[str, str] = {
     "retrieval": "modelkin.retrieval.facade:indexer",
+    "lineage": "modelkin.provenance.lineage.facade:indexer",
 }
 
 

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     import torch
 
     from modelkin.retrieval.facade import Retrieval
+    from modelkin.provenance.lineage.facade import Lineage
 
 _RETRIES = 5
 HF_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -147,6 +148,13 @@ class Registry:
         from modelkin.retrieval.facade import Retrieval
 
         return Retrieval(self)
+
+    @functools.cached_property
+    def lineage(self) -> Lineage:
+        """Parent detection, ancestry tree and audit (modelkin.provenance.lineage)."""
+        from modelkin.provenance.lineage.facade import Lineage
+
+        return Lineage(self)
 
     def describe(self) -> dict[str, str]:
         return {"home": str(self.settings.home), "database": _safe_url(self.engine), "store": self.store.location}

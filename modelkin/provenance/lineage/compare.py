@@ -1,0 +1,152 @@
+"""Precise comparison of a model with one candidate relative, over the tensors both share.
+
+Per shared tensor the relative distance d_t = ‖x − y‖ / mean(‖x‖, ‖y‖); the model-level distance is their
+median weighted by √numel, so a retrained head, a resized vocabulary or a few new layers cannot decide, and
+tensors smaller than ``TINY`` entries count only when nothing larger is shared. "Related is not parent": the
+share of shared parameters whose tensors stayed close (``agreeing``) says whether a candidate kept the whole
+trunk (a parent) or only, say, its embeddings (a relative).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import nnls
+
+from modelkin.provenance.lineage.pairing import Pair, _values, content_distance, pair_tensors
+from modelkin.provenance.lineage.sketch import FLOAT_BITS, ModelSketch
+
+TINY = 64
+AGREE = 1.0  # independent tensors sit near √2; one below 1 kept (some of) a common ancestor's content
+RANK_TOLERANCE = 1e-3  # singular values below this share of the largest are numerical noise
+MIN_RANK_DIM = 8
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How a query model relates to one candidate, from the tensors they share."""
+
+    distance: float  # weighted median relative distance; inf when nothing is shared
+    coverage: float  # shared parameters / the query's parameters
+    shared: int  # number of paired tensors
+    agreeing: float  # share of shared parameters in tensors closer than AGREE
+    identical: bool  # every tensor of both models paired and equal
+    lowrank: float  # share of changed matrices whose difference is numerically low-rank
+    zeros: float  # parameter-weighted share of exact zeros in the query's shared tensors, minus the candidate's
+    bits: float  # the candidate's grid bits minus the query's (dequantised children have fewer)
+    kurtosis: float  # mean excess kurtosis of the query's shared matrices minus the candidate's
+    log_norm: float  # log of the query's shared norm over the candidate's
+    pairs: tuple[Pair, ...]
+
+    @property
+    def features(self) -> list[float]:
+        """What the fitted parent model reads (see calibration.py); antisymmetric stats first."""
+        return [-np.log(self.distance + 1e-6), self.coverage, self.agreeing, self.lowrank, self.zeros,
+                self.bits / FLOAT_BITS, np.tanh(self.kurtosis / 10), self.log_norm]  # fmt: skip
+
+
+NOTHING_SHARED = Comparison(float("inf"), 0.0, 0, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, ())
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def _numerical_rank(m: np.ndarray) -> int:
+    s = np.linalg.svd(m.astype(np.float64), compute_uv=False)
+    return int(np.count_nonzero(s > RANK_TOLERANCE * s[0])) if s.size and s[0] > 0 else 0
+
+
+def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | None = None) -> Comparison:
+    """Compare ``query`` (the possible child) with ``candidate`` (the possible parent)."""
+    pairs = tuple(pair_tensors(query, candidate) if pairs is None else pairs)
+    if not pairs:
+        return NOTHING_SHARED
+    q, c = query.tensors, candidate.tensors
+    sizes = np.array([q[p.a].numel for p in pairs], dtype=np.float64)
+    dist = np.array([content_distance(q[p.a], c[p.b], p.transposed) for p in pairs])
+    use = sizes >= TINY if (sizes >= TINY).any() else np.ones_like(sizes, dtype=bool)
+    distance = weighted_median(dist[use], np.sqrt(sizes[use]))
+    shared = sizes.sum()
+    identical = (
+        len(pairs) == len(q) == len(c) and all(q[p.a].digest == c[p.b].digest for p in pairs if not p.transposed)
+        and not any(p.transposed for p in pairs)
+    )  # fmt: skip
+    low, changed = 0, 0
+    for p, d in zip(pairs, dist, strict=True):
+        x, y = q[p.a].matrix, c[p.b].matrix
+        if x is None or y is None or d < 1e-6 or min(x.shape) < MIN_RANK_DIM:
+            continue
+        diff = x - (y.T if p.transposed else y)
+        if diff.shape != x.shape:
+            continue
+        changed += 1
+        low += _numerical_rank(diff) <= min(diff.shape) // 2
+    mats = [p for p in pairs if len(q[p.a].shape) >= 2]
+    mat_w = np.array([q[p.a].numel for p in mats], dtype=np.float64)
+
+    def mean(values: list[float], w: np.ndarray) -> float:
+        return float(np.dot(values, w) / w.sum()) if len(values) and w.sum() > 0 else 0.0
+
+    return Comparison(
+        distance=distance,
+        coverage=float(shared / max(1, query.parameters)),
+        shared=len(pairs),
+        agreeing=float(sizes[dist < AGREE].sum() / shared),
+        identical=bool(identical and distance == 0.0),
+        lowrank=low / changed if changed else 0.0,
+        zeros=mean([q[p.a].zeros - c[p.b].zeros for p in mats], mat_w),
+        bits=mean([c[p.b].bits - q[p.a].bits for p in mats], mat_w),
+        kurtosis=mean([q[p.a].kurtosis - c[p.b].kurtosis for p in mats], mat_w),
+        log_norm=float(
+            np.log(
+                (np.sqrt(sum(q[p.a].norm ** 2 for p in pairs)) + 1e-12)
+                / (np.sqrt(sum(c[p.b].norm ** 2 for p in pairs)) + 1e-12)
+            )
+        ),
+        pairs=pairs,
+    )
+
+
+@dataclass(frozen=True)
+class MergeFit:
+    parents: tuple[int, int]  # indices into the candidate list
+    weights: tuple[float, float]
+    residual: float  # relative residual of the two-parent fit
+    single: float  # the best one-parent relative residual (a scaled copy of one candidate)
+
+
+def fit_merge(
+    query: ModelSketch, candidates: Sequence[ModelSketch], pairs: Sequence[Sequence[Pair]]
+) -> MergeFit | None:
+    """The best non-negative two-parent fit θ_q ≈ w₁θ₁ + w₂θ₂ over the tensors every candidate shares.
+
+    Sketches are linear, so the fit on sketches is the fit on the weights.
+    """
+    if len(candidates) < 2:
+        return None
+    common = set.intersection(*({p.a for p in ps if query.tensors[p.a].numel >= TINY} for ps in pairs))
+    if not common:
+        return None
+    order = sorted(common)
+    target = np.concatenate([query.tensors[i].values.reshape(-1) for i in order]).astype(np.float64)
+    columns = []
+    for cand, ps in zip(candidates, pairs, strict=True):
+        by_a = {p.a: p for p in ps}
+        columns.append(np.concatenate([_values(cand.tensors[by_a[i].b], by_a[i].transposed) for i in order]))
+    m = np.stack(columns, axis=1).astype(np.float64)
+    scale = np.linalg.norm(target)
+    if scale == 0:
+        return None
+    single = min(float(np.linalg.norm(target - m[:, [k]] @ nnls(m[:, [k]], target)[0])) for k in range(m.shape[1]))
+    best: MergeFit | None = None
+    for i in range(m.shape[1]):
+        for j in range(i + 1, m.shape[1]):
+            w, res = nnls(m[:, [i, j]], target)
+            if best is None or res < best.residual * scale:
+                best = MergeFit((i, j), (float(w[0]), float(w[1])), float(res / scale), single / scale)
+    return best

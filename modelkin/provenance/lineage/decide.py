@@ -1,0 +1,118 @@
+"""From a query and its nearest candidates to a verdict: parent(s), relation, confidence, duplicates.
+
+Identical weights are duplicates, never parents. Two parents are reported when the query is (almost exactly)
+a non-negative combination of two candidates that explains it far better than any one of them (a merge).
+
+Weights cannot tell which of two near-copies (a few tiny optimiser steps apart) came first: their distance is
+symmetric and their statistics agree. Only there does registration order decide, as a tie-break: a near-copy
+registered after the query is taken for its child, and among candidates the query cannot tell apart the
+earliest registered is named first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from modelkin.provenance.lineage.calibration import ParentModel
+from modelkin.provenance.lineage.compare import AGREE, Comparison, compare, fit_merge
+from modelkin.provenance.lineage.sketch import ModelSketch
+
+MERGE_GAIN = 0.5  # the two-parent residual must be below this share of the best single-parent one
+MERGE_MIN_WEIGHT = 0.1
+MERGE_CANDIDATES = 8
+MIN_AGREEING = 0.5  # below this share of kept parameters a close candidate is "related", not a parent
+NEAR_COPY = 1e-3  # relative distance under which two models are near-copies (weights alone cannot order them)
+TIE = 5e-3  # candidates whose distances differ by less than this share are indistinguishable to the query
+
+
+@dataclass(frozen=True)
+class Candidate:
+    key: Hashable
+    utility: float  # calibrated log-odds of being the parent against "no registered parent"
+    probability: float
+    comparison: Comparison
+
+
+@dataclass(frozen=True)
+class Verdict:
+    parents: tuple[Hashable, ...]  # empty: no registered parent; two: a merge
+    relation: str | None  # finetune, pruned, quantized, adapter, merge, related, or None
+    confidence: float  # probability of this verdict (of the parent, or of "no parent")
+    none_probability: float
+    candidates: tuple[Candidate, ...]  # most likely first
+    duplicates: tuple[Hashable, ...]
+
+
+def relation_of(c: Comparison) -> str:
+    """How a child derives from its parent, from what the weights show (definitions, not fitted)."""
+    if c.bits > 8:  # the child's weights sit on a grid at least 8 bits coarser than the parent's
+        return "quantized"
+    if c.zeros >= 0.25:  # at least a quarter of the parameters newly exactly zero
+        return "pruned"
+    if c.lowrank >= 0.5:  # most changed matrices moved by a numerically low-rank difference
+        return "adapter"
+    return "finetune"
+
+
+def _alike(a: Comparison, b: Comparison) -> bool:
+    """Two comparisons the weights cannot tell apart: same distance, same quantisation and sparsity evidence."""
+    close = abs(a.distance - b.distance) <= TIE * max(a.distance, b.distance) + 1e-7
+    return close and abs(a.bits - b.bits) < 1 and abs(a.zeros - b.zeros) < 0.01
+
+
+def near_copy(c: Comparison) -> bool:
+    return c.distance < NEAR_COPY and abs(c.bits) < 1 and abs(c.zeros) < 0.01
+
+
+def decide(
+    query: ModelSketch,
+    candidates: Sequence[tuple[Hashable, ModelSketch]],
+    model: ParentModel,
+    order: Mapping[Hashable, int] | None = None,
+    query_order: int | None = None,
+) -> Verdict:
+    """``order`` (registration order of the candidates and the query) is used only as the tie-break above."""
+    comps = [(key, compare(query, sketch), sketch) for key, sketch in candidates]
+    duplicates = tuple(key for key, c, _ in comps if c.identical)
+    live = [(key, c, s) for key, c, s in comps if not c.identical and c.shared > 0]
+    if order is not None and query_order is not None:
+        live = [(k, c, s) for k, c, s in live if not (near_copy(c) and order.get(k, -1) > query_order)]
+    if not live:
+        return Verdict((), None, 1.0, 1.0, (), duplicates)
+    features = np.array([c.features for _, c, _ in live])
+    p_none, p = model.probabilities(features)
+    utility = model.utilities(features) - model.none
+    ranked = sorted(range(len(live)), key=lambda i: -p[i])
+    if order is not None and ranked:
+        ties = [i for i in ranked if _alike(live[i][1], live[ranked[0]][1])]
+        first = min(ties, key=lambda i: order.get(live[i][0], 1 << 62))
+        ranked = [first] + [i for i in ranked if i != first]
+    cands = tuple(Candidate(live[i][0], float(utility[i]), float(p[i]), live[i][1]) for i in ranked)
+    merge = _merge(query, [live[i] for i in ranked])
+    if merge is not None:
+        joint = sum(c.probability for c in cands if c.key in merge)
+        return Verdict(merge, "merge", min(1.0, joint), p_none, cands, duplicates)
+    best = cands[0]
+    if best.probability <= p_none:
+        related = best.comparison.agreeing > 0 and best.comparison.distance < AGREE
+        return Verdict((), "related" if related else None, p_none, p_none, cands, duplicates)
+    if best.comparison.agreeing < MIN_AGREEING:
+        return Verdict((), "related", p_none + best.probability, p_none, cands, duplicates)
+    return Verdict((best.key,), relation_of(best.comparison), best.probability, p_none, cands, duplicates)
+
+
+def _merge(
+    query: ModelSketch, ranked: Sequence[tuple[Hashable, Comparison, ModelSketch]]
+) -> tuple[Hashable, Hashable] | None:
+    """The keys of the two candidates the query is a merge of, or None."""
+    full = sorted((r for r in ranked if r[1].coverage >= 0.99), key=lambda r: r[1].distance)[:MERGE_CANDIDATES]
+    fit = fit_merge(query, [s for _, _, s in full], [c.pairs for _, c, _ in full])
+    if fit is None or fit.residual > MERGE_GAIN * fit.single:
+        return None
+    total = sum(fit.weights)  # a merge is a weighted average: its weights sum to about one
+    if not 0.8 <= total <= 1.2 or min(fit.weights) / total < MERGE_MIN_WEIGHT:
+        return None
+    return full[fit.parents[0]][0], full[fit.parents[1]][0]

@@ -1,0 +1,293 @@
+"""``registry.lineage``: wires the pure lineage algorithms to the registry's tables and weights.
+
+Registration sketches each new version (one streamed pass over its weights) and stores its detected parent;
+``parent`` answers for a REF or an unregistered PATH against every registered model; ``tree`` recovers the whole
+forest and stores its edges (source = detected) beside the declared ones; ``audit`` holds declarations against
+the weights.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from modelkin.db.schema import LineageSketch
+from modelkin.errors import InvalidModelFile
+from modelkin.provenance.lineage import storage
+from modelkin.provenance.lineage.index import CandidateIndex
+from modelkin.provenance.lineage.reports import (
+    AncestorsReport,
+    AuditReport,
+    CandidateScore,
+    EdgeRecord,
+    Finding,
+    ParentReport,
+    TreeReport,
+)
+from modelkin.provenance.lineage.sketch import ModelSketch, sketch_model
+
+if TYPE_CHECKING:
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.decide import Verdict
+    from modelkin.provenance.lineage.tree import Forest
+    from modelkin.registry.host import Host
+    from modelkin.registry.records import ModelVersion
+
+METHOD = "weights"
+TREE_METHOD = "weights-tree"
+SEARCH = 24  # candidates that get the precise comparison
+
+
+class Lineage:
+    """Parent detection, ancestry and audit over one registry."""
+
+    def __init__(self, host: Host, model: ParentModel | None = None) -> None:
+        self.host = host
+        self._model = model
+        self._index: tuple[tuple[int, int], CandidateIndex] | None = None
+        self._sketches: dict[int, ModelSketch] = {}
+
+    @property
+    def model(self) -> ParentModel:
+        """The fitted parent model (loaded on first use: ``show`` needs none of the numerics)."""
+        if self._model is None:
+            from modelkin.provenance.lineage.calibration import ParentModel
+
+            self._model = ParentModel.load()
+        return self._model
+
+    # -- sketches --------------------------------------------------------------------------------------------
+
+    def index_version(self, version: ModelVersion) -> str | None:
+        """Sketch a registered version and store it; a reason string when there is nothing to sketch."""
+        sketch = sketch_model(self.host.iter_tensors(version.ref))
+        if not sketch.tensors:
+            why = "NaN or infinite values" if sketch.skipped else "no floating-point tensors"
+            return f"nothing to compare: {why}"
+        vid = self._ids_by_ref()[version.ref]
+        storage.save_sketch(self.host.engine, vid, sketch)
+        self._sketches[vid] = sketch
+        return None
+
+    def _ids_by_ref(self) -> dict[str, int]:
+        return {v.ref: v.id for v in storage.versions(self.host.engine).values()}
+
+    def _catch_up(self) -> None:
+        """Sketch versions registered before lineage existed, or whose indexing failed or was interrupted."""
+        have = storage.sketched_ids(self.host.engine)
+        for vid, info in storage.versions(self.host.engine).items():
+            if vid not in have:
+                self.index_version(self.host.get(info.ref))
+
+    def _candidate_index(self) -> CandidateIndex:
+        engine = self.host.engine
+        with engine.connect() as conn:
+            count, top = conn.execute(select(func.count(), func.max(LineageSketch.version_id))).one()
+        key = (int(count), int(top or 0))
+        if self._index is None or self._index[0] != key:
+            self._index = (key, CandidateIndex(storage.index_entries(engine)))
+        return self._index[1]
+
+    def _load(self, ids: Sequence[int]) -> dict[int, ModelSketch]:
+        missing = [i for i in ids if i not in self._sketches]
+        self._sketches.update(storage.load_sketches(self.host.engine, missing))
+        return {i: self._sketches[i] for i in ids if i in self._sketches}
+
+    def _verdict(self, sketch: ModelSketch, exclude: int | None, index: CandidateIndex | None = None) -> Verdict:
+        from modelkin.provenance.lineage.decide import decide
+
+        index = index or self._candidate_index()
+        found = index.search(sketch, SEARCH, exclude={exclude} if exclude is not None else set())
+        ids = [int(key) for key, _ in found]  # type: ignore[call-overload]
+        sketches = self._load(ids)
+        return decide(sketch, [(i, sketches[i]) for i in ids if i in sketches], self.model)
+
+    # -- queries ---------------------------------------------------------------------------------------------
+
+    def parent(self, target: str | os.PathLike[str], k: int = 3) -> ParentReport:
+        """The parent of a registered REF or of an unregistered PATH (nothing is stored for a PATH)."""
+        self._catch_up()
+        refs = {v.id: v.ref for v in storage.versions(self.host.engine).values()}
+        path = _as_path(target)
+        if path is not None:
+            sketch, vid, query = sketch_path(path), None, str(path)
+        else:
+            version = self.host.get(str(target))
+            vid = self._ids_by_ref()[version.ref]
+            loaded = self._load([vid])
+            if vid not in loaded:
+                raise InvalidModelFile(f"{version.ref} has no finite floating-point weights to compare.")
+            sketch, query = loaded[vid], version.ref
+        verdict = self._verdict(sketch, vid)
+        return _report(query, verdict, refs, k)
+
+    def detect_and_store(self, version: ModelVersion) -> None:
+        """At registration: the new version's detected parent(s), stored as detected edges."""
+        vid = self._ids_by_ref()[version.ref]
+        sketch = self._load([vid]).get(vid)
+        if sketch is None:
+            return
+        verdict = self._verdict(sketch, vid)
+        storage.replace_detected(self.host.engine, {vid: _edges_of(verdict)}, METHOD)
+
+    def forest(self, filter: str | None = None) -> tuple[Forest, dict[int, str], dict[int, Verdict]]:
+        """The recovered forest over the versions ``filter`` selects (all, yanked ones included, by default)."""
+        from modelkin.provenance.lineage.tree import recover_forest
+
+        self._catch_up()
+        refs = {v.id: v.ref for v in storage.versions(self.host.engine).values()}
+        ids = sorted(storage.sketched_ids(self.host.engine))
+        if filter:
+            wanted = {v.ref for v in self.host.list(filter, include_yanked=True)}
+            ids = [i for i in ids if refs[i] in wanted]
+        entries = [e for e in storage.index_entries(self.host.engine) if e.key in set(ids)]
+        index = CandidateIndex(entries) if filter else self._candidate_index()
+        sketches = self._load(ids)
+        verdicts = {i: self._verdict(sketches[i], i, index) for i in ids}
+        return recover_forest(ids, verdicts), refs, verdicts
+
+    def tree(self, filter: str | None = None) -> TreeReport:
+        """Recover the forest, store its edges as detected lineage, and report it."""
+        forest, refs, _ = self.forest(filter)
+        stored: dict[int, list[tuple[int, str | None, float]]] = {int(v): [] for v in _nodes(forest)}
+        for e in forest.edges:
+            stored[int(e.child)].append((int(e.parent), e.relation, e.confidence))  # type: ignore[call-overload]
+        storage.replace_detected(self.host.engine, stored, TREE_METHOD)
+        edges = tuple(EdgeRecord(refs[e.parent], refs[e.child], e.relation, e.confidence) for e in forest.edges)  # type: ignore[index]
+        return TreeReport(edges, tuple(refs[r] for r in forest.roots))  # type: ignore[index]
+
+    def ancestors(self, ref: str) -> AncestorsReport:
+        from modelkin.provenance.lineage.tree import ancestors
+
+        version = self.host.get(ref)
+        forest, refs, _ = self.forest()
+        vid = self._ids_by_ref()[version.ref]
+        return AncestorsReport(version.ref, tuple((refs[a], g) for a, g in ancestors(forest, vid)))  # type: ignore[index]
+
+    def audit(self, ref: str | None = None) -> AuditReport:
+        """Each version's declared parents against its detected ones (one version if ``ref`` is given)."""
+        from modelkin.provenance.lineage.audit import judge
+
+        self._catch_up()
+        infos = storage.versions(self.host.engine)
+        by_ref = {v.ref: v.id for v in infos.values()}
+        versions = [self.host.get(ref)] if ref is not None else self.host.list(include_yanked=True, sort="created")
+        findings = []
+        for v in versions:
+            vid = by_ref[v.ref]
+            sketch = self._load([vid]).get(vid)
+            verdict = self._verdict(sketch, vid) if sketch is not None else None
+            declared = [_declared_key(d, by_ref, infos) for d in v.declared_parents]
+            status, confidence = judge(declared, verdict)
+            detected = tuple(infos[int(p)].ref for p in verdict.parents) if verdict else ()  # type: ignore[call-overload]
+            if status == "duplicate" and verdict is not None:
+                detected = tuple(infos[int(d)].ref for d in verdict.duplicates)  # type: ignore[call-overload]
+            findings.append(Finding(v.ref, tuple(v.declared_parents), detected, status, confidence))
+        return AuditReport(tuple(findings))
+
+    def detected(self, ref: str) -> list[dict[str, Any]]:
+        """The stored detected parents of a version, for ``show``."""
+        vid = self._ids_by_ref()[self.host.get(ref).ref]
+        return [{"ref": r, "relation": rel, "confidence": None if s is None else round(s, 4), "method": m}
+                for r, rel, s, m in storage.detected_parents(self.host.engine, vid)]  # fmt: skip
+
+
+class LineageIndexer:
+    """The registration hook: sketch the new version, then store its detected parent."""
+
+    name = "lineage"
+
+    def __init__(self, host: Host) -> None:
+        self.lineage = Lineage(host)
+
+    def on_registered(self, version: ModelVersion) -> str | None:
+        reason = self.lineage.index_version(version)
+        if reason is None:
+            self.lineage.detect_and_store(version)
+        return reason
+
+
+def indexer(host: Host) -> LineageIndexer:
+    return LineageIndexer(host)
+
+
+# -- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _nodes(forest: Forest) -> set[Hashable]:
+    return {e.child for e in forest.edges} | set(forest.roots)
+
+
+def _edges_of(verdict: Verdict) -> list[tuple[int, str | None, float]]:
+    return [(int(p), verdict.relation, verdict.confidence) for p in verdict.parents]  # type: ignore[call-overload]
+
+
+def _report(query: str, verdict: Verdict, refs: dict[int, str], k: int) -> ParentReport:
+    return ParentReport(
+        query=query,
+        parents=tuple(refs[int(p)] for p in verdict.parents),  # type: ignore[call-overload]
+        relation=verdict.relation,
+        confidence=verdict.confidence,
+        candidates=tuple(
+            CandidateScore(refs[int(c.key)], c.utility, c.probability)  # type: ignore[call-overload]
+            for c in verdict.candidates[:k]
+        ),
+        duplicates=tuple(refs[int(d)] for d in verdict.duplicates),  # type: ignore[call-overload]
+        method=METHOD + ("+merge-fit" if verdict.relation == "merge" else ""),
+    )
+
+
+def _declared_key(declared: str, by_ref: dict[str, int], infos: dict[int, storage.VersionInfo]) -> int | None:
+    """The registered version a declared parent names: a REF, or an ``hf:org/name`` that was imported."""
+    if declared in by_ref:
+        return by_ref[declared]
+    if declared.startswith("hf:"):
+        repo = declared[3:]
+        hits = [v.id for v in infos.values() if v.source and v.source.split("@", 1)[0] == f"hf:{repo}"]
+        hits += [v.id for v in infos.values() if v.ref.rsplit(":", 1)[0] == repo]
+        return max(hits) if hits else None
+    return None
+
+
+def _as_path(target: str | os.PathLike[str]) -> Path | None:
+    """A filesystem path when ``target`` names one (or clearly means one); None for a REF."""
+    text = os.fspath(target)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    if isinstance(target, os.PathLike) or text.startswith((".", "/", "~")) or text.endswith(".safetensors"):
+        raise FileNotFoundError(f"{text} does not exist")
+    return None
+
+
+def sketch_path(path: Path) -> ModelSketch:
+    """Sketch an unregistered weights file or model folder (checked like a registration, nothing stored)."""
+    sketch = sketch_model(_read_tensors(path))
+    if not sketch.tensors:
+        what = "only NaN or infinite values" if sketch.skipped else "no floating-point tensors"
+        raise InvalidModelFile(f"{path} holds {what}, so there is nothing to compare.")
+    return sketch
+
+
+def _read_tensors(path: Path) -> Iterator[tuple[str, Any]]:
+    from safetensors import SafetensorError, safe_open
+
+    from modelkin.registry.safetensors_header import read_header_from_path
+    from modelkin.registry.sources import collect
+
+    files = [f for f in collect(path, allow_pickle=False).files if f.kind == "safetensors"]
+    if not files:
+        raise InvalidModelFile(f"{path} is not a model: it holds no .safetensors weights.",
+                               hint="give a .safetensors file or a Hugging Face-format folder")  # fmt: skip
+    for f in files:
+        read_header_from_path(f.path, f.shown)
+        try:
+            with safe_open(str(f.path), framework="pt") as st:
+                for key in sorted(st.keys()):
+                    yield key, st.get_tensor(key)
+        except SafetensorError as exc:
+            raise InvalidModelFile(f"{f.shown} cannot be read as safetensors ({exc}).") from None

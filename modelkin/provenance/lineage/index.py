@@ -1,0 +1,84 @@
+"""Candidate search over every registered model: coarse per-tensor sketches compared shape by shape.
+
+Each model contributes one short vector per tensor (``sketch.coarse``). A query tensor is compared with every
+registered tensor of the same shape in one matrix operation; a candidate's tensor distance is its closest
+same-shaped tensor (names are not trusted), and its model distance the √numel-weighted median over the query's
+tensors it covers. The best few candidates then get the precise comparison.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from modelkin.provenance.lineage.compare import TINY
+from modelkin.provenance.lineage.sketch import ModelSketch, coarse
+
+MIN_COVERAGE = 0.2
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the index keeps of one model: tensor shapes, sizes and coarse vectors."""
+
+    key: Hashable
+    shapes: tuple[tuple[int, ...], ...]
+    vectors: np.ndarray  # (tensors, COARSE) float32
+
+    @classmethod
+    def of(cls, key: Hashable, sketch: ModelSketch) -> Entry:
+        vectors = np.stack([coarse(t) for t in sketch.tensors]) if sketch.tensors else np.zeros((0, 0), np.float32)
+        return cls(key, tuple(t.shape for t in sketch.tensors), vectors)
+
+
+class CandidateIndex:
+    def __init__(self, entries: Sequence[Entry]) -> None:
+        self.keys = [e.key for e in entries]
+        rows: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = defaultdict(list)
+        for owner, e in enumerate(entries):
+            for shape, vec in zip(e.shapes, e.vectors, strict=True):
+                rows[tuple(sorted(shape))].append((owner, vec))
+        self._groups = {
+            shape: (np.array([o for o, _ in items]), np.stack([v for _, v in items]).astype(np.float32))
+            for shape, items in rows.items()
+        }
+        self._norms = {shape: np.linalg.norm(m, axis=1) for shape, (_, m) in self._groups.items()}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def search(self, query: ModelSketch, k: int, exclude: set[Hashable] = frozenset()) -> list[tuple[Hashable, float]]:
+        """The ``k`` nearest models as (key, coarse distance), nearest first."""
+        tensors = [t for t in query.tensors if t.numel >= TINY] or list(query.tensors)
+        if not tensors or not self.keys:
+            return []
+        n = len(self.keys)
+        dist = np.full((n, len(tensors)), np.inf)
+        for col, t in enumerate(tensors):
+            group = self._groups.get(tuple(sorted(t.shape)))
+            if group is None:
+                continue
+            owners, mat = group
+            q = coarse(t)
+            rel = np.linalg.norm(mat - q, axis=1) / np.maximum(
+                0.5 * (np.linalg.norm(q) + self._norms[tuple(sorted(t.shape))]), 1e-30
+            )
+            np.minimum.at(dist[:, col], owners, rel)
+        weights = np.sqrt([t.numel for t in tensors])
+        covered = np.isfinite(dist)
+        coverage = (covered * np.array([t.numel for t in tensors])).sum(1) / sum(t.numel for t in tensors)
+        # weighted median per row over the covered columns
+        order = np.argsort(dist, axis=1)
+        sorted_d = np.take_along_axis(dist, order, axis=1)
+        sorted_w = np.where(np.isfinite(sorted_d), weights[order], 0.0)
+        cum = np.cumsum(sorted_w, axis=1)
+        half = 0.5 * cum[:, -1:]
+        pick = np.minimum((cum < half).sum(1), len(tensors) - 1)
+        median = sorted_d[np.arange(n), pick]
+        median[coverage < MIN_COVERAGE] = np.inf
+        ranked = [i for i in np.argsort(median, kind="stable") if np.isfinite(median[i])]
+        out = [(self.keys[i], float(median[i])) for i in ranked if self.keys[i] not in exclude]
+        return out[:k]

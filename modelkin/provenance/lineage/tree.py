@@ -1,0 +1,95 @@
+"""The ancestry forest: a minimum spanning arborescence over every model plus a virtual root.
+
+Each model's verdict gives a calibrated distribution over its parent (each nearby candidate, or "no registered
+parent"). Edge c -> v costs -log P(parent of v = c) and ROOT -> v costs -log P(v has no registered parent), so
+the arborescence (Edmonds' algorithm) is the most probable forest in which every model has one parent and no
+cycles, and "no known parent" is a real answer. A merge verdict adds its second parent afterwards. Registration
+order enters only as a tie-break of 1e-9.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from modelkin.provenance.lineage.decide import Verdict, relation_of
+
+ROOT = ("__virtual_root__",)
+_TIE = 1e-9
+
+
+@dataclass(frozen=True)
+class TreeEdge:
+    parent: Hashable
+    child: Hashable
+    relation: str | None
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Forest:
+    edges: tuple[TreeEdge, ...]
+    roots: tuple[Hashable, ...]
+
+    def parents(self) -> dict[Hashable, list[Hashable]]:
+        out: dict[Hashable, list[Hashable]] = {}
+        for e in self.edges:
+            out.setdefault(e.child, []).append(e.parent)
+        return out
+
+
+def _cost(p: float) -> float:
+    return float(-np.log(max(p, 1e-300)))
+
+
+def recover_forest(nodes: Sequence[Hashable], verdicts: Mapping[Hashable, Verdict]) -> Forest:
+    """``nodes`` in registration order; ``verdicts[v]`` is v's parent verdict over candidates among ``nodes``."""
+    order = {v: i for i, v in enumerate(nodes)}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(nodes)
+    for v in nodes:
+        verdict = verdicts[v]
+        graph.add_edge(ROOT, v, weight=_cost(verdict.none_probability))
+        for c in verdict.candidates:
+            if c.key in order and c.key != v:
+                later = order[c.key] > order[v]
+                graph.add_edge(c.key, v, weight=_cost(c.probability) + _TIE * later)
+    tree = nx.minimum_spanning_arborescence(graph, attr="weight", preserve_attrs=False)
+    by_key = {v: {c.key: c for c in verdicts[v].candidates} for v in nodes}
+    edges: list[TreeEdge] = []
+    roots: list[Hashable] = []
+    for v in nodes:
+        (parent,) = list(tree.predecessors(v))
+        if parent == ROOT:
+            roots.append(v)
+            continue
+        verdict, cand = verdicts[v], by_key[v][parent]
+        merged = verdict.relation == "merge" and parent in verdict.parents
+        if merged:
+            other = next(p for p in verdict.parents if p != parent)
+            if other in order and not nx.has_path(tree, v, other):
+                tree.add_edge(other, v)
+                edges.append(TreeEdge(other, v, "merge", verdict.confidence))
+        edges.append(TreeEdge(parent, v, "merge" if merged else relation_of(cand.comparison), cand.probability))
+    return Forest(tuple(edges), tuple(roots))
+
+
+def ancestors(forest: Forest, node: Hashable) -> list[tuple[Hashable, int]]:
+    """(ancestor, generation) breadth first; 1 = parent. Each ancestor once, at its nearest generation."""
+    parents = forest.parents()
+    seen = {node}
+    frontier, out, generation = [node], [], 0
+    while frontier:
+        generation += 1
+        nxt = []
+        for v in frontier:
+            for p in parents.get(v, []):
+                if p not in seen:
+                    seen.add(p)
+                    out.append((p, generation))
+                    nxt.append(p)
+        frontier = nxt
+    return out

@@ -1,0 +1,332 @@
+"""Lineage from the weights: parent detection, tensor pairing, tree, ancestors, audit, and every bad input.
+
+The models are small synthetic families: a "pretrained" parent (three hidden layers) and children made from it
+the way real children are made (fine-tuned, renamed under a task-class prefix with a new head, pruned,
+quantised), beside independent models of the same shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from modelkin import Registry
+from modelkin.provenance.lineage.pairing import pair_tensors
+from modelkin.provenance.lineage.sketch import from_bytes, sketch_model, sketch_tensor, to_bytes
+
+Tensors = dict[str, np.ndarray]
+
+
+def pretrained(seed: int) -> Tensors:
+    rng = np.random.default_rng(seed)
+    shapes = {"encoder.0.weight": (64, 48), "encoder.0.bias": (64,), "encoder.1.weight": (64, 64),
+              "encoder.1.bias": (64,), "encoder.2.weight": (32, 64), "encoder.2.bias": (32,),
+              "head.weight": (10, 32), "head.bias": (10,)}  # fmt: skip
+    return {k: (rng.standard_normal(s) / np.sqrt(s[-1])).astype(np.float32) for k, s in shapes.items()}
+
+
+def finetuned(parent: Tensors, seed: int, step: float = 0.05) -> Tensors:
+    """Every tensor moved by ``step`` of its own norm in a random direction."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, w in parent.items():
+        d = rng.standard_normal(w.shape).astype(np.float32)
+        out[k] = w + step * np.linalg.norm(w) / np.linalg.norm(d) * d
+    return out
+
+
+def pruned(parent: Tensors, sparsity: float = 0.5) -> Tensors:
+    out = dict(parent)
+    for k, w in parent.items():
+        if w.ndim == 2 and not k.startswith("head"):
+            out[k] = np.where(np.abs(w) > np.quantile(np.abs(w), sparsity), w, 0).astype(np.float32)
+    return out
+
+
+def quantized(parent: Tensors, bits: int = 8) -> Tensors:
+    q = 2 ** (bits - 1) - 1
+    out = dict(parent)
+    for k, w in parent.items():
+        if w.ndim == 2:
+            scale = np.abs(w).max(1, keepdims=True) / q
+            out[k] = (np.round(w / scale) * scale).astype(np.float32)
+    return out
+
+
+def renamed(parent: Tensors, seed: int) -> Tensors:
+    """A task class's copy: every tensor under ``bert.``, the head replaced by a new 3-class classifier."""
+    rng = np.random.default_rng(seed)
+    out = {f"bert.{k}": v for k, v in finetuned(parent, seed, 0.02).items() if not k.startswith("head")}
+    out["classifier.weight"] = rng.standard_normal((3, 32)).astype(np.float32)
+    out["classifier.bias"] = np.zeros(3, np.float32)
+    return out
+
+
+def write(path: Path, tensors: Tensors) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path
+
+
+def register(cli: Any, path: Path, name: str, *extra: str) -> str:
+    result = cli("register", path, "--name", name, *extra, "--json")
+    assert result.exit_code == 0, result.stderr
+    return str(json.loads(result.stdout)["ref"])
+
+
+def parent_of(cli: Any, target: str | Path, *extra: str) -> dict[str, Any]:
+    result = cli("lineage", "parent", target, "--json", *extra)
+    assert result.exit_code == 0, result.stderr
+    out: dict[str, Any] = json.loads(result.stdout)
+    assert set(out) == {"query", "parent", "parents", "relation", "confidence", "candidates", "duplicates", "method"}
+    return out
+
+
+@pytest.fixture
+def family(registry: Registry, cli: Any, tmp_path: Path) -> dict[str, Tensors]:
+    """base, its children, and two unrelated models, registered children-first (order must not matter)."""
+    base = pretrained(0)
+    models = {
+        "ft": finetuned(base, 1),
+        "renamed": renamed(base, 2),
+        "pruned": pruned(base),
+        "int8": quantized(base, 8),
+        "base": base,
+        "other": pretrained(7),
+        "stranger": pretrained(8),
+    }
+    for name, tensors in models.items():
+        register(cli, write(tmp_path / "m" / f"{name}.safetensors", tensors), name)
+    return models
+
+
+@pytest.mark.parametrize(("child", "relation"), [("ft", "finetune"), ("renamed", "finetune"),
+                                                 ("pruned", "pruned"), ("int8", "quantized")])  # fmt: skip
+def test_children_find_their_parent(family: Any, cli: Any, child: str, relation: str) -> None:
+    out = parent_of(cli, child)
+    assert out["query"] == f"{child}:1"
+    assert out["parent"] == "base:1" and out["parents"] == ["base:1"]
+    assert out["relation"] == relation
+    assert 0.5 < out["confidence"] <= 1.0
+    assert out["candidates"][0]["ref"] == "base:1" and len(out["candidates"]) <= 3
+    assert out["duplicates"] == []
+
+
+def test_the_parent_is_not_its_own_childs_child(family: Any, cli: Any) -> None:
+    """The base's children are candidates too (registered before it); none of them is its parent."""
+    out = parent_of(cli, "base", "--k", "5")
+    assert out["parent"] is None and out["parents"] == []
+    assert {c["ref"] for c in out["candidates"]} >= {"ft:1", "pruned:1"}
+
+
+def test_independent_models_have_no_parent(family: Any, cli: Any) -> None:
+    for name in ("other", "stranger"):
+        out = parent_of(cli, name)
+        assert out["parent"] is None and out["relation"] is None
+        assert out["confidence"] > 0.5
+
+
+def test_an_unregistered_path_is_sketched_without_storing(family: Any, cli: Any, registry: Registry,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    path = write(tmp_path / "loose" / "child.safetensors", finetuned(family["base"], 11))
+    before = len(registry.list())
+    out = parent_of(cli, path)
+    assert out["query"] == str(path) and out["parent"] == "base:1"
+    assert len(registry.list()) == before
+
+
+def test_identical_weights_are_duplicates_never_parents(family: Any, cli: Any, tmp_path: Path) -> None:
+    register(cli, write(tmp_path / "copy" / "base-copy.safetensors", family["base"]), "base-copy")
+    out = parent_of(cli, "base-copy")
+    assert out["duplicates"] == ["base:1"] and out["parent"] is None
+    child = parent_of(cli, "ft")
+    assert child["parent"] in ("base:1", "base-copy:1")
+
+
+def test_merges_report_both_parents(registry: Registry, cli: Any, tmp_path: Path) -> None:
+    base = pretrained(0)
+    a, b = finetuned(base, 1), finetuned(base, 2)
+    merged = {k: (0.6 * a[k] + 0.4 * b[k]).astype(np.float32) for k in base}
+    for name, tensors in {"base": base, "a": a, "b": b, "soup": merged}.items():
+        register(cli, write(tmp_path / f"{name}.safetensors", tensors), name)
+    out = parent_of(cli, "soup")
+    assert out["relation"] == "merge" and sorted(out["parents"]) == ["a:1", "b:1"] and out["parent"] is None
+
+
+def test_tree_ancestors_and_show(registry: Registry, cli: Any, tmp_path: Path) -> None:
+    """A chain base -> g1 -> g2 and a sibling; the tree is stored as detected lineage and `show` prints it."""
+    base = pretrained(0)
+    g1 = finetuned(base, 1)
+    g2 = finetuned(g1, 2)
+    sib = finetuned(base, 3)
+    for name, tensors in {"g2": g2, "base": base, "sib": sib, "g1": g1, "other": pretrained(5)}.items():
+        register(cli, write(tmp_path / f"{name}.safetensors", tensors), name)
+    result = cli("lineage", "tree", "--json")
+    assert result.exit_code == 0, result.stderr
+    tree = json.loads(result.stdout)
+    assert set(tree) == {"edges", "roots"}
+    edges = {(e["parent"], e["child"]) for e in tree["edges"]}
+    assert edges == {("base:1", "g1:1"), ("g1:1", "g2:1"), ("base:1", "sib:1")}
+    assert sorted(tree["roots"]) == ["base:1", "other:1"]
+    assert all(set(e) == {"parent", "child", "relation", "confidence"} for e in tree["edges"])
+    dot = cli("lineage", "tree", "--dot")
+    assert dot.exit_code == 0 and dot.stdout.startswith("digraph") and '"base:1" -> "g1:1"' in dot.stdout
+    filtered = json.loads(cli("lineage", "tree", "--json", "--filter", "name LIKE 'g%'").stdout)
+    assert {(e["parent"], e["child"]) for e in filtered["edges"]} == {("g1:1", "g2:1")}
+    anc = cli("lineage", "ancestors", "g2", "--json")
+    assert json.loads(anc.stdout) == {"ref": "g2:1", "ancestors": [{"ref": "g1:1", "generation": 1},
+                                                                   {"ref": "base:1", "generation": 2}]}  # fmt: skip
+    shown = cli("show", "g2")
+    assert "g1:1" in shown.stdout and "detected" in shown.stdout
+    assert json.loads(cli("show", "g2", "--json").stdout)["detected_parents"][0]["ref"] == "g1:1"
+    human = cli("lineage", "ancestors", "g2")
+    assert human.exit_code == 0 and "base:1" in human.stdout
+
+
+def test_audit_statuses_and_strict(registry: Registry, cli: Any, tmp_path: Path) -> None:
+    base = pretrained(0)
+    files = {n: write(tmp_path / f"{n}.safetensors", t) for n, t in
+             {"base": base, "good": finetuned(base, 1), "liar": finetuned(base, 2), "quiet": finetuned(base, 3),
+              "other": pretrained(9), "copy": base}.items()}  # fmt: skip
+    register(cli, files["base"], "base")
+    register(cli, files["other"], "other")
+    register(cli, files["good"], "good", "--parent", "base")
+    register(cli, files["liar"], "liar", "--parent", "other")
+    register(cli, files["quiet"], "quiet")
+    register(cli, files["copy"], "copy", "--parent", "base")
+    register(cli, files["good"], "ext", "--parent", "hf:someone/unknown-model")
+    result = cli("lineage", "audit", "--json")
+    assert result.exit_code == 0, result.stderr
+    found = {f["ref"]: f for f in json.loads(result.stdout)["findings"]}
+    assert all(set(f) == {"ref", "declared", "detected", "status", "confidence"} for f in found.values())
+    assert found["good:1"]["status"] == "confirmed" and found["good:1"]["detected"] == ["base:1"]
+    assert found["liar:1"]["status"] == "mismatch" and found["liar:1"]["declared"] == ["other:1"]
+    assert found["quiet:1"]["status"] == "undeclared"
+    assert found["other:1"]["status"] == "no-parent"
+    assert found["copy:1"]["status"] == "duplicate"
+    assert found["ext:1"]["status"] == "unverifiable" and found["ext:1"]["confidence"] is None
+    strict = cli("lineage", "audit", "--strict", "--json")
+    assert strict.exit_code == 1 and json.loads(strict.stdout) == json.loads(result.stdout)
+    one = cli("lineage", "audit", "good", "--strict", "--json")
+    assert one.exit_code == 0 and [f["status"] for f in json.loads(one.stdout)["findings"]] == ["confirmed"]
+    assert "mismatch" in cli("lineage", "audit").stdout
+
+
+# -- tensor pairing --------------------------------------------------------------------------------------------
+
+
+def test_pairing_strips_prefixes_and_falls_back_to_content() -> None:
+    base = pretrained(0)
+    child = {f"model.bert.{k}": v for k, v in base.items() if not k.startswith("head")}
+    child["model.bert.encoder.1.weight"] = base["encoder.1.weight"].T.copy()  # transposed (64 x 64 stays square)
+    moved = child.pop("model.bert.encoder.2.weight")
+    child["model.bert.block.dense.weight"] = moved.T.copy()  # renamed and transposed: content must find it
+    child["classifier.weight"] = np.ones((3, 32), np.float32)
+    a, b = sketch_model(child.items()), sketch_model(base.items())
+    names = {(a.tensors[p.a].name, b.tensors[p.b].name, p.by, p.transposed) for p in pair_tensors(a, b)}
+    assert ("model.bert.encoder.0.weight", "encoder.0.weight", "name", False) in names
+    assert ("model.bert.block.dense.weight", "encoder.2.weight", "content", True) in names
+    assert not any(x == "classifier.weight" for x, *_ in names)
+    assert len(names) == len(child) - 1
+
+
+def test_pairing_never_pairs_unrelated_content_by_shape() -> None:
+    a = sketch_model({"x.weight": pretrained(0)["encoder.1.weight"]}.items())
+    b = sketch_model({"y.weight": pretrained(1)["encoder.1.weight"]}.items())
+    assert pair_tensors(a, b) == []
+
+
+def test_sketches_round_trip_and_estimate_distances() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((300, 200)).astype(np.float32)
+    s, t = sketch_tensor("w", w), sketch_tensor("w", w + 0.1 * rng.standard_normal(w.shape).astype(np.float32))
+    assert not s.exact and s.values.shape == (64, 64)
+    ratio = np.linalg.norm(s.values - t.values) / np.linalg.norm(s.values)
+    assert 0.07 < ratio < 0.13  # the true relative distance is 0.1
+    assert np.allclose(sketch_tensor("w", w.T.copy()).values, s.values.T, atol=1e-4)  # transposition is visible
+    model = sketch_model({"w": w, "ids": np.arange(5)}.items())
+    again = from_bytes(to_bytes(model))
+    assert [t.name for t in again.tensors] == ["w"] and np.array_equal(again.tensors[0].values, s.values)
+
+
+# -- bad input -------------------------------------------------------------------------------------------------
+
+
+def test_a_single_registered_model_has_no_parent(registry: Registry, cli: Any, tmp_path: Path) -> None:
+    register(cli, write(tmp_path / "one.safetensors", pretrained(0)), "one")
+    out = parent_of(cli, "one")
+    assert out["parent"] is None and out["candidates"] == [] and out["confidence"] == 1.0
+    tree = json.loads(cli("lineage", "tree", "--json").stdout)
+    assert tree == {"edges": [], "roots": ["one:1"]}
+    assert json.loads(cli("lineage", "ancestors", "one", "--json").stdout)["ancestors"] == []
+
+
+def test_models_with_no_shared_tensors(registry: Registry, cli: Any, tmp_path: Path) -> None:
+    register(cli, write(tmp_path / "a.safetensors", pretrained(0)), "a")
+    rng = np.random.default_rng(3)
+    register(cli, write(tmp_path / "b.safetensors", {"w": rng.standard_normal((7, 5)).astype(np.float32)}), "b")
+    out = parent_of(cli, "b")
+    assert out["parent"] is None and out["candidates"] == []
+
+
+def test_nan_weights(registry: Registry, cli: Any, tmp_path: Path) -> None:
+    base = pretrained(0)
+    register(cli, write(tmp_path / "base.safetensors", base), "base")
+    broken = finetuned(base, 1)
+    broken["encoder.1.weight"][0, 0] = np.nan
+    out = parent_of(cli, write(tmp_path / "partly-nan.safetensors", broken))  # the finite tensors still tell
+    assert out["parent"] == "base:1"
+    all_nan = {k: np.full_like(v, np.inf) for k, v in base.items()}
+    path = write(tmp_path / "nan.safetensors", all_nan)
+    result = cli("lineage", "parent", path)
+    assert result.exit_code == 1 and "NaN or infinite" in result.stderr and "Traceback" not in result.stderr
+    reg = cli("register", path, "--name", "nan", "--json")
+    assert reg.exit_code == 0  # registration never fails on lineage; the sketch is skipped with a reason
+    again = cli("lineage", "parent", "nan")
+    assert again.exit_code == 1 and "no finite floating-point weights" in again.stderr
+    audit = json.loads(cli("lineage", "audit", "nan", "--json").stdout)
+    assert audit["findings"][0]["status"] == "unverifiable"
+
+
+def test_declared_cycles_do_not_loop(registry: Registry, cli: Any, tmp_path: Path) -> None:
+    base = pretrained(0)
+    register(cli, write(tmp_path / "a.safetensors", base), "a")
+    register(cli, write(tmp_path / "b.safetensors", finetuned(base, 1)), "b", "--parent", "a")
+    assert cli("tag", "a", "x=1").exit_code == 0
+    registry.declare_parents("a:1", ["b:1"])  # a claims to descend from its own child
+    found = {f["ref"]: f["status"] for f in json.loads(cli("lineage", "audit", "--json").stdout)["findings"]}
+    assert found == {"a:1": "mismatch", "b:1": "confirmed"}
+    assert json.loads(cli("lineage", "ancestors", "a", "--json").stdout)["ancestors"] == []
+
+
+@pytest.mark.parametrize("make", ["text", "empty-dir", "int-only", "missing"])
+def test_a_path_that_is_not_a_model(registry: Registry, cli: Any, tmp_path: Path, make: str) -> None:
+    register(cli, write(tmp_path / "base.safetensors", pretrained(0)), "base")
+    target = tmp_path / "bad"
+    if make == "text":
+        target = tmp_path / "notes.safetensors"
+        target.write_text("not a model")
+    elif make == "empty-dir":
+        target.mkdir()
+    elif make == "int-only":
+        target = write(tmp_path / "ints.safetensors", {"ids": np.arange(10)})
+    else:
+        target = tmp_path / "missing.safetensors"
+    result = cli("lineage", "parent", target, "--json")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "Error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_usage_errors(registry: Registry, cli: Any, tmp_path: Path) -> None:
+    register(cli, write(tmp_path / "base.safetensors", pretrained(0)), "base")
+    assert cli("lineage", "tree", "--json", "--dot").exit_code == 2
+    assert cli("lineage", "parent", "base", "--k", "0").exit_code == 2
+    assert cli("lineage", "parent", "no-such-model").exit_code == 1
+    assert cli("lineage", "ancestors", "bad ref!").exit_code == 2
+    assert cli("lineage", "tree", "--filter", "nonsense ===").exit_code == 2
+    assert cli("lineage", "audit", "nope:3").exit_code == 1
