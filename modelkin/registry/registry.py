@@ -59,8 +59,8 @@ from modelkin.registry.store import BlobStore, open_store
 if TYPE_CHECKING:
     import torch
 
-    from modelkin.retrieval.facade import Retrieval
     from modelkin.provenance.lineage.facade import Lineage
+    from modelkin.retrieval.facade import Retrieval
 
 _RETRIES = 5
 HF_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
