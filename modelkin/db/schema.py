@@ -218,6 +218,9 @@ class LoggedScore(Base):
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
     data_digest: Mapped[str] = mapped_column(String(64))
     score: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class LineageSketch(Base):
     """A version's lineage sketch (``sketch``: the precise one, an .npz) and its candidate-index part.
 
