@@ -38,16 +38,37 @@ class Comparison:
     bits: float  # the candidate's grid bits minus the query's (dequantised children have fewer)
     kurtosis: float  # mean excess kurtosis of the query's shared matrices minus the candidate's
     log_norm: float  # log of the query's shared norm over the candidate's
+    pruned_from: float  # +1: the query's zeros sit on the candidate's smallest weights (pruned from it); -1: reverse
     pairs: tuple[Pair, ...]
 
     @property
     def features(self) -> list[float]:
-        """What the fitted parent model reads (see calibration.py); antisymmetric stats first."""
-        return [-np.log(self.distance + 1e-6), self.coverage, self.agreeing, self.lowrank, self.zeros,
-                self.bits / FLOAT_BITS, np.tanh(self.kurtosis / 10), self.log_norm]  # fmt: skip
+        """What the fitted parent model reads (calibration.EDGE, then the antisymmetric calibration.DIRECTION)."""
+        # weight statistics speak only where no pruning or quantisation separates the two models: those
+        # change kurtosis and norm for reasons of their own
+        plain = float(abs(self.zeros) < 0.05 and abs(self.bits) < 1)
+        return [-np.log(self.distance + 1e-4), self.coverage, self.agreeing, self.lowrank, self.pruned_from,
+                self.bits / FLOAT_BITS, plain * np.tanh(self.kurtosis / 10),
+                plain * self.log_norm]  # fmt: skip
 
 
-NOTHING_SHARED = Comparison(float("inf"), 0.0, 0, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, ())
+NOTHING_SHARED = Comparison(float("inf"), 0.0, 0, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ())
+
+
+def magnitude_signature(child: np.ndarray, parent: np.ndarray) -> float | None:
+    """1 when the child's zeros sit exactly on the parent's smallest-magnitude weights (magnitude pruning), else 0.
+
+    The test is exact: pruning's mask separates the parent's magnitudes perfectly, while a dense model regrown
+    from a sparse one (the reverse edge) leaves small weights on both sides of any threshold. None when the
+    child has (almost) no new zeros to explain.
+    """
+    zeros = child == 0
+    k = int(zeros.sum()) - int((parent == 0).sum())
+    if k < max(4, 0.05 * child.size) or k >= child.size:
+        return None
+    magnitude = np.abs(parent)
+    threshold = np.partition(magnitude.reshape(-1), k - 1)[k - 1]
+    return float(np.mean(magnitude[zeros & (parent != 0)] <= threshold * (1 + 1e-6)) >= 0.999)
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -87,6 +108,13 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
         changed += 1
         low += _numerical_rank(diff) <= min(diff.shape) // 2
     mats = [p for p in pairs if len(q[p.a].shape) >= 2]
+    signatures: list[float] = []
+    for p in mats:
+        x, y = q[p.a], c[p.b]
+        if x.exact and y.exact and not p.transposed:
+            forward, backward = magnitude_signature(x.values, y.values), magnitude_signature(y.values, x.values)
+            if forward is not None or backward is not None:
+                signatures.append((forward or 0.0) - (backward or 0.0))
     mat_w = np.array([q[p.a].numel for p in mats], dtype=np.float64)
 
     def mean(values: list[float], w: np.ndarray) -> float:
@@ -108,6 +136,7 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
                 / (np.sqrt(sum(c[p.b].norm ** 2 for p in pairs)) + 1e-12)
             )
         ),
+        pruned_from=float(np.mean(signatures)) if signatures else 0.0,
         pairs=pairs,
     )
 

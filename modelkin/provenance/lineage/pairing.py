@@ -55,8 +55,17 @@ def _values(t: TensorSketch, transposed: bool) -> np.ndarray:
 
 
 def content_distance(x: TensorSketch, y: TensorSketch, transposed: bool = False) -> float:
-    """Symmetric relative distance ‖x − y‖ / mean(‖x‖, ‖y‖) between two tensors' values (or sketches)."""
+    """Relative distance ‖x − y‖ / mean(‖x‖, ‖y‖) between two tensors' values (or sketches).
+
+    A sparse exact ``x`` (the query) is compared where it is non-zero, so a pruned child is measured on the
+    weights it kept (its sparsity is direction evidence of its own, not distance). A sparse ``y`` is not
+    masked: on a pruned candidate's support every relative of its parent would look closer than it is.
+    """
     a, b = x.values.reshape(-1).astype(np.float64), _values(y, transposed).astype(np.float64)
+    if x.exact and y.exact and x.zeros > 0:
+        kept = a != 0
+        if kept.any():
+            a, b = a[kept], b[kept]
     scale = 0.5 * (np.linalg.norm(a) + np.linalg.norm(b))
     diff = float(np.linalg.norm(a - b))
     return 0.0 if diff == 0 else diff / scale if scale > 0 else float("inf")

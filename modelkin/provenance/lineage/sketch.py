@@ -43,7 +43,7 @@ class TensorSketch:
     norm: float
     zeros: float  # share of entries that are exactly zero
     bits: float  # median bits of the value grid per row: 24 for floats, <= 8 for int8/int4 dequantised weights
-    kurtosis: float  # excess kurtosis of the entries
+    kurtosis: float  # excess kurtosis of the non-zero entries
     digest: str  # sha256 of the tensor's float32 bytes: equal digests are identical tensors
 
     @property
@@ -130,8 +130,9 @@ def sketch_tensor(name: str, array: np.ndarray) -> TensorSketch:
     shape = tuple(int(d) for d in x.shape)
     flat = x.reshape(-1)
     matrix = x.reshape(shape[0], -1) if len(shape) >= 2 else flat.reshape(1, -1)
-    centred = flat.astype(np.float64) - flat.mean() if flat.size else flat.astype(np.float64)
-    var = float(np.mean(centred**2)) if flat.size else 0.0
+    nonzero = flat[flat != 0].astype(np.float64)  # pruning's zeros would swamp the shape of the weights
+    centred = nonzero - nonzero.mean() if nonzero.size else nonzero
+    var = float(np.mean(centred**2)) if centred.size else 0.0
     kurt = float(np.mean(centred**4) / var**2 - 3.0) if var > 0 else 0.0
     if flat.size <= EXACT_LIMIT:
         values, exact = flat.copy(), True
