@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import nnls
 
 from modelkin.provenance.lineage.pairing import Pair, _values, content_distance, pair_tensors
 from modelkin.provenance.lineage.sketch import FLOAT_BITS, ModelSketch
@@ -111,8 +110,8 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
     signatures: list[float] = []
     for p in mats:
         x, y = q[p.a], c[p.b]
-        if x.exact and y.exact and not p.transposed:
-            forward, backward = magnitude_signature(x.values, y.values), magnitude_signature(y.values, x.values)
+        if not p.transposed and (x.sample is None) == (y.sample is None):
+            forward, backward = magnitude_signature(x.kept, y.kept), magnitude_signature(y.kept, x.kept)
             if forward is not None or backward is not None:
                 signatures.append((forward or 0.0) - (backward or 0.0))
     mat_w = np.array([q[p.a].numel for p in mats], dtype=np.float64)
@@ -154,7 +153,8 @@ def fit_merge(
 ) -> MergeFit | None:
     """The best non-negative two-parent fit θ_q ≈ w₁θ₁ + w₂θ₂ over the tensors every candidate shares.
 
-    Sketches are linear, so the fit on sketches is the fit on the weights.
+    Sketches are linear, so the fit on sketches is the fit on the weights. A pair whose unconstrained least
+    squares weights are not both positive has its non-negative optimum at a single parent, so it is skipped.
     """
     if len(candidates) < 2:
         return None
@@ -168,14 +168,27 @@ def fit_merge(
         by_a = {p.a: p for p in ps}
         columns.append(np.concatenate([_values(cand.tensors[by_a[i].b], by_a[i].transposed) for i in order]))
     m = np.stack(columns, axis=1).astype(np.float64)
-    scale = np.linalg.norm(target)
-    if scale == 0:
+    yy = float(target @ target)
+    if yy == 0:
         return None
-    single = min(float(np.linalg.norm(target - m[:, [k]] @ nnls(m[:, [k]], target)[0])) for k in range(m.shape[1]))
+    gram, proj = m.T @ m, m.T @ target  # every fit below is a small solve on these (one pass over the weights)
+
+    def residual(idx: list[int], w: np.ndarray) -> float:
+        sub = gram[np.ix_(idx, idx)]
+        return float(np.sqrt(max(0.0, yy - 2 * w @ proj[idx] + w @ sub @ w) / yy))
+
+    singles = [residual([k], np.array([max(0.0, proj[k] / gram[k, k])])) if gram[k, k] > 0 else 1.0
+               for k in range(m.shape[1])]  # fmt: skip
     best: MergeFit | None = None
     for i in range(m.shape[1]):
         for j in range(i + 1, m.shape[1]):
-            w, res = nnls(m[:, [i, j]], target)
-            if best is None or res < best.residual * scale:
-                best = MergeFit((i, j), (float(w[0]), float(w[1])), float(res / scale), single / scale)
+            try:
+                w = np.linalg.solve(gram[np.ix_([i, j], [i, j])], proj[[i, j]])
+            except np.linalg.LinAlgError:
+                continue
+            if (w <= 0).any():  # the non-negative optimum lies on an edge: a one-parent fit, not a merge
+                continue
+            res = residual([i, j], w)
+            if best is None or res < best.residual:
+                best = MergeFit((i, j), (float(w[0]), float(w[1])), res, min(singles))
     return best

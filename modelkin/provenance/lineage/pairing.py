@@ -61,11 +61,13 @@ def content_distance(x: TensorSketch, y: TensorSketch, transposed: bool = False)
     weights it kept (its sparsity is direction evidence of its own, not distance). A sparse ``y`` is not
     masked: on a pruned candidate's support every relative of its parent would look closer than it is.
     """
-    a, b = x.values.reshape(-1).astype(np.float64), _values(y, transposed).astype(np.float64)
-    if x.exact and y.exact and x.zeros > 0:
+    if x.zeros > 0 and not transposed and (x.sample is None) == (y.sample is None):
+        a, b = x.kept.astype(np.float64), y.kept.astype(np.float64)  # same coordinates: mask what x dropped
         kept = a != 0
         if kept.any():
             a, b = a[kept], b[kept]
+    else:
+        a, b = x.values.reshape(-1).astype(np.float64), _values(y, transposed).astype(np.float64)
     scale = 0.5 * (np.linalg.norm(a) + np.linalg.norm(b))
     diff = float(np.linalg.norm(a - b))
     return 0.0 if diff == 0 else diff / scale if scale > 0 else float("inf")
