@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,14 @@ from safetensors.torch import load_file, save_file
 from modelkin import Registry
 
 transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture
+def registry() -> Iterator[Registry]:
+    """SQLite only: these tests move real 90 MB models around; the backends are covered by test_lineage.py."""
+    reg = Registry.init()
+    yield reg
+    reg.close()
 
 
 def _parent(cli: Any, target: str | Path) -> dict[str, Any]:

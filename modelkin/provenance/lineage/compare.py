@@ -109,9 +109,9 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
     mats = [p for p in pairs if len(q[p.a].shape) >= 2]
     signatures: list[float] = []
     for p in mats:
-        x, y = q[p.a], c[p.b]
-        if not p.transposed and (x.sample is None) == (y.sample is None):
-            forward, backward = magnitude_signature(x.kept, y.kept), magnitude_signature(y.kept, x.kept)
+        tq, tc = q[p.a], c[p.b]
+        if not p.transposed and (tq.sample is None) == (tc.sample is None):
+            forward, backward = magnitude_signature(tq.kept, tc.kept), magnitude_signature(tc.kept, tq.kept)
             if forward is not None or backward is not None:
                 signatures.append((forward or 0.0) - (backward or 0.0))
     mat_w = np.array([q[p.a].numel for p in mats], dtype=np.float64)

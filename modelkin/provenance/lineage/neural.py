@@ -36,11 +36,11 @@ def neural_lineage_score(
             return float("-inf")
         s = -(f_p - f_c).abs().mean()
         if not correction or not shared:
-            return float(s)
+            return float(s.detach())
         grads = torch.autograd.grad(s, [params[n] for n in shared], allow_unused=True)
     inner = sum(
         float((g * (c_params[n].detach() - params[n].detach())).sum())
         for n, g in zip(shared, grads, strict=True)
         if g is not None
     )
-    return float(s) + alpha * inner
+    return float(s.detach()) + alpha * inner

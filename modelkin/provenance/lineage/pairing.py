@@ -68,7 +68,7 @@ def content_distance(x: TensorSketch, y: TensorSketch, transposed: bool = False)
             a, b = a[kept], b[kept]
     else:
         a, b = x.values.reshape(-1).astype(np.float64), _values(y, transposed).astype(np.float64)
-    scale = 0.5 * (np.linalg.norm(a) + np.linalg.norm(b))
+    scale = 0.5 * float(np.linalg.norm(a) + np.linalg.norm(b))
     diff = float(np.linalg.norm(a - b))
     return 0.0 if diff == 0 else diff / scale if scale > 0 else float("inf")
 
@@ -99,9 +99,9 @@ def _name_pairs(a: ModelSketch, b: ModelSketch, free_a: set[int], free_b: set[in
         if pa and not name.startswith(pa + "."):
             continue
         rest = name[len(pa) + 1 :] if pa else name
-        j = by_name.get(f"{pb}.{rest}" if pb else rest)
-        if j is not None and (transposed := _fits(a.tensors[i], b.tensors[j])) is not None:
-            pairs.append(Pair(i, j, transposed, "name"))
+        match = by_name.get(f"{pb}.{rest}" if pb else rest)
+        if match is not None and (transposed := _fits(a.tensors[i], b.tensors[match])) is not None:
+            pairs.append(Pair(i, match, transposed, "name"))
     return pairs
 
 

@@ -142,11 +142,14 @@ def sketch_tensor(name: str, array: np.ndarray) -> TensorSketch:
     shape = tuple(int(d) for d in x.shape)
     flat = x.reshape(-1)
     matrix = x.reshape(shape[0], -1) if len(shape) >= 2 else flat.reshape(1, -1)
-    nonzero = flat[flat != 0].astype(np.float64)  # pruning's zeros would swamp the shape of the weights
+    sample = None if flat.size <= EXACT_LIMIT else flat[_coordinates(flat.size)].copy()
+    # kurtosis of the non-zero entries (pruning's zeros would swamp the shape of the weights), on the seeded
+    # sample for large tensors: every model with this shape is measured on the same coordinates
+    seen = flat if sample is None else sample
+    nonzero = seen[seen != 0].astype(np.float64)
     centred = nonzero - nonzero.mean() if nonzero.size else nonzero
     var = float(np.mean(centred**2)) if centred.size else 0.0
     kurt = float(np.mean(centred**4) / var**2 - 3.0) if var > 0 else 0.0
-    sample = None if flat.size <= EXACT_LIMIT else flat[_coordinates(flat.size)].copy()
     if flat.size <= EXACT_LIMIT:
         values, exact = flat.copy(), True
     elif len(shape) >= 2:
@@ -158,11 +161,11 @@ def sketch_tensor(name: str, array: np.ndarray) -> TensorSketch:
         shape=shape,
         values=values.astype(np.float32),
         exact=exact,
-        norm=float(np.linalg.norm(flat.astype(np.float64))),
+        norm=float(np.linalg.norm(flat)),
         zeros=float(np.count_nonzero(flat == 0) / max(1, flat.size)),
         bits=_grid_bits(matrix) if flat.size else FLOAT_BITS,
         kurtosis=kurt,
-        digest=hashlib.sha256(x.tobytes()).hexdigest(),
+        digest=hashlib.sha256(x.data).hexdigest(),
         sample=sample,
     )
 
@@ -212,10 +215,11 @@ def to_bytes(sketch: ModelSketch) -> bytes:
             for t in sketch.tensors
         ],
     }  # fmt: skip
-    arrays = {f"v{i}": t.values for i, t in enumerate(sketch.tensors)}
+    arrays: dict[str, Any] = {f"v{i}": t.values for i, t in enumerate(sketch.tensors)}
     arrays.update({f"s{i}": t.sample for i, t in enumerate(sketch.tensors) if t.sample is not None})
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    np.savez(buf, **arrays)
     return buf.getvalue()
 
 
