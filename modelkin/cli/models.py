@@ -124,8 +124,10 @@ def print_version(v: ModelVersion, detected: Sequence[Mapping[str, Any]] = ()) -
             ("size", output.human_bytes(v.bytes)),
             ("parents", ", ".join(v.declared_parents) or "none declared"),
             ("relation", v.relation or ""),
-            ("detected parents", ", ".join(f"{d['ref']} ({d['relation']}, {d['confidence']})" for d in detected)
-             or "none detected"),
+            (
+                "detected parents",
+                ", ".join(f"{d['ref']} ({d['relation']}, {d['confidence']})" for d in detected) or "none detected",
+            ),
             ("architecture", _describe_arch(v.architecture)),
             ("tags", ", ".join(f"{k}={val}" for k, val in v.tags.items())),
             ("aliases", ", ".join(f"@{a}" for a in v.aliases)),

@@ -1,11 +1,15 @@
 """The parent model: a conditional logit over "which candidate is the parent, or none", fitted, not hand-set.
 
-For a query with candidates 1..k, candidate i has utility u_i = θ·x_i (x_i = ``Comparison.features``: closeness,
-coverage, agreement, a low-rank difference, and direction evidence: more zeros, fewer grid bits, kurtosis and
-norm change in the query than in the candidate) and "no registered parent" has utility θ₀. P(parent = i) =
-exp(u_i) / (exp(θ₀) + Σ exp(u_j)). θ is the maximum-likelihood fit on a zoo built with one seed (every model
-a query, every other model a candidate); the scale of θ is the temperature, so the probabilities are the
-confidences, and their calibration error (ECE) is measured on a zoo built with another seed.
+Two fitted parts. Direction: P(c -> q | c and q are parent and child) = σ(w·Δ), a logistic model without
+intercept over antisymmetric evidence Δ (an exact magnitude-pruning signature, the candidate's extra
+grid bits, the change in kurtosis and norm), fitted on the true edges of a calibration zoo in both orientations.
+Choice: candidate i has
+utility u_i = θ·x_i + θ_d·log σ(w·Δ_i), with x_i the closeness, coverage, agreement and low-rank evidence, and
+"no registered parent" has utility θ₀; P(parent = i) = exp(u_i) / (exp(θ₀) + Σ exp(u_j)). log σ is near zero
+when the direction evidence agrees and steeply negative when it contradicts (a quantised or pruned candidate is
+the query's child, not its parent), which a linear term could not express. θ is the maximum-likelihood fit on
+the same zoo; its scale is the temperature, so the probabilities are the confidences, and their calibration
+error (ECE) is measured on a zoo built with another seed.
 """
 
 from __future__ import annotations
@@ -18,19 +22,36 @@ from typing import Any
 
 import numpy as np
 
-FEATURES = ("closeness", "coverage", "agreeing", "lowrank", "zeros", "bits", "kurtosis", "log_norm")
+EDGE = ("closeness", "coverage", "agreeing", "lowrank")
+DIRECTION = ("pruned_from", "bits", "kurtosis", "log_norm")
+FEATURES = (*EDGE, "direction")
 FITTED = Path(__file__).with_name("fitted.json")
 _L2 = 1e-3
 
 
+def _log_sigmoid(z: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -z)
+
+
 @dataclass(frozen=True)
 class ParentModel:
-    coef: tuple[float, ...]
+    coef: tuple[float, ...]  # one per FEATURES entry
     none: float
+    direction: tuple[float, ...]  # one per DIRECTION entry
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """Raw ``Comparison.features`` rows (EDGE then DIRECTION) -> the choice model's FEATURES rows."""
+        x = np.asarray(features, dtype=np.float64).reshape(-1, len(EDGE) + len(DIRECTION))
+        direction = _log_sigmoid(x[:, len(EDGE) :] @ np.asarray(self.direction))
+        return np.column_stack([x[:, : len(EDGE)], direction])
+
+    def direction_probability(self, features: np.ndarray) -> np.ndarray:
+        x = np.asarray(features, dtype=np.float64).reshape(-1, len(EDGE) + len(DIRECTION))
+        return np.exp(_log_sigmoid(x[:, len(EDGE) :] @ np.asarray(self.direction)))
+
     def utilities(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(features, dtype=np.float64).reshape(-1, len(self.coef)) @ np.asarray(self.coef)
+        return self.transform(features) @ np.asarray(self.coef)
 
     def probabilities(self, features: np.ndarray) -> tuple[float, np.ndarray]:
         """(P(no registered parent), P(candidate i is the parent) for each row of ``features``)."""
@@ -40,13 +61,18 @@ class ParentModel:
         return float(p[0]), p[1:]
 
     def to_json(self) -> dict[str, Any]:
-        return {"features": list(FEATURES), "coef": list(self.coef), "none": self.none, "provenance": self.provenance}
+        return {"features": list(FEATURES), "coef": list(self.coef), "none": self.none,
+                "direction_features": list(DIRECTION), "direction": list(self.direction),
+                "provenance": self.provenance}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ParentModel:
-        if list(data.get("features", [])) != list(FEATURES):
+        if list(data.get("features", [])) != list(FEATURES) or list(data.get("direction_features", [])) != list(
+            DIRECTION
+        ):
             raise ValueError("the fitted lineage model was made for other features; refit it")
-        return cls(tuple(float(c) for c in data["coef"]), float(data["none"]), dict(data.get("provenance", {})))
+        return cls(tuple(float(c) for c in data["coef"]), float(data["none"]),
+                   tuple(float(w) for w in data["direction"]), dict(data.get("provenance", {})))  # fmt: skip
 
     @classmethod
     def load(cls, path: Path = FITTED) -> ParentModel:
@@ -64,10 +90,23 @@ class Query:
     truth: int
 
 
-def fit(queries: Sequence[Query], provenance: dict[str, Any] | None = None) -> ParentModel:
-    """Maximum-likelihood conditional logit with a small ridge (keeps θ finite on separable data)."""
+def fit_direction(edges: np.ndarray) -> tuple[float, ...]:
+    """Logistic direction weights from the DIRECTION evidence of true parent -> child edges."""
+    from sklearn.linear_model import LogisticRegression
+
+    d = np.asarray(edges, dtype=np.float64).reshape(-1, len(DIRECTION))
+    x, y = np.vstack([d, -d]), np.r_[np.ones(len(d)), np.zeros(len(d))]
+    return tuple(float(w) for w in LogisticRegression(fit_intercept=False, C=100.0).fit(x, y).coef_[0])
+
+
+def fit(queries: Sequence[Query], edges: np.ndarray, provenance: dict[str, Any] | None = None) -> ParentModel:
+    """Direction weights first (``edges``: DIRECTION rows of true edges), then the conditional logit by maximum
+    likelihood with a small ridge (keeps θ finite on separable data)."""
     from scipy.optimize import minimize
 
+    direction = fit_direction(edges)
+    shell = ParentModel((0.0,) * len(FEATURES), 0.0, direction)
+    queries = [Query(shell.transform(q.features), q.truth) for q in queries]
     width = len(FEATURES)
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -89,7 +128,8 @@ def fit(queries: Sequence[Query], provenance: dict[str, Any] | None = None) -> P
         return total / len(queries), (grad + 2 * _L2 * theta) / len(queries)
 
     result = minimize(loss, np.zeros(width + 1), jac=True, method="L-BFGS-B")
-    return ParentModel(tuple(float(c) for c in result.x[:width]), float(result.x[width]), dict(provenance or {}))
+    return ParentModel(tuple(float(c) for c in result.x[:width]), float(result.x[width]), direction,
+                       dict(provenance or {}))  # fmt: skip
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import nnls
 
 from modelkin.provenance.lineage.pairing import Pair, _values, content_distance, pair_tensors
 from modelkin.provenance.lineage.sketch import FLOAT_BITS, ModelSketch
@@ -38,16 +37,37 @@ class Comparison:
     bits: float  # the candidate's grid bits minus the query's (dequantised children have fewer)
     kurtosis: float  # mean excess kurtosis of the query's shared matrices minus the candidate's
     log_norm: float  # log of the query's shared norm over the candidate's
+    pruned_from: float  # +1: the query's zeros sit on the candidate's smallest weights (pruned from it); -1: reverse
     pairs: tuple[Pair, ...]
 
     @property
     def features(self) -> list[float]:
-        """What the fitted parent model reads (see calibration.py); antisymmetric stats first."""
-        return [-np.log(self.distance + 1e-6), self.coverage, self.agreeing, self.lowrank, self.zeros,
-                self.bits / FLOAT_BITS, np.tanh(self.kurtosis / 10), self.log_norm]  # fmt: skip
+        """What the fitted parent model reads (calibration.EDGE, then the antisymmetric calibration.DIRECTION)."""
+        # weight statistics speak only where no pruning or quantisation separates the two models: those
+        # change kurtosis and norm for reasons of their own
+        plain = float(abs(self.zeros) < 0.05 and abs(self.bits) < 1)
+        return [-np.log(self.distance + 1e-4), self.coverage, self.agreeing, self.lowrank, self.pruned_from,
+                self.bits / FLOAT_BITS, plain * np.tanh(self.kurtosis / 10),
+                plain * self.log_norm]  # fmt: skip
 
 
-NOTHING_SHARED = Comparison(float("inf"), 0.0, 0, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, ())
+NOTHING_SHARED = Comparison(float("inf"), 0.0, 0, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ())
+
+
+def magnitude_signature(child: np.ndarray, parent: np.ndarray) -> float | None:
+    """1 when the child's zeros sit exactly on the parent's smallest-magnitude weights (magnitude pruning), else 0.
+
+    The test is exact: pruning's mask separates the parent's magnitudes perfectly, while a dense model regrown
+    from a sparse one (the reverse edge) leaves small weights on both sides of any threshold. None when the
+    child has (almost) no new zeros to explain.
+    """
+    zeros = child == 0
+    k = int(zeros.sum()) - int((parent == 0).sum())
+    if k < max(4, 0.05 * child.size) or k >= child.size:
+        return None
+    magnitude = np.abs(parent)
+    threshold = np.partition(magnitude.reshape(-1), k - 1)[k - 1]
+    return float(np.mean(magnitude[zeros & (parent != 0)] <= threshold * (1 + 1e-6)) >= 0.999)
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -87,6 +107,13 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
         changed += 1
         low += _numerical_rank(diff) <= min(diff.shape) // 2
     mats = [p for p in pairs if len(q[p.a].shape) >= 2]
+    signatures: list[float] = []
+    for p in mats:
+        tq, tc = q[p.a], c[p.b]
+        if not p.transposed and (tq.sample is None) == (tc.sample is None):
+            forward, backward = magnitude_signature(tq.kept, tc.kept), magnitude_signature(tc.kept, tq.kept)
+            if forward is not None or backward is not None:
+                signatures.append((forward or 0.0) - (backward or 0.0))
     mat_w = np.array([q[p.a].numel for p in mats], dtype=np.float64)
 
     def mean(values: list[float], w: np.ndarray) -> float:
@@ -108,6 +135,7 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
                 / (np.sqrt(sum(c[p.b].norm ** 2 for p in pairs)) + 1e-12)
             )
         ),
+        pruned_from=float(np.mean(signatures)) if signatures else 0.0,
         pairs=pairs,
     )
 
@@ -125,7 +153,8 @@ def fit_merge(
 ) -> MergeFit | None:
     """The best non-negative two-parent fit θ_q ≈ w₁θ₁ + w₂θ₂ over the tensors every candidate shares.
 
-    Sketches are linear, so the fit on sketches is the fit on the weights.
+    Sketches are linear, so the fit on sketches is the fit on the weights. A pair whose unconstrained least
+    squares weights are not both positive has its non-negative optimum at a single parent, so it is skipped.
     """
     if len(candidates) < 2:
         return None
@@ -139,14 +168,27 @@ def fit_merge(
         by_a = {p.a: p for p in ps}
         columns.append(np.concatenate([_values(cand.tensors[by_a[i].b], by_a[i].transposed) for i in order]))
     m = np.stack(columns, axis=1).astype(np.float64)
-    scale = np.linalg.norm(target)
-    if scale == 0:
+    yy = float(target @ target)
+    if yy == 0:
         return None
-    single = min(float(np.linalg.norm(target - m[:, [k]] @ nnls(m[:, [k]], target)[0])) for k in range(m.shape[1]))
+    gram, proj = m.T @ m, m.T @ target  # every fit below is a small solve on these (one pass over the weights)
+
+    def residual(idx: list[int], w: np.ndarray) -> float:
+        sub = gram[np.ix_(idx, idx)]
+        return float(np.sqrt(max(0.0, yy - 2 * w @ proj[idx] + w @ sub @ w) / yy))
+
+    singles = [residual([k], np.array([max(0.0, proj[k] / gram[k, k])])) if gram[k, k] > 0 else 1.0
+               for k in range(m.shape[1])]  # fmt: skip
     best: MergeFit | None = None
     for i in range(m.shape[1]):
         for j in range(i + 1, m.shape[1]):
-            w, res = nnls(m[:, [i, j]], target)
-            if best is None or res < best.residual * scale:
-                best = MergeFit((i, j), (float(w[0]), float(w[1])), float(res / scale), single / scale)
+            try:
+                w = np.linalg.solve(gram[np.ix_([i, j], [i, j])], proj[[i, j]])
+            except np.linalg.LinAlgError:
+                continue
+            if (w <= 0).any():  # the non-negative optimum lies on an edge: a one-parent fit, not a merge
+                continue
+            res = residual([i, j], w)
+            if best is None or res < best.residual:
+                best = MergeFit((i, j), (float(w[0]), float(w[1])), res, min(singles))
     return best

@@ -22,7 +22,7 @@ from modelkin.provenance.lineage.sketch import ModelSketch
 
 MERGE_GAIN = 0.5  # the two-parent residual must be below this share of the best single-parent one
 MERGE_MIN_WEIGHT = 0.1
-MERGE_CANDIDATES = 8
+MERGE_CANDIDATES = 12
 MIN_AGREEING = 0.5  # below this share of kept parameters a close candidate is "related", not a parent
 NEAR_COPY = 1e-3  # relative distance under which two models are near-copies (weights alone cannot order them)
 TIE = 5e-3  # candidates whose distances differ by less than this share are indistinguishable to the query
@@ -96,11 +96,11 @@ def decide(
         joint = sum(c.probability for c in cands if c.key in merge)
         return Verdict(merge, "merge", min(1.0, joint), p_none, cands, duplicates)
     best = cands[0]
-    if best.probability <= p_none:
+    if p_none >= 0.5:  # "some registered model is the parent" is the complement, however the mass is split
         related = best.comparison.agreeing > 0 and best.comparison.distance < AGREE
         return Verdict((), "related" if related else None, p_none, p_none, cands, duplicates)
     if best.comparison.agreeing < MIN_AGREEING:
-        return Verdict((), "related", p_none + best.probability, p_none, cands, duplicates)
+        return Verdict((), "related", 1.0 - best.probability, p_none, cands, duplicates)
     return Verdict((best.key,), relation_of(best.comparison), best.probability, p_none, cands, duplicates)
 
 

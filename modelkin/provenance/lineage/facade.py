@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import func, select
 
@@ -102,7 +102,7 @@ class Lineage:
 
         index = index or self._candidate_index()
         found = index.search(sketch, SEARCH, exclude={exclude} if exclude is not None else set())
-        ids = [int(key) for key, _ in found]  # type: ignore[call-overload]
+        ids = [_id(key) for key, _ in found]
         sketches = self._load(ids)
         return decide(sketch, [(i, sketches[i]) for i in ids if i in sketches], self.model)
 
@@ -134,7 +134,7 @@ class Lineage:
         verdict = self._verdict(sketch, vid)
         storage.replace_detected(self.host.engine, {vid: _edges_of(verdict)}, METHOD)
 
-    def forest(self, filter: str | None = None) -> tuple[Forest, dict[int, str], dict[int, Verdict]]:
+    def forest(self, filter: str | None = None) -> tuple[Forest, dict[int, str], dict[Hashable, Verdict]]:
         """The recovered forest over the versions ``filter`` selects (all, yanked ones included, by default)."""
         from modelkin.provenance.lineage.tree import recover_forest
 
@@ -147,18 +147,20 @@ class Lineage:
         entries = [e for e in storage.index_entries(self.host.engine) if e.key in set(ids)]
         index = CandidateIndex(entries) if filter else self._candidate_index()
         sketches = self._load(ids)
-        verdicts = {i: self._verdict(sketches[i], i, index) for i in ids}
+        verdicts: dict[Hashable, Verdict] = {i: self._verdict(sketches[i], i, index) for i in ids}
         return recover_forest(ids, verdicts), refs, verdicts
 
     def tree(self, filter: str | None = None) -> TreeReport:
         """Recover the forest, store its edges as detected lineage, and report it."""
         forest, refs, _ = self.forest(filter)
-        stored: dict[int, list[tuple[int, str | None, float]]] = {int(v): [] for v in _nodes(forest)}
+        stored: dict[int, list[tuple[int, str | None, float]]] = {_id(v): [] for v in _nodes(forest)}
         for e in forest.edges:
-            stored[int(e.child)].append((int(e.parent), e.relation, e.confidence))  # type: ignore[call-overload]
+            stored[_id(e.child)].append((_id(e.parent), e.relation, e.confidence))
         storage.replace_detected(self.host.engine, stored, TREE_METHOD)
-        edges = tuple(EdgeRecord(refs[e.parent], refs[e.child], e.relation, e.confidence) for e in forest.edges)  # type: ignore[index]
-        return TreeReport(edges, tuple(refs[r] for r in forest.roots))  # type: ignore[index]
+        edges = tuple(
+            EdgeRecord(refs[_id(e.parent)], refs[_id(e.child)], e.relation, e.confidence) for e in forest.edges
+        )
+        return TreeReport(edges, tuple(refs[_id(r)] for r in forest.roots))
 
     def ancestors(self, ref: str) -> AncestorsReport:
         from modelkin.provenance.lineage.tree import ancestors
@@ -166,7 +168,7 @@ class Lineage:
         version = self.host.get(ref)
         forest, refs, _ = self.forest()
         vid = self._ids_by_ref()[version.ref]
-        return AncestorsReport(version.ref, tuple((refs[a], g) for a, g in ancestors(forest, vid)))  # type: ignore[index]
+        return AncestorsReport(version.ref, tuple((refs[_id(a)], g) for a, g in ancestors(forest, vid)))
 
     def audit(self, ref: str | None = None) -> AuditReport:
         """Each version's declared parents against its detected ones (one version if ``ref`` is given)."""
@@ -183,9 +185,9 @@ class Lineage:
             verdict = self._verdict(sketch, vid) if sketch is not None else None
             declared = [_declared_key(d, by_ref, infos) for d in v.declared_parents]
             status, confidence = judge(declared, verdict)
-            detected = tuple(infos[int(p)].ref for p in verdict.parents) if verdict else ()  # type: ignore[call-overload]
+            detected = tuple(infos[_id(p)].ref for p in verdict.parents) if verdict else ()
             if status == "duplicate" and verdict is not None:
-                detected = tuple(infos[int(d)].ref for d in verdict.duplicates)  # type: ignore[call-overload]
+                detected = tuple(infos[_id(d)].ref for d in verdict.duplicates)
             findings.append(Finding(v.ref, tuple(v.declared_parents), detected, status, confidence))
         return AuditReport(tuple(findings))
 
@@ -218,25 +220,27 @@ def indexer(host: Host) -> LineageIndexer:
 # -- helpers -----------------------------------------------------------------------------------------------------
 
 
+def _id(key: Hashable) -> int:
+    """Candidate keys are version ids here (the pure layer keeps them opaque)."""
+    return int(cast(int, key))
+
+
 def _nodes(forest: Forest) -> set[Hashable]:
     return {e.child for e in forest.edges} | set(forest.roots)
 
 
 def _edges_of(verdict: Verdict) -> list[tuple[int, str | None, float]]:
-    return [(int(p), verdict.relation, verdict.confidence) for p in verdict.parents]  # type: ignore[call-overload]
+    return [(_id(p), verdict.relation, verdict.confidence) for p in verdict.parents]
 
 
 def _report(query: str, verdict: Verdict, refs: dict[int, str], k: int) -> ParentReport:
     return ParentReport(
         query=query,
-        parents=tuple(refs[int(p)] for p in verdict.parents),  # type: ignore[call-overload]
+        parents=tuple(refs[_id(p)] for p in verdict.parents),
         relation=verdict.relation,
         confidence=verdict.confidence,
-        candidates=tuple(
-            CandidateScore(refs[int(c.key)], c.utility, c.probability)  # type: ignore[call-overload]
-            for c in verdict.candidates[:k]
-        ),
-        duplicates=tuple(refs[int(d)] for d in verdict.duplicates),  # type: ignore[call-overload]
+        candidates=tuple(CandidateScore(refs[_id(c.key)], c.utility, c.probability) for c in verdict.candidates[:k]),
+        duplicates=tuple(refs[_id(d)] for d in verdict.duplicates),
         method=METHOD + ("+merge-fit" if verdict.relation == "merge" else ""),
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,9 @@ class CandidateIndex:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def search(self, query: ModelSketch, k: int, exclude: set[Hashable] = frozenset()) -> list[tuple[Hashable, float]]:
+    def search(
+        self, query: ModelSketch, k: int, exclude: AbstractSet[Hashable] = frozenset()
+    ) -> list[tuple[Hashable, float]]:
         """The ``k`` nearest models as (key, coarse distance), nearest first."""
         tensors = [t for t in query.tensors if t.numel >= TINY] or list(query.tensors)
         if not tensors or not self.keys:

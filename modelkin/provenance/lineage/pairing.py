@@ -55,9 +55,20 @@ def _values(t: TensorSketch, transposed: bool) -> np.ndarray:
 
 
 def content_distance(x: TensorSketch, y: TensorSketch, transposed: bool = False) -> float:
-    """Symmetric relative distance ‖x − y‖ / mean(‖x‖, ‖y‖) between two tensors' values (or sketches)."""
-    a, b = x.values.reshape(-1).astype(np.float64), _values(y, transposed).astype(np.float64)
-    scale = 0.5 * (np.linalg.norm(a) + np.linalg.norm(b))
+    """Relative distance ‖x − y‖ / mean(‖x‖, ‖y‖) between two tensors' values (or sketches).
+
+    A sparse exact ``x`` (the query) is compared where it is non-zero, so a pruned child is measured on the
+    weights it kept (its sparsity is direction evidence of its own, not distance). A sparse ``y`` is not
+    masked: on a pruned candidate's support every relative of its parent would look closer than it is.
+    """
+    if x.zeros > 0 and not transposed and (x.sample is None) == (y.sample is None):
+        a, b = x.kept.astype(np.float64), y.kept.astype(np.float64)  # same coordinates: mask what x dropped
+        kept = a != 0
+        if kept.any():
+            a, b = a[kept], b[kept]
+    else:
+        a, b = x.values.reshape(-1).astype(np.float64), _values(y, transposed).astype(np.float64)
+    scale = 0.5 * float(np.linalg.norm(a) + np.linalg.norm(b))
     diff = float(np.linalg.norm(a - b))
     return 0.0 if diff == 0 else diff / scale if scale > 0 else float("inf")
 
@@ -88,9 +99,9 @@ def _name_pairs(a: ModelSketch, b: ModelSketch, free_a: set[int], free_b: set[in
         if pa and not name.startswith(pa + "."):
             continue
         rest = name[len(pa) + 1 :] if pa else name
-        j = by_name.get(f"{pb}.{rest}" if pb else rest)
-        if j is not None and (transposed := _fits(a.tensors[i], b.tensors[j])) is not None:
-            pairs.append(Pair(i, j, transposed, "name"))
+        match = by_name.get(f"{pb}.{rest}" if pb else rest)
+        if match is not None and (transposed := _fits(a.tensors[i], b.tensors[match])) is not None:
+            pairs.append(Pair(i, match, transposed, "name"))
     return pairs
 
 

@@ -26,6 +26,7 @@ EXACT_LIMIT = 16384
 RANK = 64
 BUCKETS = RANK * RANK
 COARSE = 64  # length of the per-tensor vector in the candidate index
+SAMPLE = 4096  # seeded coordinates kept of a sketched tensor: where it is zero, what it kept (pruning)
 SEED = 0x5EED
 _GRID_ROWS = 32
 _GRID_COLUMNS = 4096
@@ -43,12 +44,18 @@ class TensorSketch:
     norm: float
     zeros: float  # share of entries that are exactly zero
     bits: float  # median bits of the value grid per row: 24 for floats, <= 8 for int8/int4 dequantised weights
-    kurtosis: float  # excess kurtosis of the entries
+    kurtosis: float  # excess kurtosis of the non-zero entries
     digest: str  # sha256 of the tensor's float32 bytes: equal digests are identical tensors
+    sample: np.ndarray | None = None  # a sketched tensor's values at SAMPLE seeded coordinates (None when exact)
 
     @property
     def numel(self) -> int:
         return int(np.prod(self.shape)) if self.shape else 1
+
+    @property
+    def kept(self) -> np.ndarray:
+        """Values at the same coordinates for every tensor of this shape: all of an exact one, else the sample."""
+        return self.values if self.exact or self.sample is None else self.sample
 
     @property
     def matrix(self) -> np.ndarray | None:
@@ -82,6 +89,11 @@ def _rng(*key: int) -> np.random.Generator:
 def _projection(dim: int) -> np.ndarray:
     """The r x dim Gaussian projection every model uses for a dimension of size ``dim``."""
     return (_rng(1, dim).standard_normal((RANK, dim)) / np.sqrt(RANK)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=256)
+def _coordinates(size: int) -> np.ndarray:
+    return np.sort(_rng(3, size).choice(size, SAMPLE, replace=False))
 
 
 @functools.lru_cache(maxsize=256)
@@ -130,8 +142,13 @@ def sketch_tensor(name: str, array: np.ndarray) -> TensorSketch:
     shape = tuple(int(d) for d in x.shape)
     flat = x.reshape(-1)
     matrix = x.reshape(shape[0], -1) if len(shape) >= 2 else flat.reshape(1, -1)
-    centred = flat.astype(np.float64) - flat.mean() if flat.size else flat.astype(np.float64)
-    var = float(np.mean(centred**2)) if flat.size else 0.0
+    sample = None if flat.size <= EXACT_LIMIT else flat[_coordinates(flat.size)].copy()
+    # kurtosis of the non-zero entries (pruning's zeros would swamp the shape of the weights), on the seeded
+    # sample for large tensors: every model with this shape is measured on the same coordinates
+    seen = flat if sample is None else sample
+    nonzero = seen[seen != 0].astype(np.float64)
+    centred = nonzero - nonzero.mean() if nonzero.size else nonzero
+    var = float(np.mean(centred**2)) if centred.size else 0.0
     kurt = float(np.mean(centred**4) / var**2 - 3.0) if var > 0 else 0.0
     if flat.size <= EXACT_LIMIT:
         values, exact = flat.copy(), True
@@ -144,11 +161,12 @@ def sketch_tensor(name: str, array: np.ndarray) -> TensorSketch:
         shape=shape,
         values=values.astype(np.float32),
         exact=exact,
-        norm=float(np.linalg.norm(flat.astype(np.float64))),
+        norm=float(np.linalg.norm(flat)),
         zeros=float(np.count_nonzero(flat == 0) / max(1, flat.size)),
         bits=_grid_bits(matrix) if flat.size else FLOAT_BITS,
         kurtosis=kurt,
-        digest=hashlib.sha256(x.tobytes()).hexdigest(),
+        digest=hashlib.sha256(x.data).hexdigest(),
+        sample=sample,
     )
 
 
@@ -197,9 +215,11 @@ def to_bytes(sketch: ModelSketch) -> bytes:
             for t in sketch.tensors
         ],
     }  # fmt: skip
-    arrays = {f"v{i}": t.values for i, t in enumerate(sketch.tensors)}
+    arrays: dict[str, Any] = {f"v{i}": t.values for i, t in enumerate(sketch.tensors)}
+    arrays.update({f"s{i}": t.sample for i, t in enumerate(sketch.tensors) if t.sample is not None})
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    np.savez(buf, **arrays)
     return buf.getvalue()
 
 

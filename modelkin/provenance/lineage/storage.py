@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,7 +76,7 @@ def load_sketches(engine: Engine, ids: Iterable[int]) -> dict[int, ModelSketch]:
     return out
 
 
-def replace_detected(engine: Engine, edges: dict[int, Sequence[tuple[int, str | None, float]]], method: str) -> None:
+def replace_detected(engine: Engine, edges: Mapping[int, Sequence[tuple[int, str | None, float]]], method: str) -> None:
     """Set the detected parents of each child in ``edges`` (child -> [(parent, relation, confidence)])."""
     with write_session(engine) as s:
         children = list(edges)

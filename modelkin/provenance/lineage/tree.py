@@ -47,6 +47,8 @@ def _cost(p: float) -> float:
 
 def recover_forest(nodes: Sequence[Hashable], verdicts: Mapping[Hashable, Verdict]) -> Forest:
     """``nodes`` in registration order; ``verdicts[v]`` is v's parent verdict over candidates among ``nodes``."""
+    if not nodes:
+        return Forest((), ())
     order = {v: i for i, v in enumerate(nodes)}
     graph = nx.DiGraph()
     graph.add_nodes_from(nodes)
