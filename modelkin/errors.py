@@ -89,3 +89,11 @@ class HubError(ModelkinError, RuntimeError):
 
 class ExportError(ModelkinError, OSError):
     """An export target cannot be written."""
+
+
+class InvalidKey(ModelkinError, ValueError):
+    """A key file (signing key, public key, watermark key) or signature bundle cannot be used as given."""
+
+
+class WatermarkError(ModelkinError, ValueError):
+    """A watermark cannot be embedded or checked here (no suitable tensor, tensor too small, missing layer)."""

@@ -137,3 +137,21 @@ class Event(Base):
     version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id", ondelete="SET NULL"))
     ref: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class WatermarkRecord(Base):
+    """One watermark embedding: where it is in a version, and the commitment to its key (never the key)."""
+
+    __tablename__ = "watermarks"
+    __table_args__ = (Index("ix_watermarks_commitment", "commitment"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    layer: Mapped[str] = mapped_column(Text)
+    rounds: Mapped[int]
+    pool: Mapped[int]
+    bits: Mapped[int]
+    rows: Mapped[int]
+    commitment: Mapped[str] = mapped_column(String(71))
+    method: Mapped[str] = mapped_column(String(20))  # posthoc | healed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import difflib
+import functools
 import json
 import os
 import random
@@ -57,6 +58,8 @@ from modelkin.registry.store import BlobStore, open_store
 
 if TYPE_CHECKING:
     import torch
+
+    from modelkin.provenance.ownership import Ownership
 
 _RETRIES = 5
 HF_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -137,6 +140,13 @@ class Registry:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @functools.cached_property
+    def ownership(self) -> Ownership:
+        """Watermarks, ownership claims and signed models (modelkin.provenance.ownership)."""
+        from modelkin.provenance.ownership import Ownership
+
+        return Ownership(self)
 
     def describe(self) -> dict[str, str]:
         return {"home": str(self.settings.home), "database": _safe_url(self.engine), "store": self.store.location}
