@@ -33,6 +33,7 @@ from modelkin.provenance.watermark import (
     detect,
     embed_posthoc,
     plan_rounds,
+    pool_size,
 )
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ def _detect_at(
     try:
         detection = detect(weight.reshape(-1), key, placement.rounds, placement.pool, fpr)
     except ValueError as exc:
-        raise WatermarkError(f"{placement.layer}: {exc}.", hint="the tensor is too small for this key") from None
+        raise WatermarkError(f"{placement.layer} is too small for this key: {exc}.") from None
     return WatermarkReport(detection, placement, reference is not None)
 
 
@@ -205,7 +206,8 @@ def verify_claim(tensors: Tensors, claim_bytes: bytes, key: WatermarkKey, fpr: f
             else "the watermark key does not open the claim's commitment: it is not the key this claim was made with"
         )
     try:
-        report = _detect_at(tensors, key, Placement(claim["layer"], claim["rounds"], claim["pool"], "claim"), None, fpr)
+        claimed = Placement(claim["layer"], claim["rounds"], claim["pool"], "claim")
+        report = _detect_at(tensors, key, place(tensors, key, None, claimed), None, fpr)
         watermark = report.to_json()
         if not report.detection.detected:
             reasons.append(f"the watermark is not detected ({report.detection.matched_bits}/{key.bits} bits, "
@@ -214,8 +216,6 @@ def verify_claim(tensors: Tensors, claim_bytes: bytes, key: WatermarkKey, fpr: f
         watermark = {"detected": False, "error": str(exc), "layer": claim["layer"]}
         reasons.append(str(exc))
         report = None
-    if claim["layer"] not in tensors:
-        reasons.append(f"the model has no tensor {claim['layer']!r}")
     owned = commitment_ok and report is not None and report.detection.detected
     return ClaimReport("owned" if owned else "not-owned", True, commitment_ok, watermark, owner, at,
                        tuple(dict.fromkeys(reasons)))  # fmt: skip
@@ -223,7 +223,7 @@ def verify_claim(tensors: Tensors, claim_bytes: bytes, key: WatermarkKey, fpr: f
 
 def sign_folder(folder: Path, private_key: Path, out: Path | None, passphrase: bytes | None) -> tuple[Path, int]:
     """Sign a folder in the OpenSSF model-signing format (default: FOLDER/model.sig)."""
-    out = out if out is not None else folder / "model.sig"
+    out = out if out is not None else folder / signing.DEFAULT_SIGNATURE
     return out, signing.sign_folder(folder, private_key, out, passphrase)
 
 
@@ -241,7 +241,8 @@ class Ownership:
         self.host = host
 
     def _record(self, key: WatermarkKey, tensors: Tensors, ref: str | None) -> Placement | None:
-        """This key's recorded embedding: the one in ``ref`` itself, else the newest whose layer it has."""
+        """This key's recorded embedding: the one in ``ref`` itself, else the newest whose layer ``tensors`` has
+        (large enough for the recorded pooling)."""
         with read_session(self.host.engine) as s:
             rows = list(s.execute(
                 select(WatermarkRecord, Version.number, Model.name)
@@ -251,7 +252,8 @@ class Ownership:
                 .where(WatermarkRecord.commitment == key.commitment())
                 .order_by(WatermarkRecord.id.desc())
             ))  # fmt: skip
-        usable = [(r, f"{name}:{n}") for r, n, name in rows if r.layer in tensors and r.bits == key.bits]
+        usable = [(r, f"{name}:{n}") for r, n, name in rows if r.bits == key.bits and r.layer in tensors
+                  and pool_size(tensors[r.layer].numel(), key.watermark(), r.rounds, key.rows) >= r.pool]  # fmt: skip
         if not usable:
             return None
         own = [r for r, at in usable if at == ref]

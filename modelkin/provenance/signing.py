@@ -34,6 +34,7 @@ CLAIM_FIELDS = {
     "model_digest": str, "key_id": str, "public_key": str, "commitment": str, "layer": str, "rounds": int,
     "pool": int, "bits": int, "claimed_at": str,
 }  # fmt: skip
+DEFAULT_SIGNATURE = "model.sig"
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _KEY_ID = re.compile(r"^[0-9a-f]{64}$")
 
@@ -201,10 +202,11 @@ class FolderVerdict:
 
 def _hashing_config(folder: Path, signature: Path) -> Any:
     """model-signing's default per-file SHA-256 hashing, skipping the signature when it lies inside the folder
-    (as `model_signing` does itself)."""
+    (as `model_signing` does itself) and a ``model.sig`` (the conventional name, which ``export --sign`` writes),
+    so a version's signature also checks its signed export."""
     import model_signing
 
-    ignored = []
+    ignored = [Path(DEFAULT_SIGNATURE)]
     try:
         ignored.append(signature.resolve().relative_to(folder.resolve()))
     except ValueError:
@@ -218,7 +220,9 @@ def sign_folder(folder: Path, private_key: Path, signature: Path, passphrase: by
 
     load_private_pem(private_key.read_bytes(), passphrase, str(private_key))  # clear errors before the library's
     config = _hashing_config(folder, signature)
-    password = passphrase.decode() if passphrase else None
+    # model-signing 1.1 annotates the password as str but hands it to cryptography, which needs bytes (its own
+    # `--password` option fails for that reason), so the bytes are passed as they are
+    password: Any = passphrase
     model_signing.signing.Config().use_elliptic_key_signer(private_key=private_key, password=password) \
         .set_hashing_config(config).sign(folder, signature)  # fmt: skip
     return sum(1 for _ in config.hash(folder).resource_descriptors())
