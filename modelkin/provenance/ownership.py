@@ -341,8 +341,8 @@ class Ownership:
                         else:
                             continue
                     save_file({n: t.contiguous() for n, t in state.items()}, str(target), metadata=metadata)
-            return self.host.register(root, name=name, parents=[source.ref], relation="watermarked",
-                                      tags=source.tags, architecture=source.architecture)  # fmt: skip
+            # the architecture is discovered again from the copied files (metadata, config.json), as it was
+            return self.host.register(root, name=name, parents=[source.ref], relation="watermarked", tags=source.tags)
 
     def _save_record(self, name: str, number: int, key: WatermarkKey, placement: Placement, method: str) -> None:
         with write_session(self.host.engine) as s:
