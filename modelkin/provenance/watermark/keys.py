@@ -8,6 +8,7 @@ then solve for a key: a key optimised against a model no longer hashes to the bi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
@@ -28,6 +29,9 @@ class WatermarkKey:
     matrix: np.ndarray
     claimed_bits: np.ndarray
 
+    def __post_init__(self) -> None:
+        self.matrix.flags.writeable = False  # the cached bits below stay those of this very matrix
+
     @property
     def rows(self) -> int:
         return int(self.matrix.shape[0])
@@ -37,8 +41,14 @@ class WatermarkKey:
         return int(self.matrix.shape[1])
 
     def watermark(self) -> np.ndarray:
-        """The bits recomputed from K (never trusted from storage)."""
-        return watermark_bits(self.matrix)
+        """The bits recomputed from K (never trusted from storage; hashed once per key object)."""
+        return self._bits
+
+    @functools.cached_property
+    def _bits(self) -> np.ndarray:
+        bits = watermark_bits(self.matrix)
+        bits.flags.writeable = False
+        return bits
 
     def hash_ok(self) -> bool:
         """Whether K still hashes to the bits it claims: false for a key optimised (forged) after generation."""
