@@ -602,6 +602,18 @@ def report(args: argparse.Namespace, calib: dict[float, dict[str, float]] | None
                      f"{statistics.mean(r[1] for r in rows):.1f}% | {statistics.mean(r[2] for r in rows):.1f}% | "
                      f"{statistics.mean(changes):+.2f} | {min(changes):+.2f} | {within}/{len(changes)} | "
                      f"{fmt_rate(bits)} | {min(bits)} |")  # fmt: skip
+    by_arch: dict[str, list[tuple[str, float]]] = {}
+    pools = {n: m for n, _, _, m in main["placements"]}
+    for scheme, rows in main["fidelity"].items():
+        for name, (_, comparable, marked) in zip(main["models"], rows, strict=True):
+            by_arch.setdefault(name.rsplit("-", 1)[0], []).append((scheme, marked - comparable))
+    lines += ["", "Mean change by architecture (the cost falls with the pool size m, which the tensor's size sets):",
+              "", "| architecture | pool m | " + " | ".join(main["fidelity"]) + " |",
+              "| --- | ---: |" + " ---: |" * len(main["fidelity"])]  # fmt: skip
+    for arch, changes in sorted(by_arch.items()):
+        ms = sorted({pools[n] for n in main["models"] if n.startswith(arch + "-")})
+        means = [f"{statistics.mean(c for sch, c in changes if sch == scheme):+.2f}" for scheme in main["fidelity"]]
+        lines.append(f"| {arch} | {ms[0]}-{ms[-1]} | " + " | ".join(means) + " |")
     fp = main["false_positives"]
     lines += ["", "### False positives (NeuralMark keys against unmarked zoo models)", "",
               f"{fp['pairs']} (key, unmarked model) pairs: {fp['owner_pairs']} with the owners' keys (each owner key "

@@ -196,8 +196,14 @@ def test_healing_with_data_keeps_the_watermark(cli: Any, tmp_path: Path) -> None
         base, healed = reg.load_state_dict("base"), reg.load_state_dict("healed")
         assert not torch.equal(base["head.weight"], healed["head.weight"])  # the whole model was fine-tuned
     np.savez(tmp_path / "bad.npz", x=rng.random((10, 64)))
-    failed(cli("watermark", "embed", "base", "--key", tmp_path / "wm.key", "--name", "x", "--data",
-               tmp_path / "bad.npz"))  # fmt: skip
+    np.savez(tmp_path / "shape.npz", x=rng.random((10, 7)), y=np.zeros(10, dtype=np.int64))
+    np.savez(tmp_path / "labels.npz", x=rng.random((10, 64)), y=np.full(10, 9))
+    for bad in ("bad.npz", "shape.npz", "labels.npz"):
+        result = cli("watermark", "embed", "base", "--key", tmp_path / "wm.key", "--name", "x", "--data",
+                     tmp_path / bad)  # fmt: skip
+        failed(result)
+        assert "--data" in result.stderr or "x and y" in result.stderr
+    assert failed(cli("show", "x")) is None  # nothing registered
 
 
 def test_claim_create_and_verify(owner: Path, cli: Any) -> None:

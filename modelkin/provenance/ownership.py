@@ -312,12 +312,18 @@ class Ownership:
         inputs, labels = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64)
         generator = torch.Generator().manual_seed(0)
         module.train()
-        for _ in range(HEAL_EPOCHS):
-            for batch in torch.randperm(len(labels), generator=generator).split(HEAL_BATCH):
-                loss = F.cross_entropy(module(inputs[batch]), labels[batch]) + reg(params[placement.layer])
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+        try:
+            for _ in range(HEAL_EPOCHS):
+                for batch in torch.randperm(len(labels), generator=generator).split(HEAL_BATCH):
+                    loss = F.cross_entropy(module(inputs[batch]), labels[batch]) + reg(params[placement.layer])
+                    optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimiser.step()
+        except (RuntimeError, TypeError, IndexError, ValueError) as exc:  # torch's report of a shape/label mismatch
+            raise WatermarkError(
+                f"cannot heal {ref} on the --data samples ({str(exc).splitlines()[0]}).",
+                hint="--data must hold inputs the model takes (x) and its class indices (y)",
+            ) from None
         module.eval()
         return {n: p.detach().clone() for n, p in module.named_parameters()}
 
