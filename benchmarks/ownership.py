@@ -613,7 +613,8 @@ def report(args: argparse.Namespace, calib: dict[float, dict[str, float]] | None
     for arch, changes in sorted(by_arch.items()):
         ms = sorted({pools[n] for n in main["models"] if n.startswith(arch + "-")})
         means = [f"{statistics.mean(c for sch, c in changes if sch == scheme):+.2f}" for scheme in main["fidelity"]]
-        lines.append(f"| {arch} | {ms[0]}-{ms[-1]} | " + " | ".join(means) + " |")
+        span = f"{ms[0]}" if ms[0] == ms[-1] else f"{ms[0]}-{ms[-1]}"
+        lines.append(f"| {arch} | {span} | " + " | ".join(means) + " |")
     fp = main["false_positives"]
     lines += ["", "### False positives (NeuralMark keys against unmarked zoo models)", "",
               f"{fp['pairs']} (key, unmarked model) pairs: {fp['owner_pairs']} with the owners' keys (each owner key "
@@ -649,6 +650,7 @@ def report(args: argparse.Namespace, calib: dict[float, dict[str, float]] | None
               f"{statistics.mean(main['uchida_forging']):.1f}/{BITS} bits on average and is accepted in "
               f"{sum(b >= THRESHOLD_BITS for b in main['uchida_forging'])}/{len(main['uchida_forging'])} cases "
               "(nothing ties its bits to its projection).", ""]  # fmt: skip
+    lines += targets(main)
     if minilm is not None:
         m = minilm
         lines += ["## all-MiniLM-L6-v2 (2 CPU threads)", "",
@@ -670,6 +672,29 @@ def report(args: argparse.Namespace, calib: dict[float, dict[str, float]] | None
                   f"| verify with the `model_signing` CLI (subprocess) | {m['model_signing_cli_s']:.2f} s (ok: "
                   f"{m['model_signing_cli_ok']}) | |", ""]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def targets(main: dict[str, Any]) -> list[str]:
+    """The issue's zoo targets, each marked met or missed from the numbers above."""
+    lines = ["### Targets (zoo)", ""]
+    for scheme, rows in main["fidelity"].items():
+        changes = [marked - comparable for _, comparable, marked in rows]
+        mean = statistics.mean(changes)
+        within, met = sum(c >= -0.5 for c in changes), "met" if mean >= -0.5 else "missed"
+        lines.append(f"- fidelity, {scheme}: mean change {mean:+.2f} points, {within}/{len(changes)} models "
+                     f"within 0.5 points: {met} on the mean.")  # fmt: skip
+    for scheme, bits in main["detection"].items():
+        met = "met" if detection_rate(bits) == 100 else "missed"
+        lines.append(f"- detection, {scheme}: {fmt_rate(bits)} at p < 2^-64: {met}.")
+    fp = main["false_positives"]
+    met = "met" if fp["detections"] == 0 else "missed"
+    lines.append(f"- false positives: {fp['detections']} in {fp['pairs']} pairs: {met}.")
+    for scheme, table in main["attacks"].items():
+        rates = {a: detection_rate([b for b, _ in rows]) for a, rows in table.items()}
+        missed = [f"{a} ({r:.0f}%)" for a, r in rates.items() if r < 99 and a != "permute hidden units, no reference"]
+        verdict = "met for every attack" if not missed else "missed after " + ", ".join(missed)
+        lines.append(f"- attacks >= 99%, {scheme}: {verdict}; shuffled units are found only with --reference.")
+    return lines + [""]
 
 
 def main() -> None:
