@@ -105,3 +105,11 @@ class RetrievalUnavailable(ModelkinError, LookupError):
 
 class CaptureError(ModelkinError, RuntimeError):
     """Running a model on its probe pool failed (its forward raised, or returned NaN, inf or a wrong shape)."""
+
+
+class InvalidKey(ModelkinError, ValueError):
+    """A key file (signing key, public key, watermark key) or signature bundle cannot be used as given."""
+
+
+class WatermarkError(ModelkinError, ValueError):
+    """A watermark cannot be embedded or checked here (no suitable tensor, tensor too small, missing layer)."""

@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from modelkin import __version__
-from modelkin.cli import admin, aliases, hub, lineage, models, output, retrieval, zoo
+from modelkin.cli import admin, aliases, claims, hub, keys, lineage, models, output, retrieval, signing, watermark, zoo
 from modelkin.config import debug_enabled
 from modelkin.errors import ModelkinError
 
@@ -95,6 +95,10 @@ app.command("yank")(models.yank)
 app.command("export")(models.export)
 app.command("verify")(models.verify)
 app.command("gc")(admin.gc)
+app.add_typer(keys.app, name="keys")
+app.add_typer(watermark.app, name="watermark")
+app.add_typer(claims.app, name="claim")
+app.command("sign")(signing.sign)
 app.add_typer(admin.db_app, name="db")
 app.add_typer(retrieval.probes_app, name="probes")
 app.add_typer(retrieval.index_app, name="index")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelkin.cli import output
-from modelkin.cli.options import Filter, Json, Ref, Tags, open_registry, parse_pairs
+from modelkin.cli.options import Filter, Json, PassphraseFile, Ref, Tags, open_registry, parse_pairs
 from modelkin.errors import InvalidModelFile
 from modelkin.registry.records import RELATIONS, ModelVersion
 
@@ -234,34 +234,93 @@ def export(
     ref: Ref,
     directory: Annotated[Path, typer.Argument(help="Target folder (created; must be empty unless --force).")],
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty folder.")] = False,
+    sign: Annotated[
+        Path | None, typer.Option("--sign", help="Also write DIR/model.sig (OpenSSF model signing) with this key.")
+    ] = None,
+    passphrase_file: PassphraseFile = None,
     json_out: Json = False,
 ) -> None:
     """Write a version as a Hugging Face-format folder with a model card that carries its lineage."""
     reg = open_registry(ctx)
     v = reg.get(ref)
+    if sign is not None:  # a bad key or passphrase fails before anything is written
+        from modelkin.provenance.keyfiles import load_private_key, read_passphrase
+
+        passphrase = read_passphrase(passphrase_file)
+        load_private_key(sign, passphrase)
     out = reg.export(v.ref, directory, force=force)
+    signature = None
+    if sign is not None:
+        from modelkin.provenance.ownership import sign_folder
+
+        signature, _ = sign_folder(out, sign, None, passphrase)
     if json_out:
         output.emit_json({"ref": v.ref, "digest": v.digest, "directory": str(out.absolute()),
-                          "files": [f.path for f in v.files]})  # fmt: skip
+                          "files": [f.path for f in v.files],
+                          **({"signature": str(signature)} if signature else {})})  # fmt: skip
     else:
-        output.stdout.print(f"exported {v.ref} to {out}")
+        output.stdout.print(f"exported {v.ref} to {out}" + (f", signed into {signature}" if signature else ""))
 
 
 def verify(
     ctx: typer.Context,
-    ref: Ref,
+    ref: Annotated[str, typer.Argument(help="A REF; with --signature also a folder on disk.", show_default=False)],
     against: Annotated[
         Path | None, typer.Option(help="Compare a local copy (folder or weights file) instead of the stored blobs.")
     ] = None,
+    signature: Annotated[
+        Path | None, typer.Option("--signature", help="Check an OpenSSF model-signing bundle (needs --public-key).")
+    ] = None,
+    public_key: Annotated[Path | None, typer.Option("--public-key", help="PEM public key for --signature.")] = None,
     json_out: Json = False,
 ) -> None:
-    """Re-hash every blob of a version; exit 1 if anything is missing, extra or changed."""
+    """Re-hash every blob of a version; exit 1 if anything is missing, extra or changed.
+
+    With --signature SIG --public-key PUB, check REF's exported layout (or the folder DIR) against a model-signing
+    bundle instead, such as one that `modelkin sign` or `model_signing sign key` wrote.
+    """
+    if signature is not None or public_key is not None:
+        if signature is None or public_key is None:
+            raise typer.BadParameter("--signature and --public-key go together.", param_hint="--signature")
+        if against is not None:
+            raise typer.BadParameter("--against cannot be combined with --signature.", param_hint="--against")
+        _verify_signature(ctx, ref, signature, public_key, json_out)
+        return
     report = open_registry(ctx).verify(ref, against)
-    if json_out:
-        output.emit_json(report.to_json())
-    elif report.ok:
-        output.stdout.print(f"{report.ref}: OK ({report.checked} blobs checked)")
+    _print_verify(report.ref, report.checked, [(p.path, p.kind) for p in report.problems], None, json_out, "blobs")
+
+
+def _verify_signature(ctx: typer.Context, target: str, signature: Path, public_key: Path, json_out: bool) -> None:
+    from modelkin.provenance.signing import verify_folder
+
+    if not signature.is_file():
+        raise FileNotFoundError(f"{signature} does not exist")
+    folder = Path(target)
+    if folder.is_dir():
+        verdict, what = verify_folder(folder, signature, public_key), str(folder)
     else:
-        output.table(["path", "problem"], [(p.path, p.kind) for p in report.problems], title=f"{report.ref}: FAILED")
-    if not report.ok:
+        reg = open_registry(ctx)
+        what = reg.get(target).ref
+        verdict = reg.ownership.verify_signature(what, signature, public_key)
+    _print_verify(what, verdict.signed_files, list(verdict.problems), verdict.error, json_out, "signed files")
+
+
+def _print_verify(
+    what: str, checked: int, problems: list[tuple[str, str]], error: str | None, json_out: bool, unit: str
+) -> None:
+    ok = not problems and error is None
+    if json_out:
+        doc: dict[str, Any] = {"ok": ok, "ref": what, "checked": checked,
+                               "problems": [{"path": p, "kind": k} for p, k in problems]}  # fmt: skip
+        output.emit_json({**doc, "error": error} if error is not None else doc)
+    elif ok:
+        output.stdout.print(f"{what}: OK ({checked} {unit} checked)")
+    else:
+        if error is not None:
+            output.info(error)
+        if problems:
+            output.table(["path", "problem"], problems, title=f"{what}: FAILED")
+        else:
+            output.stdout.print(f"{what}: FAILED")
+    if not ok:
         raise typer.Exit(1)

@@ -39,3 +39,9 @@ def parse_pairs(pairs: list[str] | None, what: str = "--tag") -> dict[str, str]:
             raise typer.BadParameter(f"{pair!r} is not KEY=VALUE.", param_hint=what)
         out[key.strip()] = value
     return out
+
+
+PassphraseFile = Annotated[
+    Path | None, typer.Option("--passphrase-file", help="File whose first line is the private key's passphrase.")
+]
+Target = Annotated[str, typer.Argument(help="A REF, or a weights file or model folder on disk.", show_default=False)]

@@ -237,3 +237,21 @@ class LineageSketch(Base):
     shapes: Mapped[list[Any]]
     vectors: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WatermarkRecord(Base):
+    """One watermark embedding: where it is in a version, and the commitment to its key (never the key)."""
+
+    __tablename__ = "watermarks"
+    __table_args__ = (Index("ix_watermarks_commitment", "commitment"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    layer: Mapped[str] = mapped_column(Text)
+    rounds: Mapped[int]
+    pool: Mapped[int]
+    bits: Mapped[int]
+    rows: Mapped[int]
+    commitment: Mapped[str] = mapped_column(String(71))
+    method: Mapped[str] = mapped_column(String(20))  # posthoc | healed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,1 +1,1 @@
-"""Provenance capabilities over plain tensors and records: lineage (where a model came from)."""
+"""Provenance: where a model came from (lineage) and whether it is yours (watermark, signing)."""

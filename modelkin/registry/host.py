@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class Host(Protocol):
         tags: Mapping[str, str] | None = None,
         architecture: dict[str, Any] | None = None,
     ) -> Registration: ...
+
+    def export(self, ref: str, out: str | os.PathLike[str], *, force: bool = False) -> Path: ...
 
     def declare_parents(
         self, ref: str, parents: Sequence[str], relation: str | None = None

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     import torch
 
     from modelkin.provenance.lineage.facade import Lineage
+    from modelkin.provenance.ownership import Ownership
     from modelkin.retrieval.facade import Retrieval
 
 _RETRIES = 5
@@ -155,6 +156,13 @@ class Registry:
         from modelkin.provenance.lineage.facade import Lineage
 
         return Lineage(self)
+
+    @functools.cached_property
+    def ownership(self) -> Ownership:
+        """Watermarks, ownership claims and signed models (modelkin.provenance.ownership)."""
+        from modelkin.provenance.ownership import Ownership
+
+        return Ownership(self)
 
     def describe(self) -> dict[str, str]:
         return {"home": str(self.settings.home), "database": _safe_url(self.engine), "store": self.store.location}

@@ -1,0 +1,181 @@
+"""The NeuralMark algorithms as pure functions: keys and hashing, filter, layer rule, embedding, verification,
+permutation alignment, the training-time regulariser, and the Uchida baseline they are measured against."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from modelkin.provenance.watermark import (
+    Regulariser,
+    align,
+    binomial_tail,
+    choose_layer,
+    commitment,
+    detect,
+    embed_posthoc,
+    generate_key,
+    plan_rounds,
+    pool_indices,
+    projections,
+    survivors,
+    watermark_bits,
+)
+from modelkin.provenance.watermark.keys import BITS_TAG, WatermarkKey
+from modelkin.provenance.watermark.uchida import uchida_embed, uchida_forge, uchida_key, uchida_matched
+
+
+@pytest.fixture(scope="module")
+def key() -> WatermarkKey:
+    return generate_key(512, 256, seed=b"test")
+
+
+def test_keys_are_gaussian_and_reproducible_only_from_a_seed(key: WatermarkKey) -> None:
+    assert key.matrix.shape == (512, 256) and key.matrix.dtype == np.float32
+    assert abs(float(key.matrix.mean())) < 0.02 and abs(float(key.matrix.std()) - 1) < 0.02
+    assert np.array_equal(generate_key(512, 256, seed=b"test").matrix, key.matrix)
+    assert not np.array_equal(generate_key(512, 256).matrix, generate_key(512, 256).matrix)  # OS entropy
+    with pytest.raises(ValueError, match="multiple of 8"):
+        generate_key(512, 100)
+    with pytest.raises(ValueError, match="at least as many rows"):
+        generate_key(128, 256)
+
+
+def test_bits_are_shake256_of_the_key_msb_first(key: WatermarkKey) -> None:
+    raw = hashlib.shake_256(BITS_TAG + struct.pack(">II", 512, 256) + key.matrix.astype("<f4").tobytes()).digest(32)
+    first = raw[0]
+    assert [int(b) for b in key.watermark()[:8]] == [(first >> (7 - i)) & 1 for i in range(8)]
+    assert key.hash_ok()
+    altered = key.matrix.copy()
+    altered[0, 0] += 1e-3
+    assert not np.array_equal(watermark_bits(altered), key.watermark())
+    assert commitment(altered) != key.commitment() and key.commitment().startswith("sha256:")
+    assert not WatermarkKey(altered, key.claimed_bits).hash_ok()
+
+
+def test_filter_keeps_the_entries_under_one_bits_each_round(key: WatermarkKey) -> None:
+    bits = key.watermark()
+    one = survivors(1000, bits, 1)
+    expected = [i for i in range(768) if bits[i % 256]]  # truncated to 3 x 256, tiled
+    assert one.tolist() == expected
+    two = survivors(1000, bits, 2)
+    usable = (len(one) // 256) * 256
+    assert two.tolist() == [one[i] for i in range(usable) if bits[i % 256]]
+    index = pool_indices(20000, bits, 2, 512)
+    assert index.shape[1] == 512 and len(set(index.ravel())) == index.size
+    with pytest.raises(ValueError, match="fewer than"):
+        pool_indices(600, bits, 1, 512)
+
+
+def test_layer_rule_skips_heads_embeddings_norms_and_biases(key: WatermarkKey) -> None:
+    shapes = {
+        "embeddings.word_embeddings.weight": ((30000, 384), "F32"),
+        "encoder.layer.0.attention.output.LayerNorm.weight": ((384,), "F32"),
+        "encoder.layer.0.intermediate.dense.weight": ((1536, 384), "F32"),
+        "encoder.layer.1.intermediate.dense.weight": ((1536, 384), "F32"),
+        "encoder.layer.2.intermediate.dense.weight": ((1536, 384), "F32"),
+        "encoder.layer.10.intermediate.dense.weight": ((1536, 384), "F32"),
+        "encoder.layer.11.intermediate.dense.weight": ((1536, 384), "F32"),
+        "encoder.layer.0.intermediate.dense.bias": ((1536,), "F32"),
+        "head.weight": ((5000, 384), "F32"),
+        "classifier.weight": ((5000, 384), "F32"),
+        "counts": ((2000, 384), "I64"),
+    }
+    plan = choose_layer(shapes, key.watermark(), key.rows)
+    assert plan.layer == "encoder.layer.2.intermediate.dense.weight"  # mid-depth in natural order (2 < 10 < 11)
+    assert plan.pool >= 32 and plan.rounds == 4
+    rounds, pool = plan_rounds(4096, key.watermark(), 512)  # too small for m >= 8: one round, the most entries
+    assert rounds == 1 and 1 <= pool < 8
+    with pytest.raises(ValueError, match="large enough"):
+        choose_layer({"trunk.0.weight": ((16, 8), "F32")}, key.watermark(), key.rows)
+
+
+def test_binomial_tail_is_exact() -> None:
+    assert binomial_tail(0, 256) == 1.0
+    assert binomial_tail(256, 256) == 2.0**-256
+    assert binomial_tail(255, 256) == 257 * 2.0**-256
+    assert binomial_tail(129, 256) == pytest.approx((1 - math.comb(256, 128) / 2**256) / 2)
+    assert binomial_tail(200, 256) < 2.0**-64 < binomial_tail(199, 256)
+
+
+def test_posthoc_embedding_is_detected_and_unmarked_weights_are_not(key: WatermarkKey) -> None:
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((256, 512)) * 0.05).astype(np.float32)
+    before = weight.copy()
+    marked = embed_posthoc(weight, key, rounds=2, margin=1.0)
+    assert np.array_equal(weight, before)  # the input is not mutated
+    d = detect(marked.reshape(-1), key, rounds=2)
+    assert d.detected and d.matched_bits == 256 and d.hash_ok and d.p_value == 2.0**-256
+    z = projections(marked.reshape(-1), key, rounds=2)
+    signs = 2.0 * key.watermark() - 1
+    index = pool_indices(weight.size, key.watermark(), 2, 512)
+    spread = np.linalg.norm(weight.reshape(-1).astype(np.float64)[index].mean(0))  # |w~| of the unmarked tensor
+    assert (signs * z >= 0.99 * spread).all()  # every bit beyond the margin (1.0 x the spread)
+    untouched = np.setdiff1d(np.arange(weight.size), index.ravel())
+    assert np.array_equal(marked.reshape(-1)[untouched], weight.reshape(-1)[untouched])  # only pooled entries move
+    assert not detect(weight.reshape(-1), key, rounds=2).detected
+    other = generate_key(512, 256, seed=b"other")
+    assert not detect(marked.reshape(-1), other, rounds=2).detected
+
+
+def test_a_larger_margin_survives_more_noise_and_costs_more(key: WatermarkKey) -> None:
+    rng = np.random.default_rng(1)
+    weight = (rng.standard_normal((256, 512)) * 0.05).astype(np.float32)
+    noise = rng.standard_normal(weight.shape).astype(np.float32) * 0.05
+    small, large = embed_posthoc(weight, key, 2, margin=0.1), embed_posthoc(weight, key, 2, margin=2.0)
+    assert np.linalg.norm(small - weight) < np.linalg.norm(large - weight)
+    matched = [detect((w + noise).reshape(-1), key, 2).matched_bits for w in (small, large)]
+    assert matched[0] < matched[1]
+
+
+def test_regulariser_embeds_during_training(key: WatermarkKey) -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(256, 128)
+    reg = Regulariser(key, rounds=1, numel=layer.weight.numel(), lam=1.0)
+    assert not detect(layer.weight.detach().numpy().reshape(-1), key, 1).detected
+    optimiser = torch.optim.Adam(layer.parameters(), lr=1e-3)
+    for _ in range(200):
+        loss = reg(layer.weight)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert detect(layer.weight.detach().numpy().reshape(-1), key, 1).detected
+
+
+def test_alignment_undoes_row_and_column_permutations(key: WatermarkKey) -> None:
+    rng = np.random.default_rng(2)
+    reference = embed_posthoc((rng.standard_normal((128, 96)) * 0.1).astype(np.float32), key, 1, margin=1.0)
+    shuffled = reference[rng.permutation(128)][:, rng.permutation(96)]
+    shuffled = shuffled + rng.standard_normal(shuffled.shape).astype(np.float32) * 0.01  # and fine-tuned a little
+    assert not detect(shuffled.reshape(-1), key, 1).detected
+    assert detect(align(shuffled, reference).reshape(-1), key, 1).detected
+    with pytest.raises(ValueError, match="cannot align"):
+        align(shuffled[:10], reference)
+
+
+def test_a_forged_key_matches_its_bits_but_fails_the_hash_check(key: WatermarkKey) -> None:
+    rng = np.random.default_rng(3)
+    weight = (rng.standard_normal((256, 512)) * 0.05).astype(np.float32)
+    forged = generate_key(512, 256, seed=b"forger")
+    z = projections(weight.reshape(-1), forged, 2)
+    matrix = forged.matrix.copy()
+    matrix[:, (z > 0) != forged.watermark().astype(bool)] *= -1  # flip the columns that disagree
+    fake = WatermarkKey(matrix, forged.claimed_bits)
+    assert not fake.hash_ok()
+    d = detect(weight.reshape(-1), fake, 2)
+    assert not d.detected and not d.hash_ok
+
+
+def test_uchida_baseline_embeds_and_is_trivially_forged() -> None:
+    rng = np.random.default_rng(4)
+    weight = (rng.standard_normal((64, 64)) * 0.1).astype(np.float32)
+    k = uchida_key(weight.size, 256, rng)
+    marked = uchida_embed(weight, k, margin=1.0)
+    assert uchida_matched(marked, k)[0] == 256 and uchida_matched(weight, k)[0] < 200
+    forged = uchida_forge(weight, 256, rng)
+    assert uchida_matched(weight, forged)[0] == 256  # nothing ties the bits to the projection
