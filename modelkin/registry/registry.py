@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from modelkin.config import Settings
 from modelkin.db import migrate
 from modelkin.db.engine import database_error, make_engine, read_session, write_session
-from modelkin.db.schema import Alias, Event, File, LineageEdge, Model, Tag, TensorRow, Version, as_utc
+from modelkin.db.schema import Alias, Event, File, LineageEdge, Model, Tag, TensorRow, Version
 from modelkin.errors import (
     AmbiguousRef,
     InvalidModelFile,
@@ -42,16 +42,15 @@ from modelkin.errors import (
     SchemaOutdated,
 )
 from modelkin.refs import ModelRef, check_alias, check_name
-from modelkin.registry import architectures
+from modelkin.registry import architectures, listing
 from modelkin.registry.diff import diff_versions
-from modelkin.registry.filters import parse_filter
 from modelkin.registry.hf import export_version, import_hf
 from modelkin.registry.ingest import IngestedFile, Progress, ingest_plain, ingest_safetensors
 from modelkin.registry.integrity import collect_garbage, verify_version
 from modelkin.registry.manifest import build_manifest, manifest_bytes
 from modelkin.registry.pickles import convert_index, convert_pickle, converted_name
 from modelkin.registry.records import RELATIONS, EventRecord, GcReport, ModelVersion, VerifyReport, VersionDiff
-from modelkin.registry.rows import FIELDS, SORT_KEYS, filter_fields, to_records
+from modelkin.registry.rows import to_records
 from modelkin.registry.sources import PICKLE_INDEX, SAFETENSORS_INDEX, ModelSource, SourceFile, check_index, collect
 from modelkin.registry.store import BlobStore, open_store
 
@@ -247,25 +246,21 @@ class Registry:
         latest: bool = False,
     ) -> builtins.list[ModelVersion]:
         """Versions matching ``filter`` (see modelkin.registry.filters), sorted by ``sort`` (``-key`` descends)."""
-        predicate = parse_filter(filter, FIELDS)
-        sort = sort or "name"
-        key = SORT_KEYS.get(sort.lstrip("-"))
-        if key is None:
-            raise InvalidName(f"cannot sort by {sort!r}.", hint=f"sort by one of: {', '.join(SORT_KEYS)}")
-        with read_session(self.engine) as s:
-            query = select(Version)
-            if not include_yanked:
-                query = query.where(Version.yanked.is_(False))
-            records = to_records(s, list(s.scalars(query)))
-        if latest:
-            newest: dict[str, ModelVersion] = {}
-            for r in records:
-                if r.name not in newest or r.version > newest[r.name].version:
-                    newest[r.name] = r
-            records = list(newest.values())
-        records = [r for r in records if predicate(filter_fields(r))]
-        records.sort(key=key, reverse=sort.startswith("-"))
-        return records[:limit] if limit is not None else records
+        return list(self.iter_versions(filter, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest))
+
+    def iter_versions(
+        self,
+        filter: str | None = None,
+        *,
+        sort: str | None = None,
+        limit: int | None = None,
+        include_yanked: bool = False,
+        latest: bool = False,
+    ) -> Iterator[ModelVersion]:
+        """``list``, streamed: the database filters, sorts and limits, and rows arrive in batches."""
+        return listing.iter_versions(
+            self.engine, filter, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest
+        )
 
     def manifest(self, ref: str | ModelRef) -> dict[str, Any]:
         """The version's manifest, read from its blob after checking the digest."""
@@ -379,15 +374,12 @@ class Registry:
         return result
 
     def log(self, ref: str | None = None, limit: int | None = None) -> builtins.list[EventRecord]:
-        """The append-only event log, oldest first; for one version if ``ref`` is given."""
-        with read_session(self.engine) as s:
-            query = select(Event).order_by(Event.id)
-            if ref is not None:
-                query = query.where(Event.version_id == resolve(s, ref).id)
-            events = list(s.scalars(query))
-        if limit is not None:
-            events = events[-limit:] if limit > 0 else []
-        return [EventRecord(e.id, as_utc(e.at), e.kind, e.ref, dict(e.detail or {})) for e in events]
+        """The append-only event log, oldest first; for one version if ``ref`` is given; the last ``limit``."""
+        version_id = None
+        if ref is not None:
+            with read_session(self.engine) as s:
+                version_id = resolve(s, ref).id
+        return listing.iter_events(self.engine, version_id, limit)
 
     # -- reading weights -----------------------------------------------------------------------------------
 

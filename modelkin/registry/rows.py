@@ -116,11 +116,3 @@ FIELDS = frozenset(
     "name version ref digest parameters tensors bytes family input_space relation source yanked created "
     "arch_fingerprint license".split()
 )
-SORT_KEYS = {
-    "name": lambda v: (v.name, v.version),
-    "version": lambda v: (v.version, v.name),
-    "created": lambda v: (v.created_at, v.name, v.version),
-    "parameters": lambda v: (v.parameters, v.name, v.version),
-    "bytes": lambda v: (v.bytes, v.name, v.version),
-    "tensors": lambda v: (v.tensors, v.name, v.version),
-}
