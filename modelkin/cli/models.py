@@ -12,6 +12,7 @@ from modelkin.cli import output
 from modelkin.cli.options import Filter, Json, Ref, Tags, open_registry, parse_pairs
 from modelkin.errors import InvalidModelFile
 from modelkin.registry.records import RELATIONS, ModelVersion
+from modelkin.registry.untrusted import load_json
 
 if TYPE_CHECKING:
     from modelkin.registry.registry import Registration
@@ -66,12 +67,7 @@ def print_registration(result: Registration, json_out: bool) -> None:
 
 
 def _read_arch(path: Path) -> dict[str, Any]:
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InvalidModelFile(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
-    except (UnicodeDecodeError, RecursionError, ValueError):
-        raise InvalidModelFile(f"{path} is not a UTF-8 JSON file.") from None
+    spec = load_json(path.read_bytes(), str(path))
     if not isinstance(spec, dict):
         raise InvalidModelFile(f'{path} must hold a JSON object such as {{"family": "mlp", ...}}.')
     return spec

@@ -14,7 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelkin.errors import ExportError, HubError
+from modelkin.errors import ExportError, HubError, InvalidModelFile
+from modelkin.registry import untrusted
 from modelkin.registry.sources import FOREIGN_WEIGHT_SUFFIXES, PICKLE_SUFFIXES
 
 if TYPE_CHECKING:
@@ -35,16 +36,24 @@ HF_RELATION = {
 CARD_FILE = "README.md"
 
 
-def read_card(path: Path) -> dict[str, Any]:
-    """The YAML metadata of a model card, or {} when there is none or it does not parse."""
-    from huggingface_hub import ModelCard
+MAX_CARD_BYTES = 10_000_000
 
+
+def read_card(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The YAML metadata of a model card ({} when there is none), and a warning when it does not parse.
+
+    A card with broken YAML is still a model, its metadata just unusable; a hostile one (an alias bomb,
+    nesting thousands deep, megabytes of metadata) is refused: see modelkin.registry.untrusted.
+    """
     if not path.is_file():
-        return {}
+        return {}, []
+    if path.stat().st_size > MAX_CARD_BYTES:
+        raise InvalidModelFile(f"{path.name} is larger than {MAX_CARD_BYTES} bytes, too large for a model card.")
+    text = path.read_bytes().decode("utf-8", errors="replace")
     try:
-        return dict(ModelCard.load(path).data.to_dict())
-    except Exception:  # a card with broken YAML is still a model; its metadata is just unusable
-        return {}
+        return untrusted.load_card_metadata(text, path.name), []
+    except untrusted.UnreadableMetadata as exc:
+        return {}, [f"ignored the model card's metadata: {exc}"]
 
 
 def import_hf(
@@ -68,8 +77,9 @@ def import_hf(
         label, default_name = f"hf:{source}@{commit}", source
     else:
         raise HubError(f"{source!r} is neither a folder nor a Hugging Face repo id (org/name).")
-    card = read_card(folder / CARD_FILE)
+    card, card_warnings = read_card(folder / CARD_FILE)
     parents, warnings = _declared_bases(reg, card)
+    warnings = card_warnings + warnings
     relation = card.get("base_model_relation")
     if relation is not None and (not isinstance(relation, str) or relation not in HF_RELATION):
         warnings.append(f"ignored base_model_relation {relation!r} in the model card")

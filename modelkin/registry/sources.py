@@ -7,13 +7,13 @@ are refused before a byte is copied.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from modelkin.errors import InvalidModelFile, UnsafeFormat, UnsafePath
+from modelkin.registry.untrusted import load_json
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 # weights of other frameworks that duplicate the safetensors ones in HF repos; not stored
@@ -169,11 +169,13 @@ def _rel(full: Path, root: Path) -> str:
     return full.relative_to(root).as_posix()
 
 
+MAX_JSON_BYTES = 64_000_000  # a sharded index of a very large model is a few MB; a config a few KB
+
+
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidModelFile(f"{path.name} is not valid JSON ({exc}).") from None
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise InvalidModelFile(f"{path.name} is larger than {MAX_JSON_BYTES} bytes, too large for a model's JSON.")
+    doc = load_json(path.read_bytes(), path.name)
     if not isinstance(doc, dict):
         raise InvalidModelFile(f"{path.name} is not a JSON object.")
     return doc
