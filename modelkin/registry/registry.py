@@ -156,11 +156,13 @@ class Registry:
         source_label: str | None = None,
         trusted_root: Path | None = None,
         progress: Progress | None = None,
+        architecture_fallback: dict[str, Any] | None = None,
     ) -> Registration:
         """Register a weights file, an HF-format directory, an ``nn.Module`` or a state dict as a new version.
 
         The same bytes under the same name return the existing version (``created=False``); under another
-        name they make a version of that model that shares the blobs.
+        name they make a version of that model that shares the blobs. ``architecture_fallback`` (an export's
+        record) is used when neither ``architecture`` nor the files give one.
         """
         if relation is not None and relation not in RELATIONS:
             raise InvalidName(f"{relation!r} is not a known relation.", hint=f"use one of: {', '.join(RELATIONS)}")
@@ -186,6 +188,8 @@ class Registry:
         warnings: list[str] = []
         if spec is None:
             spec, warning = _discover_architecture(ingested, src.config)
+            if spec is None and architecture_fallback is not None:
+                spec, warning = _checked(architecture_fallback, "the export record")
             warnings += [warning] if warning else []
         else:
             _check_fits(spec, ingested)

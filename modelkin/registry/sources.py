@@ -13,12 +13,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from modelkin.errors import InvalidModelFile, UnsafeFormat, UnsafePath
+from modelkin.registry import sidecar
 from modelkin.registry.untrusted import load_json
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 # weights of other frameworks that duplicate the safetensors ones in HF repos; not stored
 FOREIGN_WEIGHT_SUFFIXES = frozenset({".h5", ".msgpack", ".ot", ".onnx", ".gguf", ".tflite", ".mlmodel"})
-SKIPPED_DIRS = frozenset({".git", ".cache", "__pycache__", ".huggingface"})
+SKIPPED_DIRS = frozenset({".git", ".cache", "__pycache__", ".huggingface", sidecar.SIDECAR_DIR})
 SAFETENSORS_INDEX = ".safetensors.index.json"
 PICKLE_INDEX = ".bin.index.json"
 
@@ -80,7 +81,14 @@ def collect(path: Path, *, allow_pickle: bool, trusted_root: Path | None = None)
                 raise UnsafePath(f"{_rel(full, path)} in {path} is not a regular file.")
             files.append(SourceFile(_rel(full, path), real, _kind(full)))
     config = _read_json(root / "config.json") if (root / "config.json").is_file() else None
-    return _choose_weights(path, files, skipped, config, allow_pickle)
+    return _choose_weights(path, _exported_cards(path, files, skipped), skipped, config, allow_pickle)
+
+
+def _exported_cards(path: Path, files: list[SourceFile], skipped: list[str]) -> list[SourceFile]:
+    """In a modelkin export, cards read back as the version stored them (see modelkin.registry.sidecar)."""
+    view = sidecar.model_view(path, [f.rel for f in files])
+    skipped += [f.rel for f in files if f.rel not in view]
+    return [SourceFile(f.rel, view[f.rel], f.kind, f.label) for f in files if f.rel in view]
 
 
 def _single_file(path: Path, allow_pickle: bool) -> ModelSource:
