@@ -54,6 +54,7 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _TRAILING_SPACE = re.compile(r"\s*\Z")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _WORD_OPS = {"like": "LIKE", "ilike": "ILIKE", "in": "IN"}
 _CONSTANTS = {"true": True, "false": False, "null": None}
 MAX_DEPTH = 32
@@ -78,8 +79,13 @@ def _tokenize(expr: str) -> list[_Tok]:
         kind = m.lastgroup or ""
         text = m.group(kind)
         if kind == "str":
-            toks.append(_Tok("value", text[1:-1].replace(text[0] * 2, text[0]), m.start(kind)))
+            value = text[1:-1].replace(text[0] * 2, text[0])
+            if not value.isascii() and _SURROGATE.search(value):
+                raise InvalidFilter(f"filter: the string at character {pos + 1} is not valid Unicode.")
+            toks.append(_Tok("value", value, m.start(kind)))
         elif kind == "num":
+            if len(text) > 400:
+                raise InvalidFilter(f"filter: the number at character {pos + 1} is too long.")
             toks.append(_Tok("value", float(text) if any(c in text for c in ".eE") else int(text), m.start(kind)))
         elif kind == "ident" and text.lower() in ("and", "or"):
             toks.append(_Tok(text.upper(), text.upper(), m.start(kind)))

@@ -166,7 +166,7 @@ class Registry:
         """
         if relation is not None and relation not in RELATIONS:
             raise InvalidName(f"{relation!r} is not a known relation.", hint=f"use one of: {', '.join(RELATIONS)}")
-        tags = {check_tag_key(k): str(v) for k, v in (tags or {}).items()}
+        tags = {check_tag_key(k): check_tag_value(str(v)) for k, v in (tags or {}).items()}
         spec = architectures.validate_spec(architecture) if architecture is not None else None
         with read_session(self.engine) as s:  # a mistyped parent fails now, not after gigabytes are copied
             for parent in parents:
@@ -342,7 +342,7 @@ class Registry:
 
     def tag(self, ref: str, tags: Mapping[str, str], remove: Iterable[str] = ()) -> ModelVersion:
         """Set and remove tags on a version (tags are mutable labels, not part of its identity)."""
-        tags = {check_tag_key(k): str(v) for k, v in tags.items()}
+        tags = {check_tag_key(k): check_tag_value(str(v)) for k, v in tags.items()}
         remove = list(remove)
 
         def work(s: Session) -> ModelVersion:
@@ -613,9 +613,16 @@ def _default_relation(parents: Sequence[str]) -> str | None:
 
 
 def check_tag_key(key: str) -> str:
-    if not key or len(key) > 200 or any(c.isspace() or c == "=" for c in key):
-        raise InvalidName(f"{key!r} is not a valid tag key.", hint="a tag key has no spaces and no '='")
-    return key
+    if not key or len(key) > 200 or any(c.isspace() or c == "=" or not c.isprintable() for c in key):
+        raise InvalidName(f"{key[:80]!r} is not a valid tag key.", hint="a tag key has no spaces and no '='")
+    return check_tag_value(key)
+
+
+def check_tag_value(value: str) -> str:
+    """Any text a database can store: no lone surrogates (which UTF-8 cannot encode)."""
+    if not value.isascii() and any("\ud800" <= c <= "\udfff" for c in value):
+        raise InvalidName("a tag holds a lone surrogate, which is not valid Unicode.", hint="give UTF-8 text")
+    return value
 
 
 def _default_name(path: Path) -> str:

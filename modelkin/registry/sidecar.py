@@ -44,7 +44,8 @@ class Sidecar:
 
     @property
     def parents(self) -> list[dict[str, Any]]:
-        return [p for p in self.doc.get("parents", []) if isinstance(p, dict)]
+        parents = self.doc.get("parents")
+        return [p for p in parents if isinstance(p, dict)] if isinstance(parents, list) else []
 
     @property
     def relation(self) -> str | None:
@@ -86,7 +87,7 @@ def read(folder: Path) -> Sidecar | None:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InvalidModelFile(f"{SIDECAR_FILE} in {folder} is not a modelkin export record ({FORMAT}).")
     cards: dict[str, tuple[str, str | None]] = {}
-    for card, entry in (doc.get("cards") or {}).items():
+    for card, entry in (doc.get("cards") if isinstance(doc.get("cards"), dict) else {}).items():
         if card in CARD_FILES and isinstance(entry, dict) and isinstance(entry.get("written"), str):
             stored = entry.get("stored")
             cards[card] = (entry["written"], stored if isinstance(stored, str) else None)
