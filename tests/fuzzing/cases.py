@@ -291,13 +291,11 @@ def _hf_case(rng: random.Random, folder: Path, marker: str) -> tuple[str, bool]:
         front = rng.choice(CARD_FRONT_MATTER)(rng).replace("MARKER", marker)
         (folder / "README.md").write_bytes(f"---\n{front}\n---\n# card\n".encode("utf-8", "surrogatepass"))
     elif choice == "index":
-        shards = rng.choice(
-            [["../outside.safetensors"], ["/etc/passwd"], ["missing.safetensors"], ["model.safetensors"]]
-        )
-        weight_map: Any = {name: rng.choice(shards) for name in tensors}
-        weight_map = rng.choice([weight_map, [1], {"w": 5}, _deep(3000), {"nope": "model.safetensors"}])
-        text = json.dumps({"weight_map": weight_map}) if not isinstance(weight_map, list) or weight_map == [1] else (
-            '{"weight_map": ' + "[" * 3000 + "]" * 3000 + "}")  # fmt: skip
+        shard = rng.choice(["../outside.safetensors", "/etc/passwd", "missing.safetensors", "model.safetensors"])
+        weight_map: Any = rng.choice([{name: shard for name in tensors}, [1], {"w": 5}, {"nope": "model.safetensors"}])
+        text = json.dumps({"weight_map": weight_map})
+        if rng.random() < 0.2:
+            text = '{"weight_map": ' + "[" * 3000 + "]" * 3000 + "}"
         (folder / "model.safetensors.index.json").write_text(text)
     elif choice == "symlink":
         outside = folder.parent / f"outside-{folder.name}.txt"
