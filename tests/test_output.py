@@ -87,6 +87,7 @@ def test_untrusted_text_is_printed_as_typed(reg: Registry, cli: Any) -> None:
 
 
 def test_errors_escape_control_characters(cli: Any, tmp_path: Path) -> None:
+    Registry.init().close()
     result = cli("register", tmp_path / "gone\x1b[31m[bold].safetensors")
     assert result.exit_code in (1, 2) and "\x1b[31m" not in result.stderr and "\\x1b[31m[bold]" in result.stderr
 

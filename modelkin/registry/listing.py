@@ -65,7 +65,7 @@ def iter_versions(
     with read_session(engine) as s:
         pg = s.get_bind().dialect.name == "postgresql"
         order = [_code_point_order(k, pg) for k in keys]
-        query = select(Version).join(Model, Model.id == Version.model_id)
+        query = select(Version.id).join(Model, Model.id == Version.model_id)
         if not include_yanked:
             query = query.where(Version.yanked.is_(False))
         if latest:
@@ -76,15 +76,17 @@ def iter_versions(
         if limit is not None and residual is None:
             query = query.limit(limit)
         shown = 0
-        for batch in s.scalars(query.execution_options(yield_per=BATCH)).partitions():
-            for record in to_records(s, batch):
+        # the ids stream from one cursor; each batch's rows are loaded, turned into records and let go
+        for batch in s.execute(query.execution_options(yield_per=BATCH)).scalars().partitions():
+            rows = {v.id: v for v in s.scalars(select(Version).where(Version.id.in_(batch)))}
+            for record in to_records(s, [rows[i] for i in batch]):
                 if residual is not None and not residual(filter_fields(record)):
                     continue
                 yield record
                 shown += 1
                 if limit is not None and shown >= limit:
                     return
-            s.expunge_all()  # the session keeps no rows of past batches
+            s.expunge_all()
 
 
 def iter_events(engine: Engine, version_id: int | None, limit: int | None) -> list[EventRecord]:
