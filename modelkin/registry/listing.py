@@ -21,7 +21,7 @@ from modelkin.db.schema import Event, Model, Tag, Version, as_utc
 from modelkin.errors import InvalidName
 from modelkin.registry.filters import BoolOp, Comparison, Node, compile_node, parse_filter_tree
 from modelkin.registry.records import EventRecord, ModelVersion
-from modelkin.registry.rows import FIELDS, filter_fields, to_records
+from modelkin.registry.rows import FIELDS, filter_fields, load_rows, to_records
 
 BATCH = 500
 TEXT_COLUMNS: dict[str, Any] = {
@@ -76,9 +76,9 @@ def iter_versions(
         if limit is not None and residual is None:
             query = query.limit(limit)
         shown = 0
-        # the ids stream from one cursor; each batch's rows are loaded, turned into records and let go
+        # the ids stream from one cursor; each batch's rows are read as plain rows and turned into records
         for batch in s.execute(query.execution_options(yield_per=BATCH)).scalars().partitions():
-            rows = {v.id: v for v in s.scalars(select(Version).where(Version.id.in_(batch)))}
+            rows = {v.id: v for v in load_rows(s, batch)}
             for record in to_records(s, [rows[i] for i in batch]):
                 if residual is not None and not residual(filter_fields(record)):
                     continue
@@ -86,7 +86,6 @@ def iter_versions(
                 shown += 1
                 if limit is not None and shown >= limit:
                     return
-            s.expunge_all()
 
 
 def iter_events(engine: Engine, version_id: int | None, limit: int | None) -> list[EventRecord]:
