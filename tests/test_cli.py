@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from modelkin.db.migrate import SCHEMA_HEAD
 from tests.conftest import make_weights
 
 VERSION_KEYS = {"ref", "name", "version", "digest", "parameters", "tensors", "bytes", "files", "tags", "aliases",
