@@ -55,7 +55,8 @@ def _notable(o: Outcome) -> bool:
 
 def _describe(o: Outcome) -> str:
     shown = [a if len(a) < 80 else a[:77] + "..." for a in o.case.args]
-    return f"{o.case.kind}/{o.case.mutation} exit {o.exit_code} {o.seconds:.2f} s: {o.stderr[:200]!r} {shown!r}"
+    return (f"{o.case.kind}/{o.case.mutation} exit {o.exit_code} {o.seconds:.2f} s ({o.cpu_seconds:.2f} s CPU): "
+            f"{o.stderr[:200]!r} {shown!r}")  # fmt: skip
 
 
 def _table(args: argparse.Namespace, s: Summary, mutations: Counter[tuple[str, str]], elapsed: float) -> str:
@@ -69,11 +70,12 @@ def _table(args: argparse.Namespace, s: Summary, mutations: Counter[tuple[str, s
         "```",
         "",
         f"Machine: {platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} CPUs (shared); "
-        f"run took {elapsed / 60:.1f} min.",
+        f"run took {elapsed / 60:.1f} min; load average at the end {os.getloadavg()[0]:.1f}.",
         "",
-        "| cases | internal errors | hangs over 2 s | peak memory a case added | code executed | slowest case |",
-        "|---:|---:|---:|---:|---:|---:|",
-        f"| {s.cases} | {len(s.internal_errors)} | {len(s.hangs)} | {s.peak_bytes / 1e6:.0f} MB | "
+        "| cases | internal errors | hangs over 2 s (wall) | over 2 s of CPU | peak memory a case added "
+        "| code executed | slowest case (wall) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {s.cases} | {len(s.internal_errors)} | {len(s.hangs)} | {len(s.cpu_hangs)} | {s.peak_bytes / 1e6:.0f} MB | "
         f"{len(s.executed)} | {s.slowest:.2f} s |",
         "",
         "Exit codes: " + ", ".join(f"{code}: {n}" for code, n in sorted(s.exit_codes.items())) + ".  "
@@ -81,7 +83,8 @@ def _table(args: argparse.Namespace, s: Summary, mutations: Counter[tuple[str, s
         "",
         "How to read it: every case must end with exit 0 (accepted), 1 (refused with one sentence) or 2 (usage",
         f"error). A hang is a case over {HANG_SECONDS:.0f} s of wall clock for `main()` alone (start-up excluded; a "
-        f"guard stops a case at {GUARD_SECONDS:.0f} s). Memory is the peak resident set a thread sampled every 2 ms "
+        f"guard stops a case at {GUARD_SECONDS:.0f} s); the CPU column counts cases whose own CPU time passed "
+        f"{HANG_SECONDS:.0f} s, which a machine shared with other jobs (or a slow fsync) does not inflate. Memory is the peak resident set a thread sampled every 2 ms "
         "during the case, above what the process held before it (the harness process itself holds torch and the "
         "registry). Code executed counts cases after which the marker folder that a malicious pickle's "
         "`__reduce__` (or a `!!python/object` YAML tag) would create existed.",
@@ -92,7 +95,7 @@ def _table(args: argparse.Namespace, s: Summary, mutations: Counter[tuple[str, s
         "|---|---|---:|",
     ]
     lines += [f"| {kind} | {mutation} | {n} |" for (kind, mutation), n in sorted(mutations.items())]
-    problems = s.internal_errors + s.hangs + s.executed
+    problems = s.internal_errors + s.hangs + [o for o in s.cpu_hangs if o not in s.hangs] + s.executed
     if problems:
         lines += ["", "## Problems", ""] + [f"- {_describe(o)}" for o in problems[:50]]
     return "\n".join(lines) + "\n"

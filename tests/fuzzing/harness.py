@@ -1,7 +1,7 @@
 """Runs fuzz cases through the CLI's real entry point (``modelkin.cli.app:main``), in this process.
 
 In-process runs keep 10,000 cases to minutes on one core. Each case is timed (wall clock of ``main()`` alone,
-start-up excluded), its resident memory is sampled every few milliseconds by a thread (the peak above what the
+start-up excluded, and the process's CPU time, which a busy machine or a slow fsync does not inflate), its resident memory is sampled every few milliseconds by a thread (the peak above what the
 process held before the case), its output is checked for "internal error" and tracebacks, and after every case
 the marker folder that a malicious pickle's ``__reduce__`` would create is looked for. A case still running
 after ``GUARD_SECONDS`` is interrupted and counted as a hang.
@@ -37,6 +37,7 @@ class Outcome:
     case: Case
     exit_code: int
     seconds: float
+    cpu_seconds: float  # this process's CPU time during the case: a slow disk or a busy machine adds none
     peak_bytes: int  # resident memory above the level before the case
     internal_error: bool
     code_executed: bool
@@ -48,6 +49,7 @@ class Summary:
     cases: int = 0
     internal_errors: list[Outcome] = field(default_factory=list)
     hangs: list[Outcome] = field(default_factory=list)
+    cpu_hangs: list[Outcome] = field(default_factory=list)
     executed: list[Outcome] = field(default_factory=list)
     peak_bytes: int = 0
     slowest: float = 0.0
@@ -64,6 +66,8 @@ class Summary:
             self.internal_errors.append(o)
         if o.seconds > HANG_SECONDS:
             self.hangs.append(o)
+        if o.cpu_seconds > HANG_SECONDS:
+            self.cpu_hangs.append(o)
         if o.code_executed:
             self.executed.append(o)
 
@@ -97,8 +101,8 @@ def _on_guard(signum: int, frame: object) -> None:
     raise _Interrupted()
 
 
-def run_main(args: tuple[str, ...]) -> tuple[int, str, str, float, int, bool]:
-    """(exit code, stdout, stderr, seconds, peak bytes above the start, interrupted) of one CLI invocation."""
+def run_main(args: tuple[str, ...]) -> tuple[int, str, str, float, float, int, bool]:
+    """(exit code, stdout, stderr, seconds, CPU seconds, peak bytes above the start, interrupted) of one call."""
     from modelkin.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
@@ -106,7 +110,7 @@ def run_main(args: tuple[str, ...]) -> tuple[int, str, str, float, int, bool]:
     before = _rss()
     previous = signal.signal(signal.SIGALRM, _on_guard)
     signal.setitimer(signal.ITIMER_REAL, GUARD_SECONDS)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         with _sampling() as peak, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             sys.argv = ["modelkin", *args]
@@ -117,20 +121,21 @@ def run_main(args: tuple[str, ...]) -> tuple[int, str, str, float, int, bool]:
     except _Interrupted:
         code, interrupted = -1, True
     finally:
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    return code, out.getvalue(), err.getvalue(), seconds, max(0, peak[0] - before), interrupted
+    return code, out.getvalue(), err.getvalue(), seconds, cpu, max(0, peak[0] - before), interrupted
 
 
 def run_case(case: Case, marker: Path) -> Outcome:
-    code, _stdout, stderr, seconds, peak, interrupted = run_main(case.args)
+    code, _stdout, stderr, seconds, cpu, peak, interrupted = run_main(case.args)
     internal = "internal error" in stderr or "Traceback" in stderr or code not in (0, 1, 2)
     executed = marker.exists()
     if executed:
         shutil.rmtree(marker, ignore_errors=True)
-    return Outcome(case, code, seconds if not interrupted else GUARD_SECONDS, peak, internal and not interrupted,
-                   executed, stderr.strip().splitlines()[0] if stderr.strip() else "")  # fmt: skip
+    return Outcome(case, code, seconds if not interrupted else GUARD_SECONDS, cpu, peak,
+                   internal and not interrupted, executed,
+                   stderr.strip().splitlines()[0] if stderr.strip() else "")  # fmt: skip
 
 
 def prepare(home: Path) -> Path:
