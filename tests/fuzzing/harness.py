@@ -1,8 +1,9 @@
 """Runs fuzz cases through the CLI's real entry point (``modelkin.cli.app:main``), in this process.
 
 In-process runs keep 10,000 cases to minutes on one core. Each case is timed (wall clock of ``main()`` alone,
-start-up excluded, and the process's CPU time, which a busy machine or a slow fsync does not inflate), its resident memory is sampled every few milliseconds by a thread (the peak above what the
-process held before the case), its output is checked for "internal error" and tracebacks, and after every case
+start-up excluded, and the process's CPU time, which a busy machine or a slow fsync does not inflate), its
+resident memory is sampled every few milliseconds by a thread (the peak above what the process held before
+the case), its output is checked for "internal error" and tracebacks, and after every case
 the marker folder that a malicious pickle's ``__reduce__`` would create is looked for. A case still running
 after ``GUARD_SECONDS`` is interrupted and counted as a hang.
 """
