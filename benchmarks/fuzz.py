@@ -86,7 +86,8 @@ def _table(args: argparse.Namespace, s: Summary, mutations: Counter[tuple[str, s
         f"guard stops a case at {GUARD_SECONDS:.0f} s); the CPU column counts cases whose own CPU time passed "
         f"{HANG_SECONDS:.0f} s, which a machine shared with other jobs (or a slow fsync) does not inflate. "
         "Memory is the peak resident set a thread sampled every 2 ms during the case, above what the process "
-        "held before it (the harness process itself holds torch and the registry). Code executed counts cases after which the marker folder that a malicious pickle's "
+        "held before it (the harness process itself holds torch and the registry). Code executed counts cases "
+        "after which the marker folder that a malicious pickle's "
         "`__reduce__` (or a `!!python/object` YAML tag) would create existed.",
         "",
         "## Cases by family and first mutation",
