@@ -122,6 +122,15 @@ def test_yaml_alias_bomb_in_a_card_is_refused_in_bounded_memory(
     assert result.returncode == 1 and "alias bomb" in result.stderr, result.stderr
 
 
+def test_card_linked_to_a_device_is_refused_in_bounded_memory(
+    sqlite_registry: Registry, tmp_path: Path, weights: Path
+) -> None:
+    folder = _hf_folder(tmp_path, weights)
+    (folder / "README.md").symlink_to("/dev/zero")
+    result = run_bounded("import-hf", str(folder))
+    assert result.returncode == 1 and "/dev/zero" in result.stderr and "Traceback" not in result.stderr
+
+
 CARDS = [
     ("recursive-alias", "---\na: &a [*a]\n---\n", "refers to itself"),
     ("oversized", "---\na: '" + "x" * 1_100_000 + "'\n---\n", "larger than 1000000 bytes"),

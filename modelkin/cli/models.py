@@ -12,7 +12,7 @@ from modelkin.cli import output
 from modelkin.cli.options import Filter, Json, Ref, Tags, open_registry, parse_pairs
 from modelkin.errors import InvalidModelFile
 from modelkin.registry.records import RELATIONS, ModelVersion
-from modelkin.registry.untrusted import load_json
+from modelkin.registry.untrusted import load_json, read_bounded
 
 if TYPE_CHECKING:
     from modelkin.registry.registry import Registration
@@ -66,8 +66,11 @@ def print_registration(result: Registration, json_out: bool) -> None:
     ))  # fmt: skip
 
 
+MAX_ARCH_BYTES = 64_000_000  # an embedded HF config is a few KB
+
+
 def _read_arch(path: Path) -> dict[str, Any]:
-    spec = load_json(path.read_bytes(), str(path))
+    spec = load_json(read_bounded(path, MAX_ARCH_BYTES, str(path)), str(path))
     if not isinstance(spec, dict):
         raise InvalidModelFile(f'{path} must hold a JSON object such as {{"family": "mlp", ...}}.')
     return spec

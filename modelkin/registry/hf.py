@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelkin.errors import ExportError, HubError, InvalidModelFile
+from modelkin.errors import ExportError, HubError
 from modelkin.registry import sidecar, untrusted
 from modelkin.registry.safe_write import SafeFolder
 from modelkin.registry.sources import FOREIGN_WEIGHT_SUFFIXES, PICKLE_SUFFIXES
@@ -40,9 +40,6 @@ HF_RELATION = {
 CARD_FILE = "README.md"
 
 
-MAX_CARD_BYTES = 10_000_000
-
-
 def read_card(path: Path) -> tuple[dict[str, Any], list[str]]:
     """The YAML metadata of a model card ({} when there is none), and a warning when it does not parse.
 
@@ -51,9 +48,7 @@ def read_card(path: Path) -> tuple[dict[str, Any], list[str]]:
     """
     if not path.is_file():
         return {}, []
-    if path.stat().st_size > MAX_CARD_BYTES:
-        raise InvalidModelFile(f"{path.name} is larger than {MAX_CARD_BYTES} bytes, too large for a model card.")
-    text = path.read_bytes().decode("utf-8", errors="replace")
+    text = untrusted.read_bounded(path, sidecar.MAX_CARD_BYTES).decode("utf-8", errors="replace")
     try:
         return untrusted.load_card_metadata(text, path.name), []
     except untrusted.UnreadableMetadata as exc:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkin.errors import InvalidModelFile
-from modelkin.registry.untrusted import load_json
+from modelkin.registry.untrusted import load_json, read_bounded
 
 SIDECAR_DIR = ".modelkin"
 SIDECAR_FILE = f"{SIDECAR_DIR}/export.json"
@@ -33,6 +33,7 @@ SIGNATURE_FILE = "model.sig"  # an OpenSSF model-signing bundle over the exporte
 FORMAT = "modelkin-export/1"
 CARD_FILES = ("README.md",)
 MAX_SIDECAR_BYTES = 1_000_000
+MAX_CARD_BYTES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,7 @@ def read(folder: Path) -> Sidecar | None:
     path = folder / SIDECAR_FILE
     if not path.is_file() or path.is_symlink():
         return None
-    if path.stat().st_size > MAX_SIDECAR_BYTES:
-        raise InvalidModelFile(f"{SIDECAR_FILE} in {folder} is larger than {MAX_SIDECAR_BYTES} bytes.")
-    doc = load_json(path.read_bytes(), SIDECAR_FILE)
+    doc = load_json(read_bounded(path, MAX_SIDECAR_BYTES, SIDECAR_FILE), SIDECAR_FILE)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InvalidModelFile(f"{SIDECAR_FILE} in {folder} is not a modelkin export record ({FORMAT}).")
     cards: dict[str, tuple[str, str | None]] = {}
@@ -140,5 +139,5 @@ def card_source(folder: Path, sidecar: Sidecar | None, card: str) -> Path | None
 
 
 def sha256_small(path: Path) -> str:
-    """The digest of a small file (a card), read at once."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The digest of a small file (a card), read at once; a device or an oversized file is refused."""
+    return hashlib.sha256(read_bounded(path, MAX_CARD_BYTES)).hexdigest()

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from modelkin.errors import InvalidModelFile, UnsafeFormat, UnsafePath
 from modelkin.registry import sidecar
-from modelkin.registry.untrusted import load_json
+from modelkin.registry.untrusted import load_json, read_bounded
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 # weights of other frameworks that duplicate the safetensors ones in HF repos; not stored
@@ -181,9 +181,7 @@ MAX_JSON_BYTES = 64_000_000  # a sharded index of a very large model is a few MB
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise InvalidModelFile(f"{path.name} is larger than {MAX_JSON_BYTES} bytes, too large for a model's JSON.")
-    doc = load_json(path.read_bytes(), path.name)
+    doc = load_json(read_bounded(path, MAX_JSON_BYTES), path.name)
     if not isinstance(doc, dict):
         raise InvalidModelFile(f"{path.name} is not a JSON object.")
     return doc

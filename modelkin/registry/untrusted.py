@@ -12,7 +12,10 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import re
+import stat
+from pathlib import Path
 from typing import Any
 
 from modelkin.errors import InvalidModelFile
@@ -26,6 +29,18 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 class UnreadableMetadata(InvalidModelFile):
     """A card's front matter is not valid YAML: a mistake rather than an attack, so callers may skip it."""
+
+
+def read_bounded(path: Path, limit: int, what: str | None = None) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (a device or FIFO never is one, whatever it says)."""
+    what = what or path.name
+    with open(path, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise InvalidModelFile(f"{what} is not a regular file.")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidModelFile(f"{what} is larger than {limit} bytes.")
+    return data
 
 
 def load_json(data: bytes | str, what: str) -> Any:
