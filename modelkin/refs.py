@@ -45,12 +45,12 @@ class ModelRef:
         if m := _DIGEST_RE.match(text.lower()):
             return cls(None, digest_prefix=m["hex"])
         if text.lower().startswith("sha256:"):
-            raise InvalidRef(f"{text!r} is not a valid digest reference.", hint=REF_HINT)
+            raise InvalidRef(f"{text[:80]!r} is not a valid digest reference.", hint=REF_HINT)
         m = _REF_RE.match(text)
         if m is None or len(m["name"]) > MAX_NAME:
-            raise InvalidRef(f"{text!r} is not a valid model reference.", hint=REF_HINT)
-        version = int(m["version"]) if m["version"] else None
-        if version is not None and version > MAX_VERSION:
+            raise InvalidRef(f"{text[:80]!r} is not a valid model reference.", hint=REF_HINT)
+        version = int(m["version"]) if m["version"] and len(m["version"]) <= 19 else None
+        if m["version"] and (version is None or version > MAX_VERSION):
             raise InvalidRef(
                 f"{text!r} is not a valid model reference: versions go up to {MAX_VERSION}.", hint=REF_HINT
             )

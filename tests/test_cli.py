@@ -126,7 +126,7 @@ def test_bad_arch_files(home: None, cli: Any, tmp_path: Path, weights: Path) -> 
     binary = tmp_path / "binary.json"
     binary.write_bytes(b"\xff\xfe{}")
     result = cli("register", weights, "--arch", binary)
-    assert result.exit_code == 1 and "not a UTF-8 JSON file" in result.stderr
+    assert result.exit_code == 1 and "is not UTF-8 text" in result.stderr
     unknown = tmp_path / "unknown.json"
     unknown.write_text(json.dumps({"family": "transformer-xxl"}))
     result = cli("register", weights, "--arch", unknown)

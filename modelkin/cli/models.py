@@ -13,6 +13,7 @@ from modelkin.cli import output
 from modelkin.cli.options import Filter, Json, PassphraseFile, Ref, Tags, open_registry, parse_pairs
 from modelkin.errors import InvalidModelFile
 from modelkin.registry.records import RELATIONS, ModelVersion
+from modelkin.registry.untrusted import load_json, read_bounded
 
 if TYPE_CHECKING:
     from modelkin.registry.registry import Registration
@@ -60,19 +61,17 @@ def print_registration(result: Registration, json_out: bool) -> None:
     if result.skipped:
         output.info(f"skipped (not stored): {', '.join(result.skipped)}")
     verb = "registered" if result.created else "already registered as"
-    output.stdout.print(
-        f"{verb} [bold]{v.ref}[/]  {v.digest[:19]}  {output.human_count(v.parameters)} parameters, "
+    output.stdout.print(output.styled(
+        f"{verb} ", (v.ref, "bold"), f"  {v.digest[:19]}  {output.human_count(v.parameters)} parameters, "
         f"{v.tensors} tensors, {output.human_bytes(v.bytes)}"
-    )
+    ))  # fmt: skip
+
+
+MAX_ARCH_BYTES = 64_000_000  # an embedded HF config is a few KB
 
 
 def _read_arch(path: Path) -> dict[str, Any]:
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InvalidModelFile(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
-    except (UnicodeDecodeError, RecursionError, ValueError):
-        raise InvalidModelFile(f"{path} is not a UTF-8 JSON file.") from None
+    spec = load_json(read_bounded(path, MAX_ARCH_BYTES, str(path)), str(path))
     if not isinstance(spec, dict):
         raise InvalidModelFile(f'{path} must hold a JSON object such as {{"family": "mlp", ...}}.')
     return spec
@@ -90,17 +89,30 @@ def list_versions(
     json_out: Json = False,
 ) -> None:
     """List registered versions, filtered and sorted."""
-    versions = open_registry(ctx).list(filter, sort=sort, limit=limit, include_yanked=all_, latest=latest)
+    versions = open_registry(ctx).iter_versions(filter, sort=sort, limit=limit, include_yanked=all_, latest=latest)
     if json_out:
-        output.emit_json([v.to_json() for v in versions])
+        output.emit_json_stream(v.to_json() for v in versions)
         return
-    rows = [
-        (v.ref + (" (yanked)" if v.yanked else ""), v.digest[7:19], output.human_count(v.parameters),
-         output.human_bytes(v.bytes), v.family or "", ", ".join(v.declared_parents),
-         ", ".join(f"{k}={val}" for k, val in v.tags.items()))
+    rows = (
+        (v.ref + (" (yanked)" if v.yanked else ""), v.parameters, v.bytes,
+         v.created_at.isoformat(timespec="seconds"), v.digest, v.family,
+         ", ".join(v.declared_parents), ", ".join(f"{k}={val}" for k, val in v.tags.items()))
         for v in versions
-    ]  # fmt: skip
-    output.table(["ref", "digest", "params", "size", "family", "parents", "tags"], rows)
+    )  # fmt: skip
+    output.table(LIST_COLUMNS, rows)
+
+
+# on a narrow terminal the columns with the highest priority numbers are dropped first
+LIST_COLUMNS = (
+    output.Column("ref", 0, whole=True),
+    output.Column("params", 0, output.human_count),
+    output.Column("size", 0, output.human_bytes),
+    output.Column("created", 0, lambda iso: iso[:16].replace("T", " ")),
+    output.Column("digest", 2, lambda d: d[7:19]),
+    output.Column("family", 3),
+    output.Column("parents", 4),
+    output.Column("tags", 5),
+)
 
 
 def show(ctx: typer.Context, ref: Ref, json_out: Json = False) -> None:
@@ -136,7 +148,14 @@ def print_version(v: ModelVersion, detected: Sequence[Mapping[str, Any]] = ()) -
             ("created", v.created_at.isoformat(timespec="seconds")),
         ]
     )
-    output.table(["file", "size", "sha256"], [(f.path, output.human_bytes(f.size), f.sha256) for f in v.files])
+    if output.is_terminal():
+        output.table(FILE_COLUMNS, [(f.path, f.size, f.sha256) for f in v.files])
+    else:  # piped: every line is KEY<TAB>VALUE..., files included, so awk can pick any of them
+        output.fields([("file", f.path, f.size, f.sha256) for f in v.files])
+
+
+FILE_COLUMNS = (output.Column("file", 0, whole=True), output.Column("size", 0, output.human_bytes),
+                output.Column("sha256", 1))  # fmt: skip
 
 
 def _describe_arch(spec: dict[str, Any] | None) -> str:
@@ -214,18 +233,21 @@ def log(
     if json_out:
         output.emit_json([e.to_json() for e in events])
         return
-    rows = [(e.at.strftime("%Y-%m-%d %H:%M:%S"), e.kind, e.ref or "", _summary(e.detail)) for e in events]
-    output.table(["at (UTC)", "event", "ref", "detail"], rows)
+    rows = ((e.at.strftime("%Y-%m-%d %H:%M:%S"), e.kind, e.ref, _summary(e.detail)) for e in events)
+    output.table(LOG_COLUMNS, rows)
+
+
+LOG_COLUMNS = (output.Column("at (UTC)", 0), output.Column("event", 0), output.Column("ref", 0, whole=True),
+               output.Column("detail", 1))  # fmt: skip
 
 
 def _summary(detail: dict[str, Any]) -> str:
-    """``key=value`` pairs of what is set, long values (digests, paths) shortened."""
+    """``key=value`` pairs of what is set (a terminal elides the column, a pipe gets it whole)."""
     parts = []
     for k, v in detail.items():
         if v in (None, [], {}):
             continue
-        text = ",".join(map(str, v)) if isinstance(v, list) else str(v)
-        parts.append(f"{k}={text if len(text) <= 40 else text[:18] + '…' + text[-18:]}")
+        parts.append(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}")
     return " ".join(parts)
 
 

@@ -1,32 +1,142 @@
-"""All printing goes through here: results on stdout (JSON or rich tables), diagnostics on stderr."""
+"""All printing goes through here: results on stdout (JSON, tables or tab-separated rows), diagnostics on stderr.
+
+Two output modes, chosen by where stdout goes:
+
+- a terminal gets tables that fit its width: lower-priority columns are dropped first, long values are elided
+  with "…", and the identifying column (a REF, a path) is never cut (it wraps instead);
+- anything else (a pipe, a file) gets plain tab-separated rows with full, raw values and no header or box
+  drawing, so ``cut -f`` and ``awk -F'\\t'`` work; ``--json`` is the stable format for programs.
+
+Every string printed here came, possibly, from a user, a model card or a file: it is printed as typed, never
+interpreted as rich markup, and with control characters (ESC, bidi overrides, lone surrogates...) escaped.
+"""
 
 from __future__ import annotations
 
-import json
+import math
+import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from json.encoder import encode_basestring  # type: ignore[attr-defined]  # the C encoder when available
 from typing import Any
 
+from rich import box
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from modelkin.errors import ModelkinError
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# C0 and C1 controls, DEL, bidi embeddings/overrides/isolates, and lone surrogates
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(?P<pw>[^\s@/]*)(?=@)")
+ELLIPSIS = "…"
+
+
+def clean(value: object) -> str:
+    """``value`` as one safe line: control characters as ``\\x1b``-style escapes, URL passwords as ``***``."""
+    text = "" if value is None else str(value)
+    text = _PASSWORD.sub(lambda m: m.group("head") + "***", text)
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                       text)  # fmt: skip
+
+
+class SafeConsole(Console):
+    """A console that prints plain strings as typed: no markup, no emoji codes, control characters escaped.
+
+    Styled output is built as ``rich.text.Text`` from cleaned pieces; those pass through unchanged.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(highlight=False, soft_wrap=True, markup=False, emoji=False, **kwargs)
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().print(*(Text(clean(o)) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+stdout = SafeConsole()
+stderr = SafeConsole(stderr=True)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line from pieces, each a plain string or ``(text, style)``; every piece is cleaned."""
+    return Text.assemble(*((clean(p[0]), p[1]) if isinstance(p, tuple) else clean(p) for p in parts))
 
 
 def emit_json(obj: Any) -> None:
     """Stable JSON on stdout: one document, keys in the order the record defines them."""
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n")
+    sys.stdout.write(_dumps(obj) + "\n")
     sys.stdout.flush()
 
 
+def emit_json_stream(items: Iterable[Any]) -> None:
+    """A JSON array written item by item, byte for byte what ``emit_json(list(items))`` prints, in flat memory."""
+    first = True
+    for item in items:
+        sys.stdout.write(("[\n  " if first else ",\n  ") + _dumps(item).replace("\n", "\n  "))
+        first = False
+    sys.stdout.write("[]\n" if first else "\n]\n")
+    sys.stdout.flush()
+
+
+def _dumps(obj: Any) -> str:
+    """``json.dumps(obj, indent=2, ensure_ascii=False, default=str, allow_nan=False)``, character for character.
+
+    The standard library encodes indented JSON in pure Python, which costs more than reading 100,000 versions
+    from the database; this walks the same structure with the C string encoder and plain concatenation.
+    """
+    return _encode(obj, "\n")
+
+
+def _encode(obj: Any, newline: str) -> str:
+    kind = type(obj)  # exact types first: a record is almost only str, dict, list and int
+    if kind is str:
+        return encode_basestring(obj)  # type: ignore[no-any-return]
+    if kind is dict:
+        if not obj:
+            return "{}"
+        inner = newline + "  "
+        parts = []
+        for k, v in obj.items():
+            parts.append(inner + (encode_basestring(k) if type(k) is str else _key(k)) + ": " + _encode(v, inner))
+        return "{" + ",".join(parts) + newline + "}"
+    if kind is list or kind is tuple:
+        if not obj:
+            return "[]"
+        inner = newline + "  "
+        return "[" + ",".join([inner + _encode(v, inner) for v in obj]) + newline + "]"
+    if obj is None or obj is True or obj is False:
+        return _CONSTANTS[obj]
+    if isinstance(obj, int):
+        return int.__repr__(obj)
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise ValueError("Out of range float values are not JSON compliant: " + repr(obj))
+        return float.__repr__(obj)
+    if isinstance(obj, str):
+        return encode_basestring(obj)  # type: ignore[no-any-return]
+    if isinstance(obj, (dict, list, tuple)):
+        return _encode(dict(obj) if isinstance(obj, dict) else list(obj), newline)
+    return encode_basestring(str(obj))  # type: ignore[no-any-return]  # default=str
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return encode_basestring(key)
+    if key is None or key is True or key is False:
+        return f'"{_CONSTANTS[key]}"'
+    if isinstance(key, (int, float)):
+        return f'"{_encode(key, "")}"'
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+
+
+_CONSTANTS = {None: "null", True: "true", False: "false"}
+
+
 def info(message: str) -> None:
-    stderr.print(escape(message))
+    stderr.print(message)
 
 
 def error(exc: BaseException) -> None:
@@ -34,28 +144,118 @@ def error(exc: BaseException) -> None:
     text = str(exc).strip() or exc.__class__.__name__
     if not text.endswith((".", "?", "!")):
         text += "."
-    stderr.print(f"[bold red]Error:[/] {escape(text)}")
+    stderr.print(styled(("Error:", "bold red"), " ", text))
     hint = getattr(exc, "hint", None) if isinstance(exc, ModelkinError) else None
     if hint:
-        stderr.print(f"[dim]Hint: {escape(hint)}[/]")
+        stderr.print(styled((f"Hint: {hint}", "dim")))
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
-    t = Table(title=title, title_justify="left", header_style="bold")
-    for i, name in enumerate(columns):
-        # the first column (a REF, a path) stays whole on one line; the others wrap rather than being cut
-        t.add_column(name, no_wrap=i == 0, overflow="fold")
-    for row in rows:
-        t.add_row(*(escape("" if v is None else str(v)) for v in row))
+def is_terminal() -> bool:
+    return stdout.is_terminal
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table.
+
+    ``priority`` 0 columns are always shown; on a narrow terminal the highest numbers go first. ``human``
+    formats a value for a terminal (pipes get ``str(value)``, the full raw value). A ``whole`` column (the REF)
+    is never elided: it wraps when the terminal is narrower than it.
+    """
+
+    name: str
+    priority: int = 1
+    human: Callable[[Any], str] | None = None
+    whole: bool = False
+
+    def show(self, value: Any, terminal: bool) -> str:
+        if value is None:
+            return ""
+        return clean(self.human(value) if terminal and self.human is not None else value)
+
+
+MIN_ELIDED = 8  # an elided column keeps at least this many characters (or its header)
+MIN_WHOLE = 20  # a whole column narrower than its values wraps at no fewer than this many
+_GAP = 3  # between two columns: padding, the (blank) separator, padding
+
+
+def table(columns: Sequence[str | Column], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+    """Rows under ``columns`` (plain names: the first is the identifying, whole column, later ones drop first)."""
+    cols = [c if isinstance(c, Column) else Column(c, 0 if i == 0 else i, whole=i == 0) for i, c in enumerate(columns)]
+    if not is_terminal():
+        if title:
+            info(title)
+        for row in rows:
+            sys.stdout.write("\t".join(c.show(v, False) for c, v in zip(cols, row, strict=True)) + "\n")
+        sys.stdout.flush()
+        return
+    cells = [[c.show(v, True) for c, v in zip(cols, row, strict=True)] for row in rows]
+    widths = fit_columns(cols, cells, stdout.width)
+    t = Table(title=clean(title) if title else None, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+              show_edge=False, pad_edge=False, padding=(0, 1))  # fmt: skip
+    for i in widths:
+        whole = cols[i].whole
+        t.add_column(cols[i].name, width=widths[i], no_wrap=not whole, overflow="fold" if whole else "ellipsis")
+    for row in cells:
+        t.add_row(*(Text(row[i]) for i in widths))
     stdout.print(t)
 
 
-def fields(pairs: Sequence[tuple[str, Any]]) -> None:
+def fit_columns(cols: Sequence[Column], cells: Sequence[Sequence[str]], width: int) -> dict[int, int]:
+    """The columns to show (by index, in order) and their widths, so that the table fits ``width`` characters.
+
+    Columns of priority 1 and more are dropped, least important first, until the rest fit whole; the most
+    important dropped one comes back elided if it still gets its minimum. Priority-0 columns are elided
+    before they are dropped (least important first, rightmost first), and the whole column (the REF) is
+    neither: it wraps when it must.
+    """
+    natural = [max([len(c.name)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    floor = [min(n, MIN_WHOLE if c.whole else max(len(c.name), MIN_ELIDED)) for c, n in zip(cols, natural, strict=True)]
+    keep = list(range(len(cols)))
+
+    def room(kept: Sequence[int]) -> int:
+        return width - _GAP * (len(kept) - 1)
+
+    optional = sorted((i for i, c in enumerate(cols) if c.priority > 0), key=lambda i: (-cols[i].priority, -i))
+    dropped = []
+    while optional and sum(natural[i] for i in keep) > room(keep):
+        dropped.append(optional.pop(0))
+        keep.remove(dropped[-1])
+    if dropped and room(keep) - _GAP - sum(natural[i] for i in keep) >= floor[dropped[-1]]:
+        keep = sorted([*keep, dropped[-1]])
+    essential = sorted((i for i in keep if not cols[i].whole), reverse=True)
+    while essential and sum(floor[i] for i in keep) > room(keep):
+        keep.remove(essential.pop(0))
+    widths = {i: natural[i] for i in keep}
+    excess = sum(widths.values()) - room(keep)
+    for i in sorted(keep, key=lambda i: (-cols[i].priority, -i)):  # least important columns are elided first
+        if excess > 0 and not cols[i].whole:
+            cut = min(excess, widths[i] - floor[i])
+            widths[i] -= cut
+            excess -= cut
+    for i in keep:  # what is left too wide is a whole column: it wraps at the width that remains
+        if excess > 0 and cols[i].whole:
+            cut = min(excess, widths[i] - floor[i])
+            widths[i] -= cut
+            excess -= cut
+    return widths
+
+
+def fields(pairs: Sequence[Sequence[Any]]) -> None:
+    """``key value`` lines: aligned on a terminal (long values wrap, never cut), tab-separated elsewhere.
+
+    Piped, a pair may carry several values (``key, v1, v2``), one tab-separated field each.
+    """
+    if not is_terminal():
+        for pair in pairs:
+            sys.stdout.write("\t".join(clean(v) for v in pair) + "\n")
+        sys.stdout.flush()
+        return
     t = Table.grid(padding=(0, 2))
-    t.add_column(style="bold")
-    t.add_column()
+    t.add_column(style="bold", no_wrap=True)
+    t.add_column(overflow="fold")
     for k, v in pairs:
-        t.add_row(escape(k), escape("" if v is None else str(v)))
+        t.add_row(Text(clean(k)), Text(clean(v)))
     stdout.print(t)
 
 
@@ -81,9 +281,11 @@ def byte_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
     if not stderr.is_terminal:
         yield None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TimeRemainingColumn())
     with Progress(*columns, console=stderr, transient=True) as progress:
-        task = progress.add_task(label, total=None)
+        task = progress.add_task(clean(label), total=None)
 
         def advance(n: int, total: int) -> None:
             progress.update(task, advance=n, total=total)
@@ -97,7 +299,9 @@ def count_progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
     if not stderr.is_terminal:
         yield lambda name: None
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=stderr,
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), console=stderr,
                   transient=True) as progress:  # fmt: skip
-        task = progress.add_task(label, total=total)
-        yield lambda name: progress.update(task, advance=1, description=f"{label}: {name}")
+        task = progress.add_task(clean(label), total=total)
+        yield lambda name: progress.update(task, advance=1, description=clean(f"{label}: {name}"))

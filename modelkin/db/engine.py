@@ -7,6 +7,7 @@ the start instead of failing halfway with "database is locked". PostgreSQL needs
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,15 +23,26 @@ from modelkin.errors import ConfigError, DatabaseUnavailable, ModelkinError
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
 
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, even when the URL does not parse."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return _PASSWORD.sub(r"\1***@", url)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; a malformed URL or a missing driver is a ConfigError, not a crash."""
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() != "sqlite":
             return create_engine(url, pool_pre_ping=True)
-    except (ArgumentError, ImportError) as exc:
+    except (ArgumentError, ImportError, ValueError) as exc:  # ValueError: a port that is not a number
         raise ConfigError(
-            f"cannot use database URL {url!r}: {str(exc).splitlines()[0]}",
+            f"cannot use database URL {redact_url(url)!r}: {str(exc).splitlines()[0]}",
             hint="use sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB (pip install 'modelkin[postgres]')",
         ) from None
     if parsed.database and parsed.database != ":memory:":

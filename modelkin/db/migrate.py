@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 
 
 def _config(engine: Engine) -> Config:

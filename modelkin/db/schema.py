@@ -53,6 +53,8 @@ class Version(Base):
         UniqueConstraint("model_id", "number"),
         UniqueConstraint("model_id", "digest"),
         Index("ix_versions_digest", "digest"),
+        Index("ix_versions_created", "created_at"),  # migration 0006: list --sort created at scale
+        Index("ix_versions_parameters", "parameters"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -103,7 +105,7 @@ class TensorRow(Base):
 
 class Tag(Base):
     __tablename__ = "tags"
-    __table_args__ = (UniqueConstraint("version_id", "key"),)
+    __table_args__ = (UniqueConstraint("version_id", "key"), Index("ix_tags_value", "value", postgresql_using="hash"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
@@ -113,7 +115,7 @@ class Tag(Base):
 
 class Alias(Base):
     __tablename__ = "aliases"
-    __table_args__ = (UniqueConstraint("model_id", "alias"),)
+    __table_args__ = (UniqueConstraint("model_id", "alias"), Index("ix_aliases_version", "version_id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
@@ -142,6 +144,7 @@ class Event(Base):
     """Append-only log of everything that changed the registry."""
 
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_version", "version_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

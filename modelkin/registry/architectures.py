@@ -23,14 +23,13 @@ importing torch costs seconds.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from modelkin.canonical import canonical_json
-from modelkin.errors import ModelkinError
+from modelkin.errors import InvalidModelFile, ModelkinError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -343,10 +342,12 @@ def spec_from_safetensors_metadata(metadata: Mapping[str, str] | None) -> dict[s
     """
     if not metadata or ARCH_METADATA_KEY not in metadata:
         return None
+    from modelkin.registry.untrusted import load_json
+
     try:
-        spec = json.loads(metadata[ARCH_METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise InvalidArchitecture(f"the safetensors metadata {ARCH_METADATA_KEY!r} is not valid JSON: {exc}") from exc
+        spec = load_json(metadata[ARCH_METADATA_KEY], f"the safetensors metadata {ARCH_METADATA_KEY!r}")
+    except InvalidModelFile as exc:
+        raise InvalidArchitecture(str(exc).removesuffix(".")) from None
     if not isinstance(spec, dict):
         raise InvalidArchitecture(f"the safetensors metadata {ARCH_METADATA_KEY!r} is not a JSON object")
     return spec

@@ -8,14 +8,19 @@ and never when ``HF_HUB_OFFLINE`` is set.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelkin.errors import ExportError, HubError
+from modelkin.registry import sidecar, untrusted
+from modelkin.registry.safe_write import SafeFolder
 from modelkin.registry.sources import FOREIGN_WEIGHT_SUFFIXES, PICKLE_SUFFIXES
+from modelkin.registry.store import CHUNK
 
 if TYPE_CHECKING:
     from modelkin.registry.ingest import Progress
@@ -35,16 +40,19 @@ HF_RELATION = {
 CARD_FILE = "README.md"
 
 
-def read_card(path: Path) -> dict[str, Any]:
-    """The YAML metadata of a model card, or {} when there is none or it does not parse."""
-    from huggingface_hub import ModelCard
+def read_card(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The YAML metadata of a model card ({} when there is none), and a warning when it does not parse.
 
+    A card with broken YAML is still a model, its metadata just unusable; a hostile one (an alias bomb,
+    nesting thousands deep, megabytes of metadata) is refused: see modelkin.registry.untrusted.
+    """
     if not path.is_file():
-        return {}
+        return {}, []
+    text = untrusted.read_bounded(path, sidecar.MAX_CARD_BYTES).decode("utf-8", errors="replace")
     try:
-        return dict(ModelCard.load(path).data.to_dict())
-    except Exception:  # a card with broken YAML is still a model; its metadata is just unusable
-        return {}
+        return untrusted.load_card_metadata(text, path.name), []
+    except untrusted.UnreadableMetadata as exc:
+        return {}, [f"ignored the model card's metadata: {exc}"]
 
 
 def import_hf(
@@ -68,9 +76,16 @@ def import_hf(
         label, default_name = f"hf:{source}@{commit}", source
     else:
         raise HubError(f"{source!r} is neither a folder nor a Hugging Face repo id (org/name).")
-    card = read_card(folder / CARD_FILE)
-    parents, warnings = _declared_bases(reg, card)
-    relation = card.get("base_model_relation")
+    record = sidecar.read(folder) if folder.is_dir() else None
+    card_path = sidecar.card_source(folder, record, CARD_FILE) if (folder / CARD_FILE).is_file() else None
+    card, warnings = read_card(card_path) if card_path is not None else ({}, [])
+    if record is not None:  # a modelkin export: its record names the parents precisely
+        parents, more = _recorded_parents(reg, record)
+        relation = record.relation
+    else:
+        parents, more = _declared_bases(reg, card)
+        relation = card.get("base_model_relation")
+    warnings += more
     if relation is not None and (not isinstance(relation, str) or relation not in HF_RELATION):
         warnings.append(f"ignored base_model_relation {relation!r} in the model card")
         relation = None
@@ -85,8 +100,34 @@ def import_hf(
         source_label=label,
         trusted_root=trusted,
         progress=progress,
+        architecture_fallback=record.architecture if record is not None else None,
     )
     return replace(result, warnings=(*warnings, *result.warnings))
+
+
+def _recorded_parents(reg: Registry, record: sidecar.Sidecar) -> tuple[list[str], list[str]]:
+    """An export's parents: the registered version with the recorded digest, else by Hub id as a card names it."""
+    found: list[str] = []
+    by_hub: list[Any] = []
+    for p in record.parents:
+        ref = _registered(reg, p.get("digest"))
+        if ref is not None:
+            found.append(ref)
+        else:
+            by_hub.append(p.get("hub"))
+    parents, warnings = _declared_bases(reg, {"base_model": by_hub}) if by_hub else ([], [])
+    return found + parents, warnings
+
+
+def _registered(reg: Registry, digest: object) -> str | None:
+    from modelkin.errors import ModelkinError
+
+    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        return None
+    try:
+        return reg.get(digest).ref
+    except ModelkinError:
+        return None
 
 
 def _declared_bases(reg: Registry, card: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -147,38 +188,69 @@ def _snapshot(repo_id: str, revision: str | None, allow_pickle: bool) -> tuple[P
 
 
 def export_version(reg: Registry, version: ModelVersion, out: Path, *, force: bool = False) -> Path:
-    """Write an HF-format folder: every file (digest-checked) plus a model card carrying the lineage."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+    """Write an HF-format folder: every file (digest-checked), a card carrying the lineage, and the sidecar.
+
+    Writes never follow a link out of ``out`` (see modelkin.registry.safe_write); on refusal or failure the
+    folder is left as it was found, and removed if the export created it.
+    """
+    if os.path.lexists(out) and (not out.is_dir() or out.is_symlink() or any(out.iterdir())) and not force:
         raise ExportError(f"{out} exists and is not empty.", hint="choose a new folder or pass --force")
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    stored = next((f for f in version.files if f.path == CARD_FILE), None)
+    original = reg.store.read_verified(stored.sha256) if stored is not None else None
+    card = render_card(reg, version, original)
+    parents = [_parent_record(reg, p) for p in version.declared_parents]
+    cards = {CARD_FILE: (_sha256(card), stored.sha256 if stored is not None else None)}
+    folder = SafeFolder(out, create=True)
     try:
+        extra = [CARD_FILE, sidecar.SIDECAR_FILE] + ([sidecar.original_path(CARD_FILE)] if original else [])
+        for rel in [f.path for f in version.files] + extra:
+            folder.check(rel)
         for f in version.files:
-            if f.path == CARD_FILE:
-                continue
-            target = out / f.path
-            if not target.resolve().is_relative_to(out.resolve()):
-                raise ExportError(f"stored path {f.path!r} would escape {out}.")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            reg.store.copy_verified(f.sha256, target)
-        write_card(reg, version, out / CARD_FILE)
+            if f.path != CARD_FILE:
+                folder.stage(f.path, _verified_chunks(reg, f.sha256))
+        folder.stage(CARD_FILE, [card])
+        if original is not None:
+            folder.stage(sidecar.original_path(CARD_FILE), [original])
+        folder.stage(sidecar.SIDECAR_FILE, [sidecar.document(version, parents, cards)])
+        folder.commit()
     except BaseException:
-        if created:  # a failed export leaves nothing behind; a folder the user gave us is left as it was given
+        folder.abort()
+        if folder.created:  # a failed export leaves nothing behind; a folder the user gave us is left as it was
             shutil.rmtree(out, ignore_errors=True)
         raise
+    finally:
+        folder.close()
     return out
 
 
-def write_card(reg: Registry, version: ModelVersion, path: Path) -> None:
-    """The version's card (its own README if it had one) with base_model and modelkin's provenance block."""
-    from huggingface_hub import ModelCard, ModelCardData
+def _verified_chunks(reg: Registry, digest: str) -> Iterator[bytes]:
+    """A blob's bytes in chunks, hashed again on the way so that nothing changed between check and copy."""
+    h = hashlib.sha256()
+    with reg.store.local_path(digest) as path, open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+            yield chunk
+    if h.hexdigest() != digest:
+        raise ExportError(f"blob {digest[:12]} changed while it was being exported.", hint="run `modelkin verify`")
+
+
+def render_card(reg: Registry, version: ModelVersion, original: bytes | None) -> bytes:
+    """The version's card (its own README if it had one) with base_model and modelkin's provenance block.
+
+    A stored card whose metadata is not valid YAML is exported as it is: there is no metadata to extend.
+    """
+    import yaml
 
     body = f"# {version.name}\n\nExported from a modelkin registry as {version.ref}.\n"
-    stored = next((f for f in version.files if f.path == CARD_FILE), None)
-    if stored is not None:
-        text = reg.store.read_verified(stored.sha256).decode("utf-8", errors="replace")
-        body = ModelCard(text, ignore_metadata_errors=True).text
-    data = {k: v for k, v in version.card.items() if k not in ("base_model", "base_model_relation", "modelkin")}
+    data: dict[str, Any] = {}
+    if original is not None:
+        text = original.decode("utf-8", errors="replace")
+        try:
+            data = untrusted.load_card_metadata(text, CARD_FILE)
+        except untrusted.UnreadableMetadata:
+            return original
+        body = untrusted.split_front_matter(text)[1]
+    data = {k: v for k, v in data.items() if k not in ("base_model", "base_model_relation", "modelkin")}
     bases = [_hub_id(reg, p) for p in version.declared_parents]
     if bases:
         data["base_model"] = bases[0] if len(bases) == 1 else bases
@@ -190,8 +262,18 @@ def write_card(reg: Registry, version: ModelVersion, path: Path) -> None:
         "relation": version.relation,
         "parents": list(version.declared_parents),
     }
-    card = ModelCard(f"---\n{ModelCardData(**data).to_yaml()}\n---\n\n{body.lstrip()}")
-    card.save(path)
+    front = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000)
+    return f"---\n{front}---\n\n{body.lstrip()}".encode()
+
+
+def _parent_record(reg: Registry, parent: str) -> dict[str, Any]:
+    """A declared parent as the sidecar keeps it: its REF here, its manifest digest, its Hub id."""
+    digest = None if parent.startswith("hf:") else reg.get(parent).digest
+    return {"ref": parent, "digest": digest, "hub": _hub_id(reg, parent)}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _hub_id(reg: Registry, parent: str) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from modelkin.db.engine import read_session, write_session
 from modelkin.db.schema import Event, File, Version
 from modelkin.errors import IntegrityError
+from modelkin.registry import sidecar
 from modelkin.registry.records import GcReport, Problem, VerifyReport
 from modelkin.registry.sources import SKIPPED_DIRS
 from modelkin.registry.store import LocalStore, sha256_file
@@ -66,12 +67,9 @@ def _hash_local(path: Path, recorded: dict[str, str]) -> dict[str, str]:
         return {weights[0] if len(weights) == 1 else path.name: sha256_file(path)}
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist")
-    out: dict[str, str] = {}
-    for f in sorted(path.rglob("*")):
-        rel = f.relative_to(path)
-        if f.is_file() and not SKIPPED_DIRS.intersection(rel.parts[:-1]):
-            out[rel.as_posix()] = sha256_file(f)
-    return out
+    rels = [f.relative_to(path) for f in sorted(path.rglob("*")) if f.is_file()]
+    view = sidecar.model_view(path, [r.as_posix() for r in rels if not SKIPPED_DIRS.intersection(r.parts[:-1])])
+    return {rel: sha256_file(source) for rel, source in view.items()}  # an export's card as the version stored it
 
 
 def collect_garbage(reg: Registry, grace_seconds: float, dry_run: bool = False) -> GcReport:

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from modelkin.config import Settings
 from modelkin.db import migrate
 from modelkin.db.engine import database_error, make_engine, read_session, write_session
-from modelkin.db.schema import Alias, Event, File, LineageEdge, Model, Tag, TensorRow, Version, as_utc
+from modelkin.db.schema import Alias, Event, File, LineageEdge, Model, Tag, TensorRow, Version
 from modelkin.errors import (
     AmbiguousRef,
     InvalidModelFile,
@@ -43,16 +43,15 @@ from modelkin.errors import (
     SchemaOutdated,
 )
 from modelkin.refs import ModelRef, check_alias, check_name
-from modelkin.registry import architectures, indexers
+from modelkin.registry import architectures, indexers, listing
 from modelkin.registry.diff import diff_versions
-from modelkin.registry.filters import parse_filter
 from modelkin.registry.hf import export_version, import_hf
 from modelkin.registry.ingest import IngestedFile, Progress, ingest_plain, ingest_safetensors
 from modelkin.registry.integrity import collect_garbage, verify_version
 from modelkin.registry.manifest import build_manifest, manifest_bytes
 from modelkin.registry.pickles import convert_index, convert_pickle, converted_name
 from modelkin.registry.records import RELATIONS, EventRecord, GcReport, ModelVersion, VerifyReport, VersionDiff
-from modelkin.registry.rows import FIELDS, SORT_KEYS, filter_fields, to_records
+from modelkin.registry.rows import to_records
 from modelkin.registry.sources import PICKLE_INDEX, SAFETENSORS_INDEX, ModelSource, SourceFile, check_index, collect
 from modelkin.registry.store import BlobStore, open_store
 
@@ -183,15 +182,17 @@ class Registry:
         source_label: str | None = None,
         trusted_root: Path | None = None,
         progress: Progress | None = None,
+        architecture_fallback: dict[str, Any] | None = None,
     ) -> Registration:
         """Register a weights file, an HF-format directory, an ``nn.Module`` or a state dict as a new version.
 
         The same bytes under the same name return the existing version (``created=False``); under another
-        name they make a version of that model that shares the blobs.
+        name they make a version of that model that shares the blobs. ``architecture_fallback`` (an export's
+        record) is used when neither ``architecture`` nor the files give one.
         """
         if relation is not None and relation not in RELATIONS:
             raise InvalidName(f"{relation!r} is not a known relation.", hint=f"use one of: {', '.join(RELATIONS)}")
-        tags = {check_tag_key(k): str(v) for k, v in (tags or {}).items()}
+        tags = {check_tag_key(k): check_tag_value(str(v)) for k, v in (tags or {}).items()}
         spec = architectures.validate_spec(architecture) if architecture is not None else None
         with read_session(self.engine) as s:  # a mistyped parent fails now, not after gigabytes are copied
             for parent in parents:
@@ -213,6 +214,8 @@ class Registry:
         warnings: list[str] = []
         if spec is None:
             spec, warning = _discover_architecture(ingested, src.config)
+            if spec is None and architecture_fallback is not None:
+                spec, warning = _checked(architecture_fallback, "the export record")
             warnings += [warning] if warning else []
         else:
             _check_fits(spec, ingested)
@@ -275,25 +278,21 @@ class Registry:
         latest: bool = False,
     ) -> builtins.list[ModelVersion]:
         """Versions matching ``filter`` (see modelkin.registry.filters), sorted by ``sort`` (``-key`` descends)."""
-        predicate = parse_filter(filter, FIELDS)
-        sort = sort or "name"
-        key = SORT_KEYS.get(sort.lstrip("-"))
-        if key is None:
-            raise InvalidName(f"cannot sort by {sort!r}.", hint=f"sort by one of: {', '.join(SORT_KEYS)}")
-        with read_session(self.engine) as s:
-            query = select(Version)
-            if not include_yanked:
-                query = query.where(Version.yanked.is_(False))
-            records = to_records(s, list(s.scalars(query)))
-        if latest:
-            newest: dict[str, ModelVersion] = {}
-            for r in records:
-                if r.name not in newest or r.version > newest[r.name].version:
-                    newest[r.name] = r
-            records = list(newest.values())
-        records = [r for r in records if predicate(filter_fields(r))]
-        records.sort(key=key, reverse=sort.startswith("-"))
-        return records[:limit] if limit is not None else records
+        return list(self.iter_versions(filter, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest))
+
+    def iter_versions(
+        self,
+        filter: str | None = None,
+        *,
+        sort: str | None = None,
+        limit: int | None = None,
+        include_yanked: bool = False,
+        latest: bool = False,
+    ) -> Iterator[ModelVersion]:
+        """``list``, streamed: the database filters, sorts and limits, and rows arrive in batches."""
+        return listing.iter_versions(
+            self.engine, filter, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest
+        )
 
     def manifest(self, ref: str | ModelRef) -> dict[str, Any]:
         """The version's manifest, read from its blob after checking the digest."""
@@ -371,7 +370,7 @@ class Registry:
 
     def tag(self, ref: str, tags: Mapping[str, str], remove: Iterable[str] = ()) -> ModelVersion:
         """Set and remove tags on a version (tags are mutable labels, not part of its identity)."""
-        tags = {check_tag_key(k): str(v) for k, v in tags.items()}
+        tags = {check_tag_key(k): check_tag_value(str(v)) for k, v in tags.items()}
         remove = list(remove)
 
         def work(s: Session) -> ModelVersion:
@@ -407,15 +406,12 @@ class Registry:
         return result
 
     def log(self, ref: str | None = None, limit: int | None = None) -> builtins.list[EventRecord]:
-        """The append-only event log, oldest first; for one version if ``ref`` is given."""
-        with read_session(self.engine) as s:
-            query = select(Event).order_by(Event.id)
-            if ref is not None:
-                query = query.where(Event.version_id == resolve(s, ref).id)
-            events = list(s.scalars(query))
-        if limit is not None:
-            events = events[-limit:] if limit > 0 else []
-        return [EventRecord(e.id, as_utc(e.at), e.kind, e.ref, dict(e.detail or {})) for e in events]
+        """The append-only event log, oldest first; for one version if ``ref`` is given; the last ``limit``."""
+        version_id = None
+        if ref is not None:
+            with read_session(self.engine) as s:
+                version_id = resolve(s, ref).id
+        return listing.iter_events(self.engine, version_id, limit)
 
     # -- reading weights -----------------------------------------------------------------------------------
 
@@ -646,9 +642,16 @@ def _default_relation(parents: Sequence[str]) -> str | None:
 
 
 def check_tag_key(key: str) -> str:
-    if not key or len(key) > 200 or any(c.isspace() or c == "=" for c in key):
-        raise InvalidName(f"{key!r} is not a valid tag key.", hint="a tag key has no spaces and no '='")
-    return key
+    if not key or len(key) > 200 or any(c.isspace() or c == "=" or not c.isprintable() for c in key):
+        raise InvalidName(f"{key[:80]!r} is not a valid tag key.", hint="a tag key has no spaces and no '='")
+    return check_tag_value(key)
+
+
+def check_tag_value(value: str) -> str:
+    """Any text a database can store: no lone surrogates (which UTF-8 cannot encode)."""
+    if not value.isascii() and any("\ud800" <= c <= "\udfff" for c in value):
+        raise InvalidName("a tag holds a lone surrogate, which is not valid Unicode.", hint="give UTF-8 text")
+    return value
 
 
 def _default_name(path: Path) -> str:

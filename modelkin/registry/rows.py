@@ -24,8 +24,12 @@ def ref_of(names: dict[int, str], version: Version) -> str:
     return f"{names[version.model_id]}:{version.number}"
 
 
-def to_records(session: Session, versions: Sequence[Version]) -> list[ModelVersion]:
-    """Build records for ``versions`` with their files, tags, aliases and declared parents."""
+def to_records(session: Session, versions: Sequence[Any]) -> list[ModelVersion]:
+    """Build records for ``versions`` with their files, tags, aliases and declared parents.
+
+    ``versions`` are ``Version`` objects or plain rows of the versions table (what listings stream: building
+    ORM objects costs more than the rest of a record); the rows around them are read as plain columns too.
+    """
     ids = [v.id for v in versions]
     files: dict[int, list[FileEntry]] = defaultdict(list)
     tags: dict[int, dict[str, str]] = defaultdict(dict)
@@ -33,18 +37,23 @@ def to_records(session: Session, versions: Sequence[Version]) -> list[ModelVersi
     parents: dict[int, list[str]] = defaultdict(list)
     parent_ids: dict[int, list[int]] = defaultdict(list)
     for chunk in _chunks(ids):
-        for f in session.scalars(select(File).where(File.version_id.in_(chunk)).order_by(File.path)):
-            files[f.version_id].append(FileEntry(f.path, f.size, f.sha256))
-        for t in session.scalars(select(Tag).where(Tag.version_id.in_(chunk)).order_by(Tag.key)):
-            tags[t.version_id][t.key] = t.value
-        for a in session.scalars(select(Alias).where(Alias.version_id.in_(chunk)).order_by(Alias.alias)):
-            aliases[a.version_id].append(a.alias)
-        edges = select(LineageEdge).where(LineageEdge.child_id.in_(chunk), LineageEdge.source == "declared")
-        for e in session.scalars(edges.order_by(LineageEdge.id)):
-            if e.parent_id is not None:
-                parent_ids[e.child_id].append(e.parent_id)
-            elif e.parent_external is not None:
-                parents[e.child_id].append(e.parent_external)
+        file_rows = select(File.version_id, File.path, File.size, File.sha256).where(File.version_id.in_(chunk))
+        for version_id, path, size, sha256 in session.execute(file_rows.order_by(File.path)):
+            files[version_id].append(FileEntry(path, size, sha256))
+        tag_rows = select(Tag.version_id, Tag.key, Tag.value).where(Tag.version_id.in_(chunk)).order_by(Tag.key)
+        for version_id, key, value in session.execute(tag_rows):
+            tags[version_id][key] = value
+        alias_rows = select(Alias.version_id, Alias.alias).where(Alias.version_id.in_(chunk)).order_by(Alias.alias)
+        for version_id, alias in session.execute(alias_rows):
+            aliases[version_id].append(alias)
+        edges = select(LineageEdge.child_id, LineageEdge.parent_id, LineageEdge.parent_external).where(
+            LineageEdge.child_id.in_(chunk), LineageEdge.source == "declared"
+        )
+        for child_id, parent_id, external in session.execute(edges.order_by(LineageEdge.id)):
+            if parent_id is not None:
+                parent_ids[child_id].append(parent_id)
+            elif external is not None:
+                parents[child_id].append(external)
     wanted = {v.model_id for v in versions}
     parent_versions = _load_versions(session, [p for ps in parent_ids.values() for p in ps])
     wanted |= {v.model_id for v in parent_versions.values()}
@@ -75,11 +84,17 @@ def to_records(session: Session, versions: Sequence[Version]) -> list[ModelVersi
     ]
 
 
-def _load_versions(session: Session, ids: Sequence[int]) -> dict[int, Version]:
-    out: dict[int, Version] = {}
+def _load_versions(session: Session, ids: Sequence[int]) -> dict[int, Any]:
+    """Rows of the versions table by id."""
+    out: dict[int, Any] = {}
     for chunk in _chunks(sorted(set(ids))):
-        out.update({v.id: v for v in session.scalars(select(Version).where(Version.id.in_(chunk)))})
+        out.update({v.id: v for v in load_rows(session, chunk)})
     return out
+
+
+def load_rows(session: Session, ids: Sequence[int]) -> list[Any]:
+    """Plain rows of the versions table for ``ids`` (at most a few hundred), in no particular order."""
+    return list(session.execute(select(Version.__table__).where(Version.__table__.c.id.in_(ids))))
 
 
 def _model_names(session: Session, model_ids: Iterable[int]) -> dict[int, str]:
@@ -116,11 +131,3 @@ FIELDS = frozenset(
     "name version ref digest parameters tensors bytes family input_space relation source yanked created "
     "arch_fingerprint license".split()
 )
-SORT_KEYS = {
-    "name": lambda v: (v.name, v.version),
-    "version": lambda v: (v.version, v.name),
-    "created": lambda v: (v.created_at, v.name, v.version),
-    "parameters": lambda v: (v.parameters, v.name, v.version),
-    "bytes": lambda v: (v.bytes, v.name, v.version),
-    "tensors": lambda v: (v.tensors, v.name, v.version),
-}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,10 @@ from typing import BinaryIO
 
 from modelkin.errors import InvalidModelFile
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation's limit
+MAX_RANK = 64  # numpy's and torch's limit on dimensions; checked before a shape's size is computed
+MAX_INDEX = 2**64  # shapes and offsets are 64-bit unsigned integers in the format
 
 # bits per element; sub-byte types must fill whole bytes per tensor
 DTYPE_BITS: dict[str, int] = {
@@ -80,9 +84,15 @@ def read_header(fh: BinaryIO, file_size: int, label: str) -> Header:
     if len(raw) != header_len:
         raise bad("the file ended inside its header")
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, integers of thousands of digits, deep nesting
-        raise bad(f"its header is not valid JSON ({exc.__class__.__name__})") from None
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise bad("its header is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise bad(f"its header is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    except RecursionError:
+        raise bad("its header nests JSON far deeper than a header can") from None
+    except ValueError:  # integers of thousands of digits (Python refuses to read them), NaN, Infinity
+        raise bad("its header holds a number that is not a 64-bit integer") from None
     if not isinstance(doc, dict):
         raise bad("its header is not a JSON object")
     metadata = doc.pop("__metadata__", {})
@@ -90,42 +100,67 @@ def read_header(fh: BinaryIO, file_size: int, label: str) -> Header:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise bad("its __metadata__ is not a map of strings to strings")
+    if not all(_is_text(k) and _is_text(v) for k, v in metadata.items()) or not all(_is_text(k) for k in doc):
+        raise bad("a tensor name or metadata string is not valid Unicode (a lone surrogate)")
     tensors = [_entry(name, info, bad) for name, info in doc.items()]
     tensors.sort(key=lambda t: (t.begin, t.end))
     data_length = file_size - 8 - header_len
     cursor = 0
     for t in tensors:
         if t.begin != cursor:
-            raise bad(f"tensor {t.name!r} starts at byte {t.begin}, expected {cursor} (hole or overlap)")
+            raise bad(f"tensor {_short(t.name)} starts at byte {t.begin}, expected {cursor} (hole or overlap)")
         cursor = t.end
     if cursor != data_length:
         raise bad(f"its tensors cover {cursor} data bytes but the file holds {data_length}")
     return Header(tuple(tensors), dict(metadata), 8 + header_len, data_length)
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(name)
+
+
+def _is_text(s: str) -> bool:
+    return s.isascii() or _SURROGATE.search(s) is None
+
+
+def _index(value: object) -> bool:
+    """A value the format can hold as a dimension or an offset: a 64-bit unsigned integer."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_INDEX
+
+
 def _entry(name: str, info: object, fail: Callable[[str], InvalidModelFile]) -> TensorEntry:
+    shown = _short(name)
     if not isinstance(info, dict):
-        raise fail(f"entry {name!r} is not an object")
+        raise fail(f"entry {shown} is not an object")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in DTYPE_BITS:
-        raise fail(f"tensor {name!r} has unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise fail(f"tensor {name!r} has an invalid shape {shape!r}")
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
-        or offsets[0] > offsets[1]
-    ):
-        raise fail(f"tensor {name!r} has invalid data_offsets {offsets!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        raise fail(f"tensor {shown} has unknown dtype {_short(dtype)}")
+    if not isinstance(shape, list):
+        raise fail(f"tensor {shown} has a shape that is not a list ({_short(shape)})")
+    if len(shape) > MAX_RANK:
+        raise fail(f"tensor {shown} has {len(shape)} dimensions, more than the {MAX_RANK} allowed")
+    if not all(_index(d) for d in shape):
+        raise fail(f"tensor {shown} has a shape that is not a list of 64-bit unsigned integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_index(o) for o in offsets):
+        raise fail(f"tensor {shown} has data_offsets that are not two 64-bit unsigned integers")
+    if offsets[0] > offsets[1]:
+        raise fail(f"tensor {shown} has data_offsets that end before they begin {offsets}")
     bits = math.prod(shape) * DTYPE_BITS[dtype]  # exact integers, however absurd the shape
     if bits % 8 or bits // 8 != offsets[1] - offsets[0]:
         needs = f"{bits // 8} bytes" if bits % 8 == 0 else f"{bits} bits (not whole bytes)"
         raise fail(
-            f"tensor {name!r} of shape {shape} and dtype {dtype} needs {needs} but its offsets span "
+            f"tensor {shown} of shape {shape} and dtype {dtype} needs {needs} but its offsets span "
             f"{offsets[1] - offsets[0]}"
         )
     return TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """A value for a message: its repr, cut to ``limit`` characters (a name may be a megabyte long)."""
+    if isinstance(value, (list, dict)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = repr(value[: limit + 1] if isinstance(value, str) else value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def read_header_from_path(path: Path, label: str | None = None) -> Header:

@@ -7,18 +7,19 @@ are refused before a byte is copied.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from modelkin.errors import InvalidModelFile, UnsafeFormat, UnsafePath
+from modelkin.registry import sidecar
+from modelkin.registry.untrusted import load_json, read_bounded
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 # weights of other frameworks that duplicate the safetensors ones in HF repos; not stored
 FOREIGN_WEIGHT_SUFFIXES = frozenset({".h5", ".msgpack", ".ot", ".onnx", ".gguf", ".tflite", ".mlmodel"})
-SKIPPED_DIRS = frozenset({".git", ".cache", "__pycache__", ".huggingface"})
+SKIPPED_DIRS = frozenset({".git", ".cache", "__pycache__", ".huggingface", sidecar.SIDECAR_DIR})
 SAFETENSORS_INDEX = ".safetensors.index.json"
 PICKLE_INDEX = ".bin.index.json"
 
@@ -80,7 +81,14 @@ def collect(path: Path, *, allow_pickle: bool, trusted_root: Path | None = None)
                 raise UnsafePath(f"{_rel(full, path)} in {path} is not a regular file.")
             files.append(SourceFile(_rel(full, path), real, _kind(full)))
     config = _read_json(root / "config.json") if (root / "config.json").is_file() else None
-    return _choose_weights(path, files, skipped, config, allow_pickle)
+    return _choose_weights(path, _exported_cards(path, files, skipped), skipped, config, allow_pickle)
+
+
+def _exported_cards(path: Path, files: list[SourceFile], skipped: list[str]) -> list[SourceFile]:
+    """In a modelkin export, cards read back as the version stored them (see modelkin.registry.sidecar)."""
+    view = sidecar.model_view(path, [f.rel for f in files])
+    skipped += [f.rel for f in files if f.rel not in view]
+    return [SourceFile(f.rel, view[f.rel], f.kind, f.label) for f in files if f.rel in view]
 
 
 def _single_file(path: Path, allow_pickle: bool) -> ModelSource:
@@ -169,11 +177,11 @@ def _rel(full: Path, root: Path) -> str:
     return full.relative_to(root).as_posix()
 
 
+MAX_JSON_BYTES = 64_000_000  # a sharded index of a very large model is a few MB; a config a few KB
+
+
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidModelFile(f"{path.name} is not valid JSON ({exc}).") from None
+    doc = load_json(read_bounded(path, MAX_JSON_BYTES), path.name)
     if not isinstance(doc, dict):
         raise InvalidModelFile(f"{path.name} is not a JSON object.")
     return doc
