@@ -89,3 +89,14 @@ class HubError(ModelkinError, RuntimeError):
 
 class ExportError(ModelkinError, OSError):
     """An export target cannot be written."""
+
+
+class StoreUnavailable(ModelkinError, ConnectionError):
+    """The blob store cannot be used: unreachable endpoint, missing bucket, access denied, missing credentials.
+
+    ``problem`` names which, for ``store check --json``; the message never holds a secret.
+    """
+
+    def __init__(self, message: str, *, problem: str = "failed", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problem = problem

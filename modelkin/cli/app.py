@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from modelkin import __version__
-from modelkin.cli import admin, aliases, hub, models, output, zoo
+from modelkin.cli import admin, aliases, hub, models, output, store, zoo
 from modelkin.config import debug_enabled
 from modelkin.errors import ModelkinError
 
@@ -96,6 +96,7 @@ app.command("export")(models.export)
 app.command("verify")(models.verify)
 app.command("gc")(admin.gc)
 app.add_typer(admin.db_app, name="db")
+app.add_typer(store.app, name="store")
 
 
 def main() -> None:

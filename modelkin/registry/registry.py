@@ -16,7 +16,6 @@ import json
 import os
 import random
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +52,7 @@ from modelkin.registry.pickles import convert_index, convert_pickle, converted_n
 from modelkin.registry.records import RELATIONS, EventRecord, GcReport, ModelVersion, VerifyReport, VersionDiff
 from modelkin.registry.rows import FIELDS, SORT_KEYS, filter_fields, to_records
 from modelkin.registry.sources import PICKLE_INDEX, SAFETENSORS_INDEX, ModelSource, SourceFile, check_index, collect
+from modelkin.registry.staging import Staging
 from modelkin.registry.store import BlobStore, open_store
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class Registry:
         """Connect without checking the schema: for ``init`` and ``db upgrade``, which bring it up to date."""
         settings = Settings.resolve(home, database_url, store)
         settings.home.mkdir(parents=True, exist_ok=True)
-        return cls(settings, make_engine(settings.database_url), open_store(settings.store))
+        return cls(settings, make_engine(settings.database_url), open_store(settings.store, settings.staging))
 
     @classmethod
     def init(
@@ -98,10 +98,14 @@ class Registry:
         """Create (or upgrade in place) the registry at ``home``; safe to run twice."""
         reg = cls.connect(home, database_url=database_url, store=store)
         try:
+            reg.store.check()
             reg.upgrade()
         except sa_exc.DBAPIError as exc:
             reg.close()
             raise database_error(exc) or exc from None
+        except BaseException:
+            reg.close()
+            raise
         return reg
 
     @classmethod
@@ -127,7 +131,7 @@ class Registry:
                 f"the registry schema is at revision {current}, this modelkin expects {migrate.SCHEMA_HEAD}.",
                 hint="run `modelkin db upgrade`",
             )
-        return cls(settings, engine, open_store(settings.store))
+        return cls(settings, engine, open_store(settings.store, settings.staging))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -170,7 +174,7 @@ class Registry:
         with read_session(self.engine) as s:  # a mistyped parent fails now, not after gigabytes are copied
             for parent in parents:
                 _resolve_parent(s, parent)
-        with tempfile.TemporaryDirectory(prefix="modelkin-register-") as tmp:
+        with Staging(self.settings.staging).directory("register") as tmp:
             if isinstance(source, (str, os.PathLike)):
                 path = Path(source)
                 name = check_name(name or _default_name(path))
