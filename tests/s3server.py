@@ -121,15 +121,20 @@ class S3Server:
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")).close()
         self.recorder.requests.clear()
 
-    def requests(self, bucket: str | None = None) -> list[Request]:
-        return [r for r in list(self.recorder.requests) if bucket is None or r.bucket == bucket]
+    def requests(self, bucket: str | None = None, blobs_only: bool = False) -> list[Request]:
+        """Requests to ``bucket``; ``blobs_only`` leaves out dot-named keys (the probe ``init`` writes)."""
+        return [
+            r for r in list(self.recorder.requests)
+            if (bucket is None or r.bucket == bucket) and not (blobs_only and r.key.rsplit("/", 1)[-1].startswith("."))
+        ]  # fmt: skip
 
     def writes_per_key(self, bucket: str) -> Counter[str]:
-        """Successful object writes (PUT or completed multipart upload) of each key: 1 means written once."""
-        return Counter(r.key for r in self.requests(bucket) if r.kind == "write" and r.status == 200)
+        """Successful object writes (PUT or completed multipart upload) of each blob key: 1 means written once."""
+        return Counter(r.key for r in self.requests(bucket, True) if r.kind == "write" and r.status == 200)
 
     def count(self, bucket: str, *kinds: str, ok_only: bool = True) -> int:
-        return sum(1 for r in self.requests(bucket) if r.kind in kinds and (r.status < 300 or not ok_only))
+        """Requests of these kinds to blob keys (successful ones only, unless ``ok_only`` is False)."""
+        return sum(1 for r in self.requests(bucket, True) if r.kind in kinds and (r.status < 300 or not ok_only))
 
 
 def _free_port() -> int:
