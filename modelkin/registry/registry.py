@@ -209,7 +209,8 @@ class Registry:
                 progress(n, total)
 
         out: list[IngestedFile] = []
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelkin-hash") as pool:
+        # in a batch, a remote store uploads each blob while the next file is hashed
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelkin-hash") as pool, self.store.batch():
             for f in src.files:
                 if f.kind == "safetensors":
                     out.append(ingest_safetensors(f.path, f.rel, self.store, pool, advance, f.shown))

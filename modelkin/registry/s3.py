@@ -2,10 +2,12 @@
 
 What S3 adds to the fsspec store:
 
-- one upload per blob, straight to its final key, with a conditional write (``If-None-Match: *``): two writers
-  of one digest never overwrite each other, and a stored blob is never rewritten. Blobs of at least two parts
-  (``MODELKIN_S3_PART_SIZE``, default 16 MiB) go up as a multipart upload, which stays invisible until it
-  completes; ``gc`` aborts the ones an interrupted writer left.
+- one upload per blob, straight to its final key, with a conditional write (``If-None-Match: *``, see
+  ``s3_upload``): two writers of one digest never overwrite each other, and a stored blob is never rewritten.
+  Blobs of at least two parts (``MODELKIN_S3_PART_SIZE``, default 8 MiB) go up as a multipart upload, which
+  stays invisible until it completes; ``gc`` aborts the ones an interrupted writer left. A blob of at least one
+  part is looked up first (HEAD), so its bytes are never sent when it is stored already; a smaller one is sent
+  straight away, the server's refusal being the cheaper answer.
 - a bucket is never created: a missing one is an error that names it.
 - every failure of the service becomes one sentence saying what is wrong (unreachable endpoint, missing bucket,
   access denied, missing or rejected credentials) with no secret in it: the endpoint is shown without user
@@ -18,22 +20,26 @@ Credentials and the endpoint come from the usual AWS variables (``AWS_ACCESS_KEY
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from modelkin.errors import ConfigError, StoreUnavailable
+from modelkin.registry.s3_upload import put_if_absent
 from modelkin.registry.staging import Leftover, Staging
 from modelkin.registry.store import FsspecStore
 
 MiB = 2**20
 MIN_PART_SIZE = 5 * MiB  # S3's smallest part (all but the last)
-DEFAULT_PART_SIZE = 16 * MiB
+DEFAULT_PART_SIZE = 8 * MiB
 PART_SIZE_VARIABLE = "MODELKIN_S3_PART_SIZE"
-CONCURRENT_PARTS = 4  # parts in flight at once: bounds memory to CONCURRENT_PARTS x part size
+CONCURRENT_PARTS = 8  # parts in flight at once: bounds memory to CONCURRENT_PARTS x part size
+STORE_ATTEMPTS = 5
 
 
 class S3Store(FsspecStore):
@@ -58,8 +64,41 @@ class S3Store(FsspecStore):
             raise ConfigError(f"the store URL {url!r} names no bucket.", hint="write s3://BUCKET/PREFIX")
         self.part_size = _part_size()
 
-    def _put_if_absent(self, path: Path, key: str) -> None:
-        self.fs.put_file(str(path), key, mode="create", chunksize=self.part_size, max_concurrency=CONCURRENT_PARTS)
+    @cached_property
+    def _client(self) -> Any:
+        """botocore's blocking client, for uploads, lookups and deletes (s3fs serves listings and reads)."""
+        import botocore.config
+        import botocore.session
+
+        config = botocore.config.Config(max_pool_connections=CONCURRENT_PARTS + 2)
+        return botocore.session.get_session().create_client("s3", config=config)
+
+    def _store(self, path: Path, key: str, size: int) -> None:
+        """Upload once unless the blob is there; a stored blob of the wrong size (damaged) is replaced."""
+        if size >= self.part_size and self._size(key) == size:
+            return
+        for _ in range(STORE_ATTEMPTS):
+            if put_if_absent(self._client, self.bucket, self._object(key), path, self.part_size, CONCURRENT_PARTS):
+                return
+            stored = self._size(key)  # refused: a blob is there
+            if stored == size:
+                return
+            if stored is not None:
+                self._client.delete_object(Bucket=self.bucket, Key=self._object(key))
+            time.sleep(0.05)
+        raise StoreUnavailable(f"could not store {key} in {self.location}: it kept changing while being written.")
+
+    def _size(self, key: str) -> int | None:
+        try:
+            return int(self._client.head_object(Bucket=self.bucket, Key=self._object(key))["ContentLength"])
+        except self._client.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def _object(self, key: str) -> str:
+        """The object key inside the bucket of a ``bucket/prefix/…`` path."""
+        return key.partition("/")[2]
 
     def check(self) -> None:
         try:
@@ -77,13 +116,13 @@ class S3Store(FsspecStore):
         yield from super().leftovers(cutoff)
         prefix = self.root.partition("/")[2]
         with self._errors():
-            for up in self._uploads(prefix):
+            for up in self._multipart_uploads(prefix):
                 if _timestamp(up.get("Initiated")) < cutoff:
                     parts = self.fs.call_s3("list_parts", Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
                     size = sum(int(p.get("Size", 0)) for p in parts.get("Parts", []))
                     yield Leftover("multipart", f"{self.bucket}/{up['Key']}?uploadId={up['UploadId']}", size)
 
-    def _uploads(self, prefix: str) -> Iterator[dict[str, Any]]:
+    def _multipart_uploads(self, prefix: str) -> Iterator[dict[str, Any]]:
         """Every unfinished multipart upload under ``prefix``, page after page."""
         markers: dict[str, str] = {}
         while True:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -115,6 +117,14 @@ class BlobStore(ABC):
 
     def _errors(self) -> AbstractContextManager[None]:
         """Where the store's own failures become one clear StoreUnavailable (remote stores)."""
+        return nullcontext()
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Inside the block a writer may return before its blob is stored; when the block ends, every blob is.
+
+        A remote store uploads in the background while the next file is hashed. What follows the block (the
+        manifest, the version row) can rely on every blob written inside it; a failed upload raises on leaving.
+        """
         return nullcontext()
 
     def put_bytes(self, data: bytes) -> str:
@@ -322,6 +332,7 @@ class FsspecStore(BlobStore):
         self.fs = fs
         self.root = root.rstrip("/")
         self.staging = staging
+        self._uploads: _Uploads | None = None
 
     def _key(self, digest: str) -> str:
         return f"{self.root}/{_relative(digest)}"
@@ -336,8 +347,32 @@ class FsspecStore(BlobStore):
             with open(path, "wb") as fh:
                 w = BlobWriter(fh)
                 yield w
-            with self._errors():
-                self._store(path, self._key(w.digest), w.size)
+            key = self._key(w.digest)
+            if self._uploads is None:
+                self._checked_store(path, key, w.size)
+            else:  # the upload owns the staged file from now on, and removes it when done
+                queued = path.with_name(writer_name("blob", ".part"))
+                os.replace(path, queued)
+                self._uploads.submit(self._checked_store, queued, key, w.size)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        if self._uploads is not None:  # already inside one
+            yield
+            return
+        self._uploads = uploads = _Uploads()
+        try:
+            yield
+        except BaseException:
+            uploads.finish(ok=False)
+            raise
+        finally:
+            self._uploads = None
+        uploads.finish(ok=True)
+
+    def _checked_store(self, path: Path, key: str, size: int) -> None:
+        with self._errors():
+            self._store(path, key, size)
 
     def _store(self, path: Path, key: str, size: int) -> None:
         """Upload ``path`` to ``key`` unless a blob of that size is there already; never overwrite one.
@@ -345,24 +380,18 @@ class FsspecStore(BlobStore):
         A stored blob of another size is damaged (a digest fixes the size), so it is removed first and the
         fresh bytes repair it; any other alteration is what ``verify`` finds.
         """
-        stored = self._size(key)
+        try:
+            stored: int | None = int(self.fs.info(key)["size"])
+        except FileNotFoundError:
+            stored = None
         if stored == size:
             return
         if stored is not None:
             self.fs.rm_file(key)
         try:
-            self._put_if_absent(path, key)
+            self.fs.put_file(str(path), key, mode="create")
         except FileExistsError:  # a concurrent writer of the same digest was first: its bytes are these bytes
             pass
-
-    def _size(self, key: str) -> int | None:
-        try:
-            return int(self.fs.info(key)["size"])
-        except FileNotFoundError:
-            return None
-
-    def _put_if_absent(self, path: Path, key: str) -> None:
-        self.fs.put_file(str(path), key, mode="create")
 
     def _open_raw(self, digest: str) -> IO[bytes]:
         key = self._key(digest)
@@ -419,6 +448,40 @@ class FsspecStore(BlobStore):
     def remove_leftover(self, leftover: Leftover) -> None:
         with self._errors(), _suppress_missing():
             self.fs.rm_file(leftover.name)
+
+
+class _Uploads:
+    """Uploads that run while the next file is hashed: two at once, and at most three staged files waiting."""
+
+    def __init__(self, workers: int = 2, queued: int = 3) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelkin-upload")
+        self._slots = threading.BoundedSemaphore(queued)
+        self._jobs: list[tuple[Future[None], Path]] = []
+
+    def submit(self, store: Callable[[Path, str, int], None], path: Path, key: str, size: int) -> None:
+        for job, _ in self._jobs:  # fail fast: an upload that failed stops the registration now
+            if job.done() and job.exception() is not None:
+                path.unlink(missing_ok=True)
+                job.result()
+        self._slots.acquire()
+
+        def run() -> None:
+            try:
+                store(path, key, size)
+            finally:
+                path.unlink(missing_ok=True)
+                self._slots.release()
+
+        self._jobs.append((self._pool.submit(run), path))
+
+    def finish(self, ok: bool) -> None:
+        """Wait for the uploads (or, after a failure, only for those already running); raise the first error."""
+        self._pool.shutdown(wait=True, cancel_futures=not ok)
+        for _, path in self._jobs:
+            path.unlink(missing_ok=True)  # staged files of cancelled uploads
+        if ok:
+            for job, _ in self._jobs:
+                job.result()
 
 
 def _mtime(info: dict[str, Any]) -> float:
