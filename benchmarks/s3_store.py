@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from s3server import DUMMY_ENV, S3Server  # noqa: E402
+from s3server import DUMMY_ENV, S3ServerProcess  # noqa: E402
 
 from modelkin import Registry  # noqa: E402
 
@@ -60,7 +60,7 @@ def median(values: list[float]) -> float:
 
 
 class Bench:
-    def __init__(self, server: S3Server, work: Path) -> None:
+    def __init__(self, server: S3ServerProcess, work: Path) -> None:
         self.server = server
         self.work = work
         self.client = server.client()
@@ -97,7 +97,7 @@ def registration(b: Bench, minilm: Path, repeat: int) -> dict[str, Any]:
     counts: dict[str, Any] = {}
     for i in range(repeat):
         bucket = b.bucket()
-        plain.append(timed(lambda bucket=bucket: [b.client.upload_file(str(f), bucket, f"plain/{f.name}")
+        plain.append(timed(lambda bucket=bucket: [b.client.upload_file(str(f), bucket, f"plain/{f.relative_to(minilm)}")
                                                   for f in files]))  # fmt: skip
         b.drop(bucket)
 
@@ -305,7 +305,7 @@ def render(reg: dict[str, Any], ve: dict[str, float], mw: dict[str, Any] | None,
         f"Command: `OMP_NUM_THREADS=1 python benchmarks/s3_store.py --repeat {args.repeat} --kills {args.kills} "
         f"--writers {args.writers} --per-writer {args.per_writer}`",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; S3 is moto's "
-        f"server on loopback in the same process (its CPU competes with the client's); medians of {args.repeat} runs.",
+        f"server on loopback, in a process of its own; medians of {args.repeat} runs.",
         "",
         f"## Registration: all-MiniLM-L6-v2 folder, {reg['files']} files, {reg['bytes'] / 1e6:.1f} MB",
         "",
@@ -415,7 +415,7 @@ def main() -> None:
     os.environ.update(DUMMY_ENV)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory(prefix="modelkin-s3-bench-") as tmp:
-        server = S3Server().start()
+        server = S3ServerProcess()
         os.environ["AWS_ENDPOINT_URL"] = server.endpoint
         b = Bench(server, Path(tmp))
         reg = registration(b, minilm, args.repeat)

@@ -7,16 +7,23 @@ server (object writes, copies, deletes, multipart parts) instead of trusting the
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
+
+LOG_PATH = "_modelkin-test/requests"
 
 # dummy credentials: moto accepts any, and nothing may ever look for real ones (or ask an instance metadata server)
 DUMMY_ENV = {
@@ -72,6 +79,11 @@ class _Recorder:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = unquote(environ.get("PATH_INFO", "")).lstrip("/")
+        if path == LOG_PATH:  # the log itself, for a test or benchmark in another process
+            with self._lock:
+                body = json.dumps([dataclasses.astuple(r) for r in self.requests]).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
         bucket, _, key = path.partition("/")
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         method = environ["REQUEST_METHOD"]
@@ -85,26 +97,13 @@ class _Recorder:
         return self.app(environ, recording_start)
 
 
-class S3Server:
-    """moto's S3 server on 127.0.0.1 and a free port; ``endpoint`` is what ``AWS_ENDPOINT_URL`` should be."""
+class _Log:
+    """Counting over the request log, wherever the server runs."""
 
-    def __init__(self) -> None:
-        from moto.server import DomainDispatcherApplication, create_backend_app
-        from werkzeug.serving import make_server
+    endpoint: str
 
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request would drown the output
-        self.recorder = _Recorder(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server("127.0.0.1", _free_port(), self.recorder, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
-
-    def start(self) -> S3Server:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join()
+    def all_requests(self) -> list[Request]:
+        raise NotImplementedError
 
     def client(self) -> Any:
         import boto3
@@ -114,17 +113,10 @@ class S3Server:
             aws_secret_access_key=DUMMY_ENV["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1",
         )  # fmt: skip
 
-    def reset(self) -> None:
-        """Forget every bucket and every logged request (moto's own reset endpoint)."""
-        import urllib.request
-
-        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")).close()
-        self.recorder.requests.clear()
-
     def requests(self, bucket: str | None = None, blobs_only: bool = False) -> list[Request]:
         """Requests to ``bucket``; ``blobs_only`` leaves out dot-named keys (the probe ``init`` writes)."""
         return [
-            r for r in list(self.recorder.requests)
+            r for r in self.all_requests()
             if (bucket is None or r.bucket == bucket) and not (blobs_only and r.key.rsplit("/", 1)[-1].startswith("."))
         ]  # fmt: skip
 
@@ -137,16 +129,60 @@ class S3Server:
         return sum(1 for r in self.requests(bucket, True) if r.kind in kinds and (r.status < 300 or not ok_only))
 
 
+class S3Server(_Log):
+    """moto's S3 server on 127.0.0.1 and a free port, in this process; ``endpoint`` is for ``AWS_ENDPOINT_URL``."""
+
+    def __init__(self, port: int = 0) -> None:
+        from moto.server import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request would drown the output
+        self.recorder = _Recorder(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server("127.0.0.1", port or _free_port(), self.recorder, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
+
+    def start(self) -> S3Server:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
+
+    def all_requests(self) -> list[Request]:
+        return list(self.recorder.requests)
+
+
+class S3ServerProcess(_Log):
+    """The same server in a process of its own, so that its CPU work never competes with a client's threads."""
+
+    def __init__(self) -> None:
+        port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self._proc = subprocess.Popen([sys.executable, __file__, str(port)])
+        for _ in range(400):
+            try:
+                socket.create_connection(("127.0.0.1", port)).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the S3 test server did not start")
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait()
+
+    def all_requests(self) -> list[Request]:
+        with urllib.request.urlopen(f"{self.endpoint}/{LOG_PATH}") as answer:
+            return [Request(*row) for row in json.loads(answer.read())]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def running() -> Iterator[S3Server]:
-    server = S3Server().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+if __name__ == "__main__":  # python tests/s3server.py PORT: serve until terminated
+    S3Server(int(sys.argv[1]))._server.serve_forever()

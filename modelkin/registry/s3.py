@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from modelkin.errors import ConfigError, StoreUnavailable
 from modelkin.registry.s3_upload import put_if_absent
-from modelkin.registry.staging import Leftover, Staging
+from modelkin.registry.staging import Leftover, Staging, writer_name
 from modelkin.registry.store import FsspecStore
 
 MiB = 2**20
@@ -57,7 +57,10 @@ class S3Store(FsspecStore):
                 "the store URL holds credentials, which modelkin does not read from a URL.",
                 hint="write s3://BUCKET/PREFIX and put the keys in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
             )
-        fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
+        # user information in AWS_ENDPOINT_URL is never sent (botocore's own client drops it too)
+        raw = _endpoint_variable()
+        self._endpoint_kwargs = {"endpoint_url": redact_url(raw)} if raw and "@" in raw else {}
+        fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, client_kwargs=self._endpoint_kwargs)
         super().__init__(url, staging, fs)
         self.bucket = self.root.split("/", 1)[0]
         if not self.bucket:
@@ -71,7 +74,7 @@ class S3Store(FsspecStore):
         import botocore.session
 
         config = botocore.config.Config(max_pool_connections=CONCURRENT_PARTS + 2)
-        return botocore.session.get_session().create_client("s3", config=config)
+        return botocore.session.get_session().create_client("s3", config=config, **self._endpoint_kwargs)
 
     def _store(self, path: Path, key: str, size: int) -> None:
         """Upload once unless the blob is there; a stored blob of the wrong size (damaged) is replaced."""
@@ -101,15 +104,23 @@ class S3Store(FsspecStore):
         return key.partition("/")[2]
 
     def check(self) -> None:
+        """The probe goes through the client that uploads, so a check also readies it for the first upload."""
         try:
-            self.fs.call_s3("head_bucket", Bucket=self.bucket)  # the one sure way to tell a missing bucket
+            self._client.head_bucket(Bucket=self.bucket)  # the one sure way to tell a missing bucket
         except Exception as exc:
             problem = s3_error(exc, self.bucket, endpoint())
             # the answer to a HEAD has no body, so a 403 may be a denial or rejected credentials: the probe
             # write below, whose answer names its reason, tells them apart
             if problem is None or problem.problem != "access_denied":
                 raise problem or exc from None
-        super().check()
+        probe = f"{self._object(self.root)}/{writer_name('.probe')}"
+        data = os.urandom(32)
+        with self._errors():
+            self._client.put_object(Bucket=self.bucket, Key=probe, Body=data)
+            back = self._client.get_object(Bucket=self.bucket, Key=probe)["Body"].read()
+            self._client.delete_object(Bucket=self.bucket, Key=probe)
+        if back != data:
+            raise StoreUnavailable(f"the store {self.location} returned other bytes than were written.")
 
     def leftovers(self, cutoff: float) -> Iterator[Leftover]:
         """Temporary objects, and multipart uploads under the prefix started before ``cutoff``."""
@@ -171,11 +182,6 @@ def s3_error(exc: BaseException, bucket: str, where: str) -> StoreUnavailable | 
                 f"cannot reach the S3 endpoint {where}.", problem="unreachable",
                 hint="check AWS_ENDPOINT_URL and the network, then `modelkin store check`",
             )  # fmt: skip
-        if isinstance(e, bx.HTTPClientError) and "encoded in URL" in str(e):
-            return StoreUnavailable(
-                f"the S3 endpoint {where} is given with a user name or password, which S3 requests cannot use.",
-                problem="bad_endpoint", hint="remove them from AWS_ENDPOINT_URL; keys go in AWS_ACCESS_KEY_ID etc.",
-            )  # fmt: skip
         if isinstance(e, bx.ReadTimeoutError):
             return StoreUnavailable(f"the S3 endpoint {where} did not answer in time.", problem="unreachable")
         code = str(((getattr(e, "response", None) or {}).get("Error") or {}).get("Code", ""))
@@ -211,12 +217,14 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+def _endpoint_variable() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
 def endpoint() -> str:
     """The S3 endpoint in use, for messages: without user information, so no secret can show."""
-    raw = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if not raw:
-        return "AWS S3"
-    return redact_url(raw)
+    raw = _endpoint_variable()
+    return redact_url(raw) if raw else "AWS S3"
 
 
 def redact_url(url: str) -> str:
