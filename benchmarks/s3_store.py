@@ -371,7 +371,8 @@ def render(reg: dict[str, Any], ve: dict[str, float], mw: dict[str, Any] | None,
             f"| registrations that created a version | {mw['created']} |",
             f"| blobs stored / object writes | {mw['blobs']} / {mw['blob_writes']} |",
             f"| blobs written more than once | {mw['blobs_written_twice']} |",
-            f"| conditional writes refused (a racing writer was first) | {mw['refused_writes']} |",
+            f"| conditional PUTs refused, the blob being there (small blobs are sent without a lookup; races "
+            f"included) | {mw['refused_writes']} |",
             f"| copies / deletes | {mw['copies']} / {mw['deletes']} |",
             "",
         ]

@@ -109,6 +109,21 @@ def test_register_leaves_no_staging_on_any_exit_path(
     assert set(Path(tempfile.gettempdir()).glob("modelkin-register-*")) == system_tmp  # nothing in the system temp
 
 
+def test_sigterm_mid_registration_removes_the_staging_folder(registry: Registry, store: str, tmp_path: Path) -> None:
+    (tmp_path / "big").mkdir()
+    model = _big_model(tmp_path / "big", 7, 24)
+    staging = Settings.resolve().staging
+    proc = subprocess.Popen([sys.executable, "-m", "modelkin", "register", model, "--name", "big"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    for _ in range(600):  # until the registration has staged something
+        if staging.is_dir() and any(staging.iterdir()):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) in (0, 128 + signal.SIGTERM)  # finished first, or stopped by the signal
+    assert list(staging.iterdir()) == []
+
+
 def _big_model(folder: Path, seed: int, mib: int) -> Path:
     """A two-shard model of about ``mib`` MiB, distinct for each seed."""
     rng = np.random.default_rng(seed)

@@ -7,6 +7,7 @@ traceback instead.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -99,8 +100,14 @@ app.add_typer(admin.db_app, name="db")
 app.add_typer(store.app, name="store")
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C does, so staging files and temporary folders are removed on the way out."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console entry point: anything unexpected is reported in one line unless MODELKIN_DEBUG is set."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app(prog_name="modelkin")
     except KeyboardInterrupt:
