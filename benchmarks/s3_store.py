@@ -263,6 +263,8 @@ def kills(b: Bench, minilm: Path, n: int) -> dict[str, Any]:
     rng = random.Random(2026)
     half_blobs = orphan_versions = mid_upload = mid_staging = finished = 0
     checked: set[str] = set()
+    uploads_seen: set[str] = set()
+    staged_seen: set[Path] = set()
     with Registry.open(home, store=env["MODELKIN_STORE"]) as reg:
         for variant in variants[1:]:
             proc = subprocess.Popen([*cmd, str(variant)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -270,8 +272,12 @@ def kills(b: Bench, minilm: Path, n: int) -> dict[str, Any]:
             proc.send_signal(signal.SIGKILL)
             code = proc.wait()
             finished += code == 0
-            mid_upload += bool(b.client.list_multipart_uploads(Bucket=bucket).get("Uploads"))
-            mid_staging += any((home / "staging").glob("blob-*"))
+            uploads_now = {u["UploadId"] for u in b.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+            staged_now = set((home / "staging").glob("blob-*"))
+            mid_upload += bool(uploads_now - uploads_seen)  # this kill left an unfinished upload
+            mid_staging += bool(staged_now - staged_seen)  # this kill left a staging file
+            uploads_seen |= uploads_now
+            staged_seen |= staged_now
             for blob in reg.store.iter_blobs():  # every visible blob, re-hashed once
                 if blob.digest not in checked:
                     checked.add(blob.digest)
@@ -385,9 +391,9 @@ def render(reg: dict[str, Any], ve: dict[str, float], mw: dict[str, Any] | None,
         "",
         "| measure | value |",
         "| --- | ---: |",
-        f"| kills with a multipart upload in flight / with a staging file present | {kl['mid_upload']} / "
+        f"| kills that left an unfinished multipart upload / a staging file | {kl['mid_upload']} / "
         f"{kl['mid_staging']} |",
-        f"| registrations that finished before their kill | {kl['finished']} |",
+        f"| registrations that exited before their kill | {kl['finished']} |",
         f"| visible blobs whose bytes do not match their name (half blobs) | {kl['half_blobs']} |",
         f"| versions without all their blobs (verify fails) | {kl['orphan_versions']} |",
         f"| leftovers found by gc (temporary / staging / multipart) | {kl['leftovers_before'].get('temporary', 0)} / "

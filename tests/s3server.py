@@ -138,7 +138,7 @@ class S3Server(_Log):
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request would drown the output
         self.recorder = _Recorder(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server("127.0.0.1", port or _free_port(), self.recorder, threaded=True)
+        self._server = make_server("127.0.0.1", port or free_port(), self.recorder, threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
 
@@ -158,16 +158,10 @@ class S3ServerProcess(_Log):
     """The same server in a process of its own, so that its CPU work never competes with a client's threads."""
 
     def __init__(self) -> None:
-        port = _free_port()
+        port = free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         self._proc = subprocess.Popen([sys.executable, __file__, str(port)])
-        for _ in range(400):
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the S3 test server did not start")
+        wait_for_port(port)
 
     def stop(self) -> None:
         self._proc.terminate()
@@ -178,10 +172,22 @@ class S3ServerProcess(_Log):
             return [Request(*row) for row in json.loads(answer.read())]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, seconds: float = 20.0) -> None:
+    """Until a server listens on 127.0.0.1:port."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"no server came up on port {port}")
 
 
 if __name__ == "__main__":  # python tests/s3server.py PORT: serve until terminated

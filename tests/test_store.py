@@ -6,17 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import make_weights
-from s3server import S3Server
+from s3server import S3Server, free_port, wait_for_port
 
 from modelkin import Registry
 from modelkin.config import Settings
@@ -172,29 +170,18 @@ TOKEN = "FwoGZXIvYXdzE-SESSION-TOKEN-1234"
 PASSWORD = "hunter2-endpoint-password"
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def locked_server() -> Iterator[tuple[str, dict[str, str]]]:
     """A second moto server, with authentication on, and credentials of a user who may do nothing."""
     import boto3
 
-    port = _closed_port()
+    port = free_port()
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}  # bucket, user, key: then every request is checked
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_for_port(port)
         admin = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "AKIAADMIN0000000000",
                  "aws_secret_access_key": "admin"}  # fmt: skip
         boto3.client("s3", **admin).create_bucket(Bucket="locked")
@@ -213,7 +200,7 @@ def _case(name: str, s3_server: S3Server, bucket: str, locked: tuple[str, dict[s
         "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN, "MODELKIN_STORE": f"s3://{bucket}/o",
     }  # fmt: skip
     if name == "unreachable":  # a password in the endpoint URL must not show in the message
-        return {**ok_env, "AWS_ENDPOINT_URL": f"http://admin:{PASSWORD}@127.0.0.1:{_closed_port()}"}
+        return {**ok_env, "AWS_ENDPOINT_URL": f"http://admin:{PASSWORD}@127.0.0.1:{free_port()}"}
     if name == "missing_bucket":
         return {**ok_env, "MODELKIN_STORE": "s3://no-such-bucket/o"}
     if name == "missing_credentials":
@@ -259,7 +246,7 @@ def test_register_after_the_store_breaks_is_one_clear_error(
 ) -> None:
     assert cli("init", env={"MODELKIN_STORE": f"s3://{bucket}/o"}).exit_code == 0
     env = {"MODELKIN_STORE": f"s3://{bucket}/o", "AWS_MAX_ATTEMPTS": "1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}"}  # fmt: skip
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}  # fmt: skip
     result = cli("register", weights, "--name", "m", env=env)
     assert result.exit_code == 1 and "cannot reach the S3 endpoint" in result.stderr
     assert "internal error" not in result.stderr
