@@ -279,3 +279,21 @@ def test_bad_store_urls(cli: Any, s3_env: S3Server, url: str, fragment: str) -> 
 def test_bad_part_size_is_a_clear_error(cli: Any, bucket: str) -> None:
     result = cli("store", "check", env={"MODELKIN_STORE": f"s3://{bucket}/o", "MODELKIN_S3_PART_SIZE": "1000"})
     assert result.exit_code == 1 and "MODELKIN_S3_PART_SIZE='1000' is not a part size S3 accepts" in result.stderr
+
+
+def test_a_store_at_the_bucket_root_and_a_neighbour_prefix(
+    s3_server: S3Server, bucket: str, cli: Any, weights: Path
+) -> None:
+    """``s3://bucket`` works, and gc of one prefix never touches another registry's uploads in the same bucket."""
+    client = s3_server.client()
+    other = client.create_multipart_upload(Bucket=bucket, Key="objects-of-another-team/ab/cd")
+    env = {"MODELKIN_STORE": f"s3://{bucket}/objects"}
+    assert cli("init", env=env).exit_code == 0
+    assert cli("gc", "--grace", "0", env=env).exit_code == 0
+    assert [u["UploadId"] for u in client.list_multipart_uploads(Bucket=bucket)["Uploads"]] == [other["UploadId"]]
+    root = {"MODELKIN_STORE": f"s3://{bucket}", "MODELKIN_HOME": str(Path(os.environ["MODELKIN_HOME"]) / "r2")}
+    assert cli("store", "check", env=root).exit_code == 0 and cli("init", env=root).exit_code == 0
+    assert cli("register", weights, "--name", "m", env=root).exit_code == 0
+    assert cli("verify", "m", env=root).exit_code == 0
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert all(not k.startswith("/") and not k.rsplit("/", 1)[-1].startswith(".") for k in keys)

@@ -103,6 +103,12 @@ class S3Store(FsspecStore):
         """The object key inside the bucket of a ``bucket/prefix/…`` path."""
         return key.partition("/")[2]
 
+    @property
+    def _prefix(self) -> str:
+        """The store's key prefix with its slash (``objects/``), or nothing for a store at the bucket's root."""
+        inside = self._object(self.root)
+        return f"{inside}/" if inside else ""
+
     def check(self) -> None:
         """The probe goes through the client that uploads, so a check also readies it for the first upload."""
         try:
@@ -113,7 +119,7 @@ class S3Store(FsspecStore):
             # write below, whose answer names its reason, tells them apart
             if problem is None or problem.problem != "access_denied":
                 raise problem or exc from None
-        probe = f"{self._object(self.root)}/{writer_name('.probe')}"
+        probe = self._prefix + writer_name(".probe")
         data = os.urandom(32)
         with self._errors():
             self._client.put_object(Bucket=self.bucket, Key=probe, Body=data)
@@ -125,9 +131,8 @@ class S3Store(FsspecStore):
     def leftovers(self, cutoff: float) -> Iterator[Leftover]:
         """Temporary objects, and multipart uploads under the prefix started before ``cutoff``."""
         yield from super().leftovers(cutoff)
-        prefix = self.root.partition("/")[2]
         with self._errors():
-            for up in self._multipart_uploads(prefix):
+            for up in self._multipart_uploads(self._prefix):
                 if _timestamp(up.get("Initiated")) < cutoff:
                     parts = self.fs.call_s3("list_parts", Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
                     size = sum(int(p.get("Size", 0)) for p in parts.get("Parts", []))

@@ -209,8 +209,12 @@ def _changed(digest: str, actual: str) -> IntegrityError:
     )
 
 
+def _is_digest(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 def _relative(digest: str) -> str:
-    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+    if not _is_digest(digest):
         raise ValueError(f"not a sha256 hex digest: {digest!r}")
     return f"{digest[:2]}/{digest[2:]}"
 
@@ -408,10 +412,9 @@ class FsspecStore(BlobStore):
 
     def iter_blobs(self) -> Iterator[BlobInfo]:
         for key, info in self._entries():
-            parts = key.rstrip("/").split("/")
-            if len(parts) < 2 or len(parts[-2]) != 2 or parts[-1].startswith("."):
-                continue
-            yield BlobInfo(parts[-2] + parts[-1], int(info.get("size") or 0), _mtime(info))
+            digest = key.removeprefix(self.root + "/").replace("/", "", 1)
+            if key[len(self.root) + 3 : len(self.root) + 4] == "/" and _is_digest(digest):  # root/ab/cdef…, no deeper
+                yield BlobInfo(digest, int(info.get("size") or 0), _mtime(info))
 
     def delete(self, digest: str) -> None:
         with self._errors(), _suppress_missing():
