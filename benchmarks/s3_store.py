@@ -391,7 +391,7 @@ def render(reg: dict[str, Any], ve: dict[str, float], mw: dict[str, Any] | None,
         "",
         "| measure | value |",
         "| --- | ---: |",
-        f"| kills that left an unfinished multipart upload / a staging file | {kl['mid_upload']} / "
+        f"| kills after which a multipart upload was unfinished / a staging file was left | {kl['mid_upload']} / "
         f"{kl['mid_staging']} |",
         f"| registrations that exited before their kill | {kl['finished']} |",
         f"| visible blobs whose bytes do not match their name (half blobs) | {kl['half_blobs']} |",
@@ -403,6 +403,10 @@ def render(reg: dict[str, Any], ve: dict[str, float], mw: dict[str, Any] | None,
         f"| after gc: unreferenced blobs / referenced blobs missing | {kl['unreferenced_after_gc']} / "
         f"{kl['missing_after_gc']} |",
         f"| after gc: multipart uploads / staging entries | {kl['uploads_after_gc']} / {kl['staging_after_gc']} |",
+        "",
+        "An upload seen unfinished right after a kill can still complete: when its last request was already on its "
+        "way, the server finishes it and the blob appears whole (never half), unreferenced, for gc to remove. "
+        "Staging entries count both staged blobs and the registrations' folders.",
         "",
     ]
     return "\n".join(lines)
