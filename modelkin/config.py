@@ -36,6 +36,11 @@ class Settings:
         blob_store = store or os.environ.get("MODELKIN_STORE") or str(home_path / "objects")
         return cls(home=home_path, database_url=url, store=blob_store)
 
+    @property
+    def staging(self) -> Path:
+        """Where registrations convert files and remote blobs are hashed before upload; ``gc`` cleans it."""
+        return self.home / "staging"
+
 
 def debug_enabled() -> bool:
     """Tracebacks are shown only when ``MODELKIN_DEBUG`` is set to something other than 0/empty."""

@@ -113,3 +113,14 @@ class InvalidKey(ModelkinError, ValueError):
 
 class WatermarkError(ModelkinError, ValueError):
     """A watermark cannot be embedded or checked here (no suitable tensor, tensor too small, missing layer)."""
+
+
+class StoreUnavailable(ModelkinError, ConnectionError):
+    """The blob store cannot be used: unreachable endpoint, missing bucket, access denied, missing credentials.
+
+    ``problem`` names which, for ``store check --json``; the message never holds a secret.
+    """
+
+    def __init__(self, message: str, *, problem: str = "failed", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problem = problem

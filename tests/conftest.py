@@ -2,24 +2,28 @@
 
 The ``backend`` fixture parametrises registry tests over SQLite and a real PostgreSQL server reached through
 ``MODELKIN_TEST_DATABASE_URL`` (``.ci/run`` starts one); without that variable the PostgreSQL half skips with a
-visible reason.
+visible reason. The ``store`` fixture parametrises the tests that touch blobs over the local store and S3: a real
+S3 API server (moto's, on loopback, started once per session) with a fresh bucket per test.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from s3server import DUMMY_ENV, S3Server
 from safetensors.numpy import save_file
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from modelkin import Registry
 from modelkin.cli.app import app
+from modelkin.registry.store import LocalStore
 
 PG_URL = os.environ.get("MODELKIN_TEST_DATABASE_URL")
 
@@ -33,6 +37,9 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MODELKIN_DEBUG", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    for name in [v for v in os.environ if v.startswith("AWS_")]:  # never the developer's own S3 account
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookups off loopback
 
 
 def _reset_postgres(url: str) -> None:
@@ -54,8 +61,52 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     return str(request.param)
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 API server on 127.0.0.1 and a free port, for the whole session."""
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def registry(backend: str) -> Iterator[Registry]:
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """Dummy credentials and ``AWS_ENDPOINT_URL`` pointing at the test server, for this process and its children."""
+    for name, value in DUMMY_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    return s3_server
+
+
+@pytest.fixture
+def bucket(s3_env: S3Server) -> Iterator[str]:
+    """A fresh, empty bucket; emptied and removed afterwards so the server's memory stays small."""
+    name = f"mk-{uuid.uuid4().hex[:12]}"
+    client = s3_env.client()
+    client.create_bucket(Bucket=name)
+    yield name
+    for up in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+        client.abort_multipart_upload(Bucket=name, Key=up["Key"], UploadId=up["UploadId"])
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=name, Key=obj["Key"])
+    client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where this test's blobs live: the registry home (local) or a bucket on the S3 test server."""
+    if request.param == "local":
+        return "local"
+    url = f"s3://{request.getfixturevalue('bucket')}/objects"
+    monkeypatch.setenv("MODELKIN_STORE", url)
+    return url
+
+
+@pytest.fixture
+def registry(backend: str, request: pytest.FixtureRequest) -> Iterator[Registry]:
+    if "store" in request.fixturenames:  # the store is chosen before the registry is opened
+        request.getfixturevalue("store")
     reg = Registry.init()
     yield reg
     reg.close()
@@ -66,7 +117,7 @@ def cli() -> Callable[..., Any]:
     """Run the CLI as a user would; returns click's Result (stdout and stderr kept apart)."""
     runner = CliRunner()
 
-    def run(*args: str, env: dict[str, str] | None = None) -> Any:
+    def run(*args: str, env: dict[str, str | None] | None = None) -> Any:
         return runner.invoke(app, [str(a) for a in args], env=env)
 
     return run
@@ -107,3 +158,27 @@ def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-zoo") / "zoo"
     build_zoo(out, "tiny", 0)
     return out
+
+
+def stored_bytes(reg: Registry, digest: str) -> bytes:
+    """A blob's bytes as the store holds them, read around the store's own checks."""
+    if isinstance(reg.store, LocalStore):
+        return (reg.store.root / digest[:2] / digest[2:]).read_bytes()
+    return bytes(reg.store.fs.cat_file(f"{reg.store.root}/{digest[:2]}/{digest[2:]}"))  # type: ignore[attr-defined]
+
+
+def tamper(reg: Registry, digest: str, data: bytes | None) -> None:
+    """Replace a stored blob's bytes behind the registry's back (None removes it), as damage or an attacker would."""
+    if isinstance(reg.store, LocalStore):
+        path = reg.store.root / digest[:2] / digest[2:]
+        if data is None:
+            path.unlink()
+        else:
+            path.chmod(0o644)
+            path.write_bytes(data)
+        return
+    key = f"{reg.store.root}/{digest[:2]}/{digest[2:]}"  # type: ignore[attr-defined]
+    if data is None:
+        reg.store.fs.rm_file(key)  # type: ignore[attr-defined]
+    else:
+        reg.store.fs.pipe_file(key, data)  # type: ignore[attr-defined]

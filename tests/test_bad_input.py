@@ -16,7 +16,7 @@ import torch
 from safetensors.numpy import save_file
 
 from modelkin import IntegrityError, InvalidModelFile, Registry, UnsafeFormat, UnsafePath
-from tests.conftest import make_weights
+from tests.conftest import make_weights, stored_bytes, tamper
 
 
 def _assert_clean_failure(result: Any, code: int = 1) -> str:
@@ -176,23 +176,21 @@ def test_unknown_ref_exits_1(registry: Registry, weights: Path, cli: Any, ref: s
 SMALL_MLP = {"family": "mlp", "in_features": 8, "hidden": [16], "num_classes": 4, "input_space": "digits-64"}
 
 
-def _weights_blob(registry: Registry, ref: str) -> Path:
-    digest = registry.get(ref).files[0].sha256
-    return Path(registry.store.location) / digest[:2] / digest[2:]
+def _weights_digest(registry: Registry, ref: str) -> str:
+    return registry.get(ref).files[0].sha256
 
 
 @pytest.mark.parametrize("where", ["first", "header", "data", "last"])
 def test_altered_blob_is_detected_by_verify_and_every_load(
-    registry: Registry, weights: Path, cli: Any, where: str, tmp_path: Path
+    registry: Registry, store: str, weights: Path, cli: Any, where: str, tmp_path: Path
 ) -> None:
     v = registry.register(weights, name="m", architecture=SMALL_MLP).version
-    blob = _weights_blob(registry, v.ref)
-    data = bytearray(blob.read_bytes())
+    digest = _weights_digest(registry, v.ref)
+    data = bytearray(stored_bytes(registry, digest))
     header_len = struct.unpack("<Q", bytes(data[:8]))[0]
     pos = {"first": 0, "header": 8 + header_len // 2, "data": 8 + header_len + 10, "last": len(data) - 1}[where]
     data[pos] ^= 0x01
-    blob.chmod(0o644)
-    blob.write_bytes(bytes(data))
+    tamper(registry, digest, bytes(data))
 
     report = registry.verify(v.ref)
     assert not report.ok and [(p.path, p.kind) for p in report.problems] == [("model.safetensors", "changed")]
@@ -218,33 +216,44 @@ def test_registering_the_same_bytes_again_repairs_a_damaged_blob(
     registry: Registry, weights: Path, tmp_path: Path
 ) -> None:
     v = registry.register(weights, name="m").version
-    blob = _weights_blob(registry, v.ref)
-    blob.chmod(0o644)
-    blob.write_bytes(b"\0" + blob.read_bytes()[1:])
+    digest = _weights_digest(registry, v.ref)
+    tamper(registry, digest, b"\0" + stored_bytes(registry, digest)[1:])
     assert not registry.verify(v.ref).ok
     assert not registry.register(weights, name="m").created  # same bytes, same version...
     assert registry.verify(v.ref).ok  # ...and the damaged blob was replaced by the good copy
-    blob.chmod(0o644)
-    blob.write_bytes(b"\0" + blob.read_bytes()[1:])
+    tamper(registry, digest, b"\0" + stored_bytes(registry, digest)[1:])
     other = registry.register(weights, name="other").version  # a new version never builds on a damaged blob
     assert registry.verify(other.ref).ok and registry.verify(v.ref).ok
 
 
-def test_missing_blob_and_altered_manifest(registry: Registry, weights: Path, cli: Any) -> None:
+def test_registering_again_repairs_a_truncated_or_missing_blob_on_every_store(
+    registry: Registry, store: str, weights: Path
+) -> None:
+    """A remote blob is never rewritten, except when its size shows it is not what its name says."""
     v = registry.register(weights, name="m").version
-    _weights_blob(registry, v.ref).unlink()
+    digest = _weights_digest(registry, v.ref)
+    good = stored_bytes(registry, digest)
+    for damage in (good[:-100], None):
+        tamper(registry, digest, damage)
+        assert not registry.verify(v.ref).ok
+        assert not registry.register(weights, name="m").created
+        assert registry.verify(v.ref).ok and stored_bytes(registry, digest) == good
+
+
+def test_missing_blob_and_altered_manifest(registry: Registry, store: str, weights: Path, cli: Any) -> None:
+    v = registry.register(weights, name="m").version
+    tamper(registry, _weights_digest(registry, v.ref), None)
     assert [(p.path, p.kind) for p in registry.verify(v.ref).problems] == [("model.safetensors", "missing")]
     with pytest.raises(IntegrityError, match="missing"):
         registry.load_state_dict(v.ref)
-    manifest = Path(registry.store.location) / v.digest[7:9] / v.digest[9:]
-    manifest.chmod(0o644)
-    manifest.write_bytes(manifest.read_bytes().replace(b'"format_version":1', b'"format_version":2'))
+    manifest = v.digest.removeprefix("sha256:")
+    tamper(registry, manifest, stored_bytes(registry, manifest).replace(b'"format_version":1', b'"format_version":2'))
     assert [(p.path, p.kind) for p in registry.verify(v.ref).problems][0] == ("(manifest)", "changed")
     assert cli("verify", "m").exit_code == 1
 
 
 def test_failure_mid_register_leaves_no_version_and_gc_collects(
-    registry: Registry, weights: Path, monkeypatch: pytest.MonkeyPatch
+    registry: Registry, store: str, weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import modelkin.registry.registry as reg_module
 
@@ -266,7 +275,7 @@ def test_failure_mid_register_leaves_no_version_and_gc_collects(
     assert registry.register(weights, name="m").version.ref == "m:1"  # works afterwards
 
 
-def test_gc_keeps_referenced_blobs(registry: Registry, weights: Path) -> None:
+def test_gc_keeps_referenced_blobs(registry: Registry, store: str, weights: Path) -> None:
     v = registry.register(weights, name="m").version
     assert registry.gc(grace_seconds=0).blobs_removed == 0
     assert registry.verify(v.ref).ok
@@ -281,7 +290,7 @@ def test_registry_never_touches_source_files(registry: Registry, tmp_path: Path,
     after = {p: (p.stat().st_mtime_ns, p.stat().st_nlink, p.read_bytes()) for p in src.rglob("*")}
     assert before == after  # nothing written, linked or added
     for f in v.files:
-        blob = Path(registry.store.location) / f.sha256[:2] / f.sha256[2:]
+        blob = registry.store.root / f.sha256[:2] / f.sha256[2:]  # type: ignore[attr-defined]
         assert blob.stat().st_ino != (src / f.path).stat().st_ino and blob.stat().st_nlink == 1
 
 

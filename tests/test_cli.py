@@ -103,8 +103,10 @@ def test_full_walkthrough(home: None, cli: Any, tmp_path: Path) -> None:
     assert [e["kind"] for e in ok(cli("log", "digits-ft:1", "--limit", "1", "--json"))] == ["unyank"]
     assert "register" in ok(cli("log"))
 
-    assert ok(cli("gc", "--grace", "0", "--json")) == {"blobs_removed": 0, "bytes_freed": 0, "kept_recent": 0,
-                                                        "dry_run": False}  # fmt: skip
+    assert ok(cli("gc", "--grace", "0", "--json")) == {
+        "blobs_removed": 0, "bytes_freed": 0, "kept_recent": 0, "dry_run": False, "leftovers_removed": 0,
+        "leftover_bytes": 0, "temporary_removed": 0, "staging_removed": 0, "multipart_aborted": 0,
+    }  # fmt: skip
     head = migrate.SCHEMA_HEAD
     assert ok(cli("db", "upgrade", "--json")) == {"before": head, "after": head}
     assert head in ok(cli("db", "current"))

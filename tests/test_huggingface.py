@@ -47,7 +47,7 @@ def _check_minilm(v: Any) -> None:
     assert v.architecture["family"] == "hf-transformers" and v.architecture["config"]["model_type"] == "bert"
 
 
-def test_register_minilm_directory(registry: Registry, minilm_dir: Path, cli: Any) -> None:
+def test_register_minilm_directory(registry: Registry, store: str, minilm_dir: Path, cli: Any) -> None:
     result = cli("register", minilm_dir, "--name", "minilm", "--json")
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
@@ -117,7 +117,9 @@ def test_card_base_model_becomes_declared_lineage(registry: Registry, minilm_dir
     assert orphan.declared_parents == ("hf:someone/unregistered",) and orphan.relation == "finetune"
 
 
-def test_export_writes_hf_folder_and_card(registry: Registry, minilm_dir: Path, tmp_path: Path, cli: Any) -> None:
+def test_export_writes_hf_folder_and_card(
+    registry: Registry, store: str, minilm_dir: Path, tmp_path: Path, cli: Any
+) -> None:
     registry.import_hf(str(minilm_dir), name=REPO)
     pruned_dir = tmp_path / "pruned"
     shutil.copytree(minilm_dir, pruned_dir)

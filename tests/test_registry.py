@@ -195,11 +195,13 @@ def test_init_is_idempotent(tmp_path: Path, weights: Path) -> None:
     assert [v.ref for v in reg.list()] == ["m:1"]
 
 
-def test_fsspec_store_round_trip(tmp_path: Path, weights: Path) -> None:
-    """A team store behind an fsspec URL works like the local one (memory:// stands in for s3://)."""
-    reg = Registry.init(tmp_path / "r", store="memory://modelkin-test-store")
+@pytest.mark.parametrize("kind", ["memory", "s3"])
+def test_fsspec_store_round_trip(tmp_path: Path, weights: Path, kind: str, request: pytest.FixtureRequest) -> None:
+    """A team store behind an fsspec URL works like the local one: memory://, and S3 on a real S3 API server."""
+    url = f"s3://{request.getfixturevalue('bucket')}/objects" if kind == "s3" else "memory://modelkin-test-store"
+    reg = Registry.init(tmp_path / "r", store=url)
     v = reg.register(weights, name="m").version
-    assert reg.store.location.startswith("memory://")
+    assert reg.store.location == url
     assert reg.verify("m").ok
     state = reg.load_state_dict("m")
     assert torch.equal(state["head.weight"], torch.from_numpy(load_file(str(weights))["head.weight"]))

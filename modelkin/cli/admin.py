@@ -39,13 +39,19 @@ def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed; remove nothing.")] = False,
     json_out: Json = False,
 ) -> None:
-    """Remove blobs that no version references (left by failed or interrupted registrations)."""
+    """Remove blobs that no version references, and what interrupted writes left (temp files, staging, uploads)."""
     report = open_registry(ctx).gc(grace, dry_run)
     if json_out:
         output.emit_json(report.to_json())
         return
     verb = "would remove" if dry_run else "removed"
     output.stdout.print(f"{verb} {report.blobs_removed} blobs, {output.human_bytes(report.bytes_freed)} freed")
+    if report.leftovers_removed:
+        output.stdout.print(
+            f"{verb} {report.leftovers_removed} leftovers of interrupted writes "
+            f"({report.temporary_removed} temporary, {report.staging_removed} staging, "
+            f"{report.multipart_aborted} multipart uploads), {output.human_bytes(report.leftover_bytes)}"
+        )
     if report.kept_recent:
         output.info(f"kept {report.kept_recent} unreferenced blobs younger than {grace:g} s (see --grace)")
 

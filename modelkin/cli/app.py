@@ -7,6 +7,7 @@ traceback instead.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +16,21 @@ import typer
 from typer.core import TyperGroup
 
 from modelkin import __version__
-from modelkin.cli import admin, aliases, claims, hub, keys, lineage, models, output, retrieval, signing, watermark, zoo
+from modelkin.cli import (
+    admin,
+    aliases,
+    claims,
+    hub,
+    keys,
+    lineage,
+    models,
+    output,
+    retrieval,
+    signing,
+    store,
+    watermark,
+    zoo,
+)
 from modelkin.config import debug_enabled
 from modelkin.errors import ModelkinError
 
@@ -105,10 +120,17 @@ app.add_typer(retrieval.index_app, name="index")
 app.command("search")(retrieval.search)
 app.add_typer(retrieval.retrieval_app, name="retrieval")
 app.add_typer(lineage.app, name="lineage")
+app.add_typer(store.app, name="store")
+
+
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C does, so staging files and temporary folders are removed on the way out."""
+    raise SystemExit(128 + signum)
 
 
 def main() -> None:
     """Console entry point: anything unexpected is reported in one line unless MODELKIN_DEBUG is set."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app(prog_name="modelkin")
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,8 @@ from modelkin.errors import IntegrityError
 from modelkin.registry import sidecar
 from modelkin.registry.records import GcReport, Problem, VerifyReport
 from modelkin.registry.sources import SKIPPED_DIRS
-from modelkin.registry.store import LocalStore, sha256_file
+from modelkin.registry.staging import Staging
+from modelkin.registry.store import sha256_file
 
 if TYPE_CHECKING:
     from modelkin.registry.registry import Registry
@@ -73,10 +75,12 @@ def _hash_local(path: Path, recorded: dict[str, str]) -> dict[str, str]:
 
 
 def collect_garbage(reg: Registry, grace_seconds: float, dry_run: bool = False) -> GcReport:
-    """Delete blobs that no version references, if older than ``grace_seconds``.
+    """Delete blobs that no version references, if older than ``grace_seconds``, and what crashes left behind.
 
     The grace period protects a registration running concurrently: its blobs are written before the version
-    row that references them is committed. ``gc --grace 0`` is for when nothing else is writing.
+    row that references them is committed. ``gc --grace 0`` is for when nothing else is writing. Leftovers
+    (temporary files and objects, staging files, unfinished multipart uploads) go as soon as their writer is
+    gone; those whose writer cannot be known (another host, an upload) go after the grace period.
     """
     with read_session(reg.engine) as s:
         referenced = set(s.scalars(select(File.sha256).distinct()))
@@ -93,12 +97,20 @@ def collect_garbage(reg: Registry, grace_seconds: float, dry_run: bool = False) 
         freed += blob.size
         if not dry_run:
             reg.store.delete(blob.digest)
-    if isinstance(reg.store, LocalStore):
-        for tmp in reg.store.stale_incoming(cutoff):
-            freed += tmp.stat().st_size
-            if not dry_run:
-                tmp.unlink(missing_ok=True)
-    report = GcReport(removed, freed, recent, dry_run)
+    staging = Staging(reg.settings.staging)
+    leftovers = [*reg.store.leftovers(cutoff), *staging.leftovers(cutoff)]
+    if not dry_run:
+        for item in leftovers:
+            if item.kind == "staging":
+                staging.remove(item)
+            else:
+                reg.store.remove_leftover(item)
+    counts = Counter(item.kind for item in leftovers)
+    leftover_bytes = sum(item.size for item in leftovers)
+    report = GcReport(
+        removed, freed + leftover_bytes, recent, dry_run, len(leftovers), leftover_bytes,
+        counts["temporary"], counts["staging"], counts["multipart"],
+    )  # fmt: skip
     if not dry_run:
         with write_session(reg.engine) as s:
             s.add(Event(kind="gc", detail=report.to_json()))

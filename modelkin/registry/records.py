@@ -142,10 +142,17 @@ class EventRecord:
 
 @dataclass(frozen=True)
 class GcReport:
+    """``bytes_freed`` counts blobs and leftovers; ``leftover_bytes`` the leftovers alone."""
+
     blobs_removed: int
     bytes_freed: int
     kept_recent: int
     dry_run: bool
+    leftovers_removed: int = 0  # temporary files and objects, staging entries and multipart uploads together
+    leftover_bytes: int = 0
+    temporary_removed: int = 0
+    staging_removed: int = 0
+    multipart_aborted: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -153,4 +160,9 @@ class GcReport:
             "bytes_freed": self.bytes_freed,
             "kept_recent": self.kept_recent,
             "dry_run": self.dry_run,
+            "leftovers_removed": self.leftovers_removed,
+            "leftover_bytes": self.leftover_bytes,
+            "temporary_removed": self.temporary_removed,
+            "staging_removed": self.staging_removed,
+            "multipart_aborted": self.multipart_aborted,
         }

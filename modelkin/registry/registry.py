@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +52,7 @@ from modelkin.registry.pickles import convert_index, convert_pickle, converted_n
 from modelkin.registry.records import RELATIONS, EventRecord, GcReport, ModelVersion, VerifyReport, VersionDiff
 from modelkin.registry.rows import to_records
 from modelkin.registry.sources import PICKLE_INDEX, SAFETENSORS_INDEX, ModelSource, SourceFile, check_index, collect
+from modelkin.registry.staging import Staging
 from modelkin.registry.store import BlobStore, open_store
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class Registry:
         """Connect without checking the schema: for ``init`` and ``db upgrade``, which bring it up to date."""
         settings = Settings.resolve(home, database_url, store)
         settings.home.mkdir(parents=True, exist_ok=True)
-        return cls(settings, make_engine(settings.database_url), open_store(settings.store))
+        return cls(settings, make_engine(settings.database_url), open_store(settings.store, settings.staging))
 
     @classmethod
     def init(
@@ -102,10 +102,14 @@ class Registry:
         """Create (or upgrade in place) the registry at ``home``; safe to run twice."""
         reg = cls.connect(home, database_url=database_url, store=store)
         try:
+            reg.store.check()
             reg.upgrade()
         except sa_exc.DBAPIError as exc:
             reg.close()
             raise database_error(exc) or exc from None
+        except BaseException:
+            reg.close()
+            raise
         return reg
 
     @classmethod
@@ -131,7 +135,7 @@ class Registry:
                 f"the registry schema is at revision {current}, this modelkin expects {migrate.SCHEMA_HEAD}.",
                 hint="run `modelkin db upgrade`",
             )
-        return cls(settings, engine, open_store(settings.store))
+        return cls(settings, engine, open_store(settings.store, settings.staging))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -197,7 +201,7 @@ class Registry:
         with read_session(self.engine) as s:  # a mistyped parent fails now, not after gigabytes are copied
             for parent in parents:
                 _resolve_parent(s, parent)
-        with tempfile.TemporaryDirectory(prefix="modelkin-register-") as tmp:
+        with Staging(self.settings.staging).directory("register") as tmp:
             if isinstance(source, (str, os.PathLike)):
                 path = Path(source)
                 name = check_name(name or _default_name(path))
@@ -236,7 +240,8 @@ class Registry:
                 progress(n, total)
 
         out: list[IngestedFile] = []
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelkin-hash") as pool:
+        # in a batch, a remote store uploads each blob while the next file is hashed
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelkin-hash") as pool, self.store.batch():
             for f in src.files:
                 if f.kind == "safetensors":
                     out.append(ingest_safetensors(f.path, f.rel, self.store, pool, advance, f.shown))
