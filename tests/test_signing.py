@@ -76,7 +76,8 @@ def test_modelkin_verifies_what_model_signing_signed(published: Path, cli: Any) 
     assert result.returncode == 0, result.stderr
     out = ok(cli("verify", published / "plain", "--signature", published / "ms.sig", "--public-key",
                  published / "me.pub", "--json"))  # fmt: skip
-    assert out == {"ok": True, "ref": str(published / "plain"), "checked": 2, "problems": []}
+    # the weights, the generated card and the export's provenance record (.modelkin/export.json)
+    assert out == {"ok": True, "ref": str(published / "plain"), "checked": 3, "problems": []}
     by_ref = ok(cli("verify", "model", "--signature", published / "ms.sig", "--public-key", published / "me.pub",
                     "--json"))  # fmt: skip
     assert by_ref["ok"] and by_ref["ref"] == "model:1"  # the registered version's exported layout
@@ -85,7 +86,7 @@ def test_modelkin_verifies_what_model_signing_signed(published: Path, cli: Any) 
 def test_sign_a_ref_and_a_folder(published: Path, cli: Any, monkeypatch: Any) -> None:
     monkeypatch.chdir(published)
     out = ok(cli("sign", "model", "--key", published / "me.key", "--json"))
-    assert out["target"] == "model:1" and out["signature"] == "model-1.sig" and out["signed_files"] == 2
+    assert out["target"] == "model:1" and out["signature"] == "model-1.sig" and out["signed_files"] == 3
     assert model_signing("verify", "key", "--signature", published / "model-1.sig", "--public_key",
                          published / "me.pub", published / "out").returncode == 0  # fmt: skip
     ok(cli("export", "model", published / "again"))
