@@ -158,6 +158,10 @@ def test_search_filters_inside_the_vector_search(reg: Any, tiny_zoo: Path) -> No
     cnns = {v.ref for v in reg.list("family = 'cnn'")}
     results = reg.retrieval.search(x, y, k=100, filter="family = 'cnn'").results
     assert {r["ref"] for r in results} == cnns and [r["rank"] for r in results] == list(range(1, len(cnns) + 1))
+    vectors = reg.retrieval.search(x, y, k=100, filter="family = 'cnn'", shortlist=0)
+    assert vectors.scorer == "training-free" and {r["ref"] for r in vectors.results} == cnns
+    scores = [r["score"] for r in vectors.results]
+    assert scores == sorted(scores, reverse=True) and {r["scored_by"] for r in vectors.results} == {"training-free"}
     one = reg.retrieval.search(x, y, k=5, filter="name = 'mlp-s-000'").results
     assert [r["ref"] for r in one] == ["mlp-s-000:1"]
     assert reg.retrieval.search(x, y, k=5, filter="name = 'nothing'").results == []
@@ -172,7 +176,8 @@ def test_cli_search_json_contract(cli: Callable[..., Any], home: Path, tiny_zoo:
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
     assert list(out) == ["results", "scorer", "forward_passes", "elapsed_ms"]
-    assert out["scorer"] == "training-free" and out["forward_passes"] == 0 and len(out["results"]) == 5
+    assert out["scorer"] == "training-free+knowledge-logme" and out["forward_passes"] == 0
+    assert len(out["results"]) == 5
     assert all({"ref", "score", "rank"} <= set(r) for r in out["results"])
     scores = [r["score"] for r in out["results"]]
     assert scores == sorted(scores, reverse=True)
@@ -242,7 +247,7 @@ def test_train_from_a_registered_zoo_then_serve_new_models_without_retraining(
     assert (status["scorer"], status["encoder"]) == ("learned", 1)
     data = _data(tiny_zoo)
     out = json.loads(cli("search", "--data", data, "--json").stdout)
-    assert out["scorer"] == "learned" and out["forward_passes"] == 0
+    assert out["scorer"] == "learned+knowledge-logme" and out["forward_passes"] == 0
     # a model registered after training gets a vector from the trained encoder, without retraining
     source = tiny_zoo / "models" / "cnn-005.safetensors"
     copy = tmp_path / "copy.safetensors"

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 NAME = "retrieval"
 RERANK_ESTIMATOR = "logme"
+SHORTLIST = 1000  # vector-search candidates rescored from stored knowledge (no forward passes)
+KNOWLEDGE = "knowledge-logme"
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Retrieval:
     def __init__(self, host: Host) -> None:
         self.host = host
         self._serving: dict[int, _Serving] = {}
+        self._outputs: dict[int, dict[int, np.ndarray]] = {}
 
     # -- probe pools ---------------------------------------------------------------------------------------
 
@@ -324,8 +327,15 @@ class Retrieval:
 
     # -- search --------------------------------------------------------------------------------------------
 
-    def search(self, x: Any, y: Any, k: int = 5, filter: str | None = None, rerank: int = 0) -> SearchResult:
-        """Rank registered models for the task (x, y) by vector search; ``rerank`` rescoring runs N models."""
+    def search(self, x: Any, y: Any, k: int = 5, filter: str | None = None, rerank: int = 0,
+               shortlist: int = SHORTLIST) -> SearchResult:  # fmt: skip
+        """Rank registered models for the task (x, y); runs no model unless ``rerank`` > 0.
+
+        Three stages: faiss vector search (inside the filter) for the top ``max(k, rerank, shortlist)``; the
+        shortlist rescored by LogME on each model's stored outputs at the query's nearest probes (zero forward
+        passes; ``shortlist=0`` keeps the vector order); then, with ``rerank`` N, the top N rescored by LogME on
+        the models' real outputs (N forward passes).
+        """
         start = time.perf_counter()
         if k < 1:
             raise InvalidQueryData(f"k must be at least 1, got {k}.")
@@ -344,17 +354,45 @@ class Retrieval:
         allowed = np.array(sorted(refs[v.ref] for v in self.host.list(filter)), dtype=np.int64)
         q = query_features(x, y, serving.space)
         qvec = serving.scorer.query_vector(q)
-        ids, scores = index.search(qvec, max(k, rerank), allowed)
+        ids, scores = index.search(qvec, max(k, rerank, shortlist), allowed)
         names = {vid: ref for ref, vid in refs.items()}
         ranked = [{"ref": names[int(i)], "score": round(float(s), 6), "scored_by": serving.scorer.name}
                   for i, s in zip(ids, scores, strict=True)]  # fmt: skip
+        name = serving.scorer.name
+        if shortlist:
+            ranked = self._knowledge_rescore(serving, ids[:shortlist], ranked, x, y)
+            name += f"+{KNOWLEDGE}"
         passes, notes = 0, []
         if rerank:
             ranked, passes, notes = self._rerank(ranked, rerank, x, y)
         results = [{"ref": r["ref"], "score": r["score"], "rank": n, "scored_by": r["scored_by"]}
                    for n, r in enumerate(ranked[:k], 1)]  # fmt: skip
-        name = serving.scorer.name + (f"+{RERANK_ESTIMATOR}" if rerank else "")
+        name += f"+{RERANK_ESTIMATOR}" if rerank else ""
         return SearchResult(results, name, passes, round((time.perf_counter() - start) * 1000, 2), notes)
+
+    def _knowledge_rescore(self, serving: _Serving, ids: np.ndarray, ranked: list[dict[str, Any]], x: np.ndarray,
+                           y: np.ndarray) -> list[dict[str, Any]]:  # fmt: skip
+        from modelkin.retrieval.proxy import knowledge_logme, nearest_probes
+
+        nearest = nearest_probes(serving.space.encode(x), serving.pool_phi)
+        outputs = self._pool_outputs(serving.pool, [int(i) for i in ids])
+        head = [{"ref": r["ref"], "score": round(knowledge_logme(outputs[int(i)], nearest, y), 6),
+                 "scored_by": KNOWLEDGE} for i, r in zip(ids, ranked, strict=False)]  # fmt: skip
+        head.sort(key=lambda r: -r["score"])
+        return head + ranked[len(head):]
+
+    def _pool_outputs(self, pool: ProbePool, vids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Each version's stored output distribution on the pool (read from its knowledge blob, then cached)."""
+        cache = self._outputs.setdefault(pool.id, {})
+        missing = [v for v in vids if v not in cache]
+        if missing:
+            with read_session(self.host.engine) as s:
+                query = select(KnowledgeRow.version_id, KnowledgeRow.digest).where(
+                    KnowledgeRow.pool_id == pool.id, KnowledgeRow.version_id.in_(missing))  # fmt: skip
+                rows = dict(s.execute(query).all())
+            for vid, digest in rows.items():
+                cache[vid] = kstore.from_bytes(self.host.store.read_verified(digest)).pool_probs
+        return {v: cache[v] for v in vids}
 
     def _rerank(self, ranked: list[dict[str, Any]], n: int, x: np.ndarray, y: np.ndarray
                 ) -> tuple[list[dict[str, Any]], int, list[str]]:  # fmt: skip
@@ -419,7 +457,7 @@ class Retrieval:
         return {"ref": version.ref, "score": float(score), "data": f"sha256:{digest}"}
 
     def train(self, zoos: Sequence[str | os.PathLike[str]] = (), scores: str | os.PathLike[str] | None = None,
-              *, target: str = "finetune", epochs: int = 300, seed: int = 0,
+              *, target: str = "finetune", epochs: int = 100, seed: int = 0,
               exclude_families: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
         """Train the alignment encoders on ground truth (zoos, a JSONL file, logged scores) and re-index."""
         from modelkin.retrieval.training import train
