@@ -273,7 +273,7 @@ def scale(n: int, dim: int, queries_n: int, selectivity: float) -> list[str]:
              "| query | threads | p50 latency ms | p95 latency ms | recall@10 vs exact | target |",
              "| --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
     for label, allowed in (("no filter", None), (f"filter matching {selectivity:.1%} ({len(selected):,})", selected)):
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(selected)) if allowed is not None else None
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(selected)) if allowed is not None else None  # type: ignore[call-arg]
         truth = [exact.search(q[None], 10, params=params)[1][0] for q in qs]
         for threads in (1, 2):
             faiss.omp_set_num_threads(threads)

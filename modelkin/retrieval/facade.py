@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from modelkin.db.engine import read_session, write_session
 from modelkin.db.schema import File, KnowledgeRow, LoggedScore, Model, ProbePool, RetrievalEncoder, Version
@@ -362,7 +362,8 @@ class Retrieval:
         if shortlist:
             ranked = self._knowledge_rescore(serving, ids[:shortlist], ranked, x, y)
             name += f"+{KNOWLEDGE}"
-        passes, notes = 0, []
+        passes = 0
+        notes: list[str] = []
         if rerank:
             ranked, passes, notes = self._rerank(ranked, rerank, x, y)
         results = [{"ref": r["ref"], "score": r["score"], "rank": n, "scored_by": r["scored_by"]}
@@ -400,7 +401,9 @@ class Retrieval:
         from modelkin.retrieval.runner import features_and_probs, one_thread
 
         head, tail = ranked[:n], ranked[n:]
-        rescored, notes, passes = [], [], 0
+        rescored: list[dict[str, Any]] = []
+        notes: list[str] = []
+        passes = 0
         for r in head:
             try:
                 module = self.host.load_module(r["ref"])
@@ -534,18 +537,14 @@ class Retrieval:
 
     def _logged(self) -> list[tuple[str, int, float]]:
         with read_session(self.host.engine) as s:
-            return [tuple(r) for r in s.execute(select(LoggedScore.data_digest, LoggedScore.version_id,
-                                                       LoggedScore.score).order_by(LoggedScore.id))]  # type: ignore[misc]
+            query = select(LoggedScore.data_digest, LoggedScore.version_id, LoggedScore.score)
+            return [(str(d), int(v), float(sc)) for d, v, sc in s.execute(query.order_by(LoggedScore.id))]
 
     def _family_ids(self, families: Sequence[str]) -> set[int]:
         if not families:
             return set()
         with read_session(self.host.engine) as s:
             return set(s.scalars(select(Version.id).where(Version.family.in_(list(families)))))
-
-    def count_encoders(self) -> int:
-        with read_session(self.host.engine) as s:
-            return int(s.scalar(select(func.count()).select_from(RetrievalEncoder)) or 0)
 
 
 def _space_of(arch: dict[str, Any] | None) -> str | None:

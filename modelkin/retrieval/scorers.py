@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -65,12 +66,12 @@ class Learned:
 
     name = "learned"
 
-    def __init__(self, net: object, free: TrainingFree, config: dict[str, object]) -> None:
+    def __init__(self, net: Any, free: TrainingFree, config: dict[str, Any]) -> None:
         self.net, self.free, self.config = net, free, config
 
     @property
     def dim(self) -> int:
-        return int(self.config["out"]) + self.free.dim  # type: ignore[call-overload]
+        return int(self.config["out"]) + self.free.dim
 
     def model_vectors(self, ms: list[ModelFeatures]) -> np.ndarray:
         from modelkin.retrieval.training import model_vectors
@@ -88,7 +89,7 @@ class Learned:
     def to_bytes(self) -> bytes:
         from safetensors.torch import save
 
-        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}  # type: ignore[attr-defined]
+        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
         meta = {ENCODER_FORMAT: json.dumps(self.config, sort_keys=True)}  # one key: a fixed byte order
         return bytes(save(state, metadata=meta))
 
