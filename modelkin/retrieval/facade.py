@@ -269,8 +269,13 @@ class Retrieval:
         """Features of each version's stored knowledge on ``pool`` (versions without it are left out)."""
         serving = self._serving_for(pool)
         with read_session(self.host.engine) as s:
-            rows = dict(s.execute(select(KnowledgeRow.version_id, KnowledgeRow.digest)
-                                  .where(KnowledgeRow.pool_id == pool.id, KnowledgeRow.version_id.in_(vids))).all())
+            rows = dict(
+                s.execute(
+                    select(KnowledgeRow.version_id, KnowledgeRow.digest).where(
+                        KnowledgeRow.pool_id == pool.id, KnowledgeRow.version_id.in_(vids)
+                    )
+                ).all()
+            )
         out = {}
         for vid in vids:
             if vid in rows:
@@ -380,7 +385,7 @@ class Retrieval:
         head = [{"ref": r["ref"], "score": round(knowledge_logme(outputs[int(i)], nearest, y), 6),
                  "scored_by": KNOWLEDGE} for i, r in zip(ids, ranked, strict=False)]  # fmt: skip
         head.sort(key=lambda r: -r["score"])
-        return head + ranked[len(head):]
+        return head + ranked[len(head) :]
 
     def _pool_outputs(self, pool: ProbePool, vids: Sequence[int]) -> dict[int, np.ndarray]:
         """Each version's stored output distribution on the pool (read from its knowledge blob, then cached)."""
