@@ -165,6 +165,8 @@ def test_search_filters_inside_the_vector_search(reg: Any, tiny_zoo: Path) -> No
     one = reg.retrieval.search(x, y, k=5, filter="name = 'mlp-s-000'").results
     assert [r["ref"] for r in one] == ["mlp-s-000:1"]
     assert reg.retrieval.search(x, y, k=5, filter="name = 'nothing'").results == []
+    reg.yank("cnn-005:1", "broken")  # a yanked version is never offered
+    assert "cnn-005:1" not in [r["ref"] for r in reg.retrieval.search(x, y, k=100).results]
 
 
 # -- the CLI contract ----------------------------------------------------------------------------------------
@@ -318,7 +320,10 @@ def test_bad_files_and_flags(cli: Callable[..., Any], home: Path, tmp_path: Path
     bad_filter = cli("search", "--data", _data(tiny_zoo), "--filter", "colour = 'red'")
     assert bad_filter.exit_code == 2
     assert cli("probes", "add", SPACE, tmp_path / "nope.npz").exit_code == 1
-    assert cli("probes", "add", "bad space", tiny_zoo / "probes" / f"{SPACE}.npz").exit_code == 1
+    for bad in ("bad space", "../escape", ".hidden", "a/b"):
+        refused = cli("probes", "add", bad, tiny_zoo / "probes" / f"{SPACE}.npz")
+        assert refused.exit_code == 1 and "not a valid input space name" in refused.stderr
+    assert not (home.parent / "escape.faiss").exists()
     assert cli("retrieval", "log-score", "nobody", "--data", _data(tiny_zoo), "--score", "0.5").exit_code == 1
     nan_score = cli("retrieval", "log-score", "cnn-005", "--data", _data(tiny_zoo), "--score", "nan")
     assert nan_score.exit_code == 1 and "finite" in nan_score.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from modelkin.registry.records import ModelVersion
 
 NAME = "retrieval"
+SPACE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")  # also names the index file under HOME/retrieval
 RERANK_ESTIMATOR = "logme"
 SHORTLIST = 1000  # vector-search candidates rescored from stored knowledge (no forward passes)
 KNOWLEDGE = "knowledge-logme"
@@ -94,8 +96,11 @@ class Retrieval:
 
     def add_probes(self, space: str, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Register a new version of ``space``'s probe pool, then capture every model of that space on it."""
-        if not space or len(space) > 100 or any(c.isspace() for c in space):
-            raise InvalidQueryData(f"{space!r} is not a valid input space name.", hint="e.g. digits-64")
+        if not SPACE_NAME.fullmatch(space):
+            raise InvalidQueryData(
+                f"{space!r} is not a valid input space name.",
+                hint="use letters, digits, '.', '_' and '-' (up to 100, not starting with '.'), e.g. digits-64",
+            )
         x = read_pool(Path(path))
         digest = self.host.store.put_bytes(save_arrays({"x": x}))
         with write_session(self.host.engine) as s:
