@@ -158,9 +158,15 @@ def test_search_filters_inside_the_vector_search(reg: Any, tiny_zoo: Path) -> No
     cnns = {v.ref for v in reg.list("family = 'cnn'")}
     results = reg.retrieval.search(x, y, k=100, filter="family = 'cnn'").results
     assert {r["ref"] for r in results} == cnns and [r["rank"] for r in results] == list(range(1, len(cnns) + 1))
+    vectors = reg.retrieval.search(x, y, k=100, filter="family = 'cnn'", shortlist=0)
+    assert vectors.scorer == "training-free" and {r["ref"] for r in vectors.results} == cnns
+    scores = [r["score"] for r in vectors.results]
+    assert scores == sorted(scores, reverse=True) and {r["scored_by"] for r in vectors.results} == {"training-free"}
     one = reg.retrieval.search(x, y, k=5, filter="name = 'mlp-s-000'").results
     assert [r["ref"] for r in one] == ["mlp-s-000:1"]
     assert reg.retrieval.search(x, y, k=5, filter="name = 'nothing'").results == []
+    reg.yank("cnn-005:1", "broken")  # a yanked version is never offered
+    assert "cnn-005:1" not in [r["ref"] for r in reg.retrieval.search(x, y, k=100).results]
 
 
 # -- the CLI contract ----------------------------------------------------------------------------------------
@@ -172,7 +178,8 @@ def test_cli_search_json_contract(cli: Callable[..., Any], home: Path, tiny_zoo:
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
     assert list(out) == ["results", "scorer", "forward_passes", "elapsed_ms"]
-    assert out["scorer"] == "training-free" and out["forward_passes"] == 0 and len(out["results"]) == 5
+    assert out["scorer"] == "training-free+knowledge-logme" and out["forward_passes"] == 0
+    assert len(out["results"]) == 5
     assert all({"ref", "score", "rank"} <= set(r) for r in out["results"])
     scores = [r["score"] for r in out["results"]]
     assert scores == sorted(scores, reverse=True)
@@ -242,7 +249,7 @@ def test_train_from_a_registered_zoo_then_serve_new_models_without_retraining(
     assert (status["scorer"], status["encoder"]) == ("learned", 1)
     data = _data(tiny_zoo)
     out = json.loads(cli("search", "--data", data, "--json").stdout)
-    assert out["scorer"] == "learned" and out["forward_passes"] == 0
+    assert out["scorer"] == "learned+knowledge-logme" and out["forward_passes"] == 0
     # a model registered after training gets a vector from the trained encoder, without retraining
     source = tiny_zoo / "models" / "cnn-005.safetensors"
     copy = tmp_path / "copy.safetensors"
@@ -313,7 +320,10 @@ def test_bad_files_and_flags(cli: Callable[..., Any], home: Path, tmp_path: Path
     bad_filter = cli("search", "--data", _data(tiny_zoo), "--filter", "colour = 'red'")
     assert bad_filter.exit_code == 2
     assert cli("probes", "add", SPACE, tmp_path / "nope.npz").exit_code == 1
-    assert cli("probes", "add", "bad space", tiny_zoo / "probes" / f"{SPACE}.npz").exit_code == 1
+    for bad in ("bad space", "../escape", ".hidden", "a/b"):
+        refused = cli("probes", "add", bad, tiny_zoo / "probes" / f"{SPACE}.npz")
+        assert refused.exit_code == 1 and "not a valid input space name" in refused.stderr
+    assert not (home.parent / "escape.faiss").exists()
     assert cli("retrieval", "log-score", "nobody", "--data", _data(tiny_zoo), "--score", "0.5").exit_code == 1
     nan_score = cli("retrieval", "log-score", "cnn-005", "--data", _data(tiny_zoo), "--score", "nan")
     assert nan_score.exit_code == 1 and "finite" in nan_score.stderr

@@ -102,7 +102,7 @@ def search(
     ] = 0,
     json_out: Json = False,
 ) -> None:
-    """Rank registered models by how well they would transfer to the task the labelled samples describe."""
+    """Rank registered models for the task the labelled samples describe (runs none unless --rerank)."""
     from modelkin.retrieval.facade import read_query_file
 
     x, y = read_query_file(data)

@@ -7,6 +7,8 @@ for LEEP and NCE. Higher is better for all four.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 KNN_K = 3
@@ -86,5 +88,6 @@ def knn(features: np.ndarray, y: np.ndarray, k: int = KNN_K) -> float:
     return float((votes.argmax(axis=1) == labels).mean())
 
 
-ESTIMATORS = {"logme": logme, "leep": leep, "nce": nce, "knn": knn}
+Estimator = Callable[[np.ndarray, np.ndarray], float]
+ESTIMATORS: dict[str, Estimator] = {"logme": logme, "leep": leep, "nce": nce, "knn": knn}
 USES_FEATURES = {"logme": True, "leep": False, "nce": False, "knn": True}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from modelkin.db.engine import read_session, write_session
 from modelkin.db.schema import File, KnowledgeRow, LoggedScore, Model, ProbePool, RetrievalEncoder, Version
@@ -37,7 +38,10 @@ if TYPE_CHECKING:
     from modelkin.registry.records import ModelVersion
 
 NAME = "retrieval"
+SPACE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")  # also names the index file under HOME/retrieval
 RERANK_ESTIMATOR = "logme"
+SHORTLIST = 1000  # vector-search candidates rescored from stored knowledge (no forward passes)
+KNOWLEDGE = "knowledge-logme"
 
 
 @dataclass(frozen=True)
@@ -86,13 +90,17 @@ class Retrieval:
     def __init__(self, host: Host) -> None:
         self.host = host
         self._serving: dict[int, _Serving] = {}
+        self._outputs: dict[int, dict[int, np.ndarray]] = {}
 
     # -- probe pools ---------------------------------------------------------------------------------------
 
     def add_probes(self, space: str, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Register a new version of ``space``'s probe pool, then capture every model of that space on it."""
-        if not space or len(space) > 100 or any(c.isspace() for c in space):
-            raise InvalidQueryData(f"{space!r} is not a valid input space name.", hint="e.g. digits-64")
+        if not SPACE_NAME.fullmatch(space):
+            raise InvalidQueryData(
+                f"{space!r} is not a valid input space name.",
+                hint="use letters, digits, '.', '_' and '-' (up to 100, not starting with '.'), e.g. digits-64",
+            )
         x = read_pool(Path(path))
         digest = self.host.store.put_bytes(save_arrays({"x": x}))
         with write_session(self.host.engine) as s:
@@ -266,8 +274,13 @@ class Retrieval:
         """Features of each version's stored knowledge on ``pool`` (versions without it are left out)."""
         serving = self._serving_for(pool)
         with read_session(self.host.engine) as s:
-            rows = dict(s.execute(select(KnowledgeRow.version_id, KnowledgeRow.digest)
-                                  .where(KnowledgeRow.pool_id == pool.id, KnowledgeRow.version_id.in_(vids))).all())
+            rows = dict(
+                s.execute(
+                    select(KnowledgeRow.version_id, KnowledgeRow.digest).where(
+                        KnowledgeRow.pool_id == pool.id, KnowledgeRow.version_id.in_(vids)
+                    )
+                ).all()
+            )
         out = {}
         for vid in vids:
             if vid in rows:
@@ -324,8 +337,15 @@ class Retrieval:
 
     # -- search --------------------------------------------------------------------------------------------
 
-    def search(self, x: Any, y: Any, k: int = 5, filter: str | None = None, rerank: int = 0) -> SearchResult:
-        """Rank registered models for the task (x, y) by vector search; ``rerank`` rescoring runs N models."""
+    def search(self, x: Any, y: Any, k: int = 5, filter: str | None = None, rerank: int = 0,
+               shortlist: int = SHORTLIST) -> SearchResult:  # fmt: skip
+        """Rank registered models for the task (x, y); runs no model unless ``rerank`` > 0.
+
+        Three stages: faiss vector search (inside the filter) for the top ``max(k, rerank, shortlist)``; the
+        shortlist rescored by LogME on each model's stored outputs at the query's nearest probes (zero forward
+        passes; ``shortlist=0`` keeps the vector order); then, with ``rerank`` N, the top N rescored by LogME on
+        the models' real outputs (N forward passes).
+        """
         start = time.perf_counter()
         if k < 1:
             raise InvalidQueryData(f"k must be at least 1, got {k}.")
@@ -344,17 +364,46 @@ class Retrieval:
         allowed = np.array(sorted(refs[v.ref] for v in self.host.list(filter)), dtype=np.int64)
         q = query_features(x, y, serving.space)
         qvec = serving.scorer.query_vector(q)
-        ids, scores = index.search(qvec, max(k, rerank), allowed)
+        ids, scores = index.search(qvec, max(k, rerank, shortlist), allowed)
         names = {vid: ref for ref, vid in refs.items()}
         ranked = [{"ref": names[int(i)], "score": round(float(s), 6), "scored_by": serving.scorer.name}
                   for i, s in zip(ids, scores, strict=True)]  # fmt: skip
-        passes, notes = 0, []
+        name = serving.scorer.name
+        if shortlist:
+            ranked = self._knowledge_rescore(serving, ids[:shortlist], ranked, x, y)
+            name += f"+{KNOWLEDGE}"
+        passes = 0
+        notes: list[str] = []
         if rerank:
             ranked, passes, notes = self._rerank(ranked, rerank, x, y)
         results = [{"ref": r["ref"], "score": r["score"], "rank": n, "scored_by": r["scored_by"]}
                    for n, r in enumerate(ranked[:k], 1)]  # fmt: skip
-        name = serving.scorer.name + (f"+{RERANK_ESTIMATOR}" if rerank else "")
+        name += f"+{RERANK_ESTIMATOR}" if rerank else ""
         return SearchResult(results, name, passes, round((time.perf_counter() - start) * 1000, 2), notes)
+
+    def _knowledge_rescore(self, serving: _Serving, ids: np.ndarray, ranked: list[dict[str, Any]], x: np.ndarray,
+                           y: np.ndarray) -> list[dict[str, Any]]:  # fmt: skip
+        from modelkin.retrieval.proxy import knowledge_logme, nearest_probes
+
+        nearest = nearest_probes(serving.space.encode(x), serving.pool_phi)
+        outputs = self._pool_outputs(serving.pool, [int(i) for i in ids])
+        head = [{"ref": r["ref"], "score": round(knowledge_logme(outputs[int(i)], nearest, y), 6),
+                 "scored_by": KNOWLEDGE} for i, r in zip(ids, ranked, strict=False)]  # fmt: skip
+        head.sort(key=lambda r: -r["score"])
+        return head + ranked[len(head) :]
+
+    def _pool_outputs(self, pool: ProbePool, vids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Each version's stored output distribution on the pool (read from its knowledge blob, then cached)."""
+        cache = self._outputs.setdefault(pool.id, {})
+        missing = [v for v in vids if v not in cache]
+        if missing:
+            with read_session(self.host.engine) as s:
+                query = select(KnowledgeRow.version_id, KnowledgeRow.digest).where(
+                    KnowledgeRow.pool_id == pool.id, KnowledgeRow.version_id.in_(missing))  # fmt: skip
+                rows = dict(s.execute(query).all())
+            for vid, digest in rows.items():
+                cache[vid] = kstore.from_bytes(self.host.store.read_verified(digest)).pool_probs
+        return {v: cache[v] for v in vids}
 
     def _rerank(self, ranked: list[dict[str, Any]], n: int, x: np.ndarray, y: np.ndarray
                 ) -> tuple[list[dict[str, Any]], int, list[str]]:  # fmt: skip
@@ -362,7 +411,9 @@ class Retrieval:
         from modelkin.retrieval.runner import features_and_probs, one_thread
 
         head, tail = ranked[:n], ranked[n:]
-        rescored, notes, passes = [], [], 0
+        rescored: list[dict[str, Any]] = []
+        notes: list[str] = []
+        passes = 0
         for r in head:
             try:
                 module = self.host.load_module(r["ref"])
@@ -419,7 +470,7 @@ class Retrieval:
         return {"ref": version.ref, "score": float(score), "data": f"sha256:{digest}"}
 
     def train(self, zoos: Sequence[str | os.PathLike[str]] = (), scores: str | os.PathLike[str] | None = None,
-              *, target: str = "finetune", epochs: int = 300, seed: int = 0,
+              *, target: str = "finetune", epochs: int = 100, seed: int = 0,
               exclude_families: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
         """Train the alignment encoders on ground truth (zoos, a JSONL file, logged scores) and re-index."""
         from modelkin.retrieval.training import train
@@ -496,18 +547,14 @@ class Retrieval:
 
     def _logged(self) -> list[tuple[str, int, float]]:
         with read_session(self.host.engine) as s:
-            return [tuple(r) for r in s.execute(select(LoggedScore.data_digest, LoggedScore.version_id,
-                                                       LoggedScore.score).order_by(LoggedScore.id))]  # type: ignore[misc]
+            query = select(LoggedScore.data_digest, LoggedScore.version_id, LoggedScore.score)
+            return [(str(d), int(v), float(sc)) for d, v, sc in s.execute(query.order_by(LoggedScore.id))]
 
     def _family_ids(self, families: Sequence[str]) -> set[int]:
         if not families:
             return set()
         with read_session(self.host.engine) as s:
             return set(s.scalars(select(Version.id).where(Version.family.in_(list(families)))))
-
-    def count_encoders(self) -> int:
-        with read_session(self.host.engine) as s:
-            return int(s.scalar(select(func.count()).select_from(RetrievalEncoder)) or 0)
 
 
 def _space_of(arch: dict[str, Any] | None) -> str | None:

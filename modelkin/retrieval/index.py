@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import faiss
 import numpy as np
+
+_faiss: Any = faiss  # faiss' own stubs miss the SWIG keyword arguments and attributes used here
 
 IVF_THRESHOLD = 100_000
 NPROBE = 32
@@ -23,7 +26,7 @@ TRAIN_SAMPLE = 50_000
 class VectorIndex:
     """A thin, typed wrapper; ``search`` returns (ids, scores), best first, missing hits dropped."""
 
-    def __init__(self, index: faiss.Index) -> None:
+    def __init__(self, index: Any) -> None:
         self.index = index
 
     @property
@@ -41,8 +44,8 @@ class VectorIndex:
     def ids(self) -> np.ndarray:
         inner = faiss.downcast_index(self.index)
         if isinstance(inner, faiss.IndexIVFFlat):
-            lists = inner.invlists
-            parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(inner.nlist)]
+            lists: Any = inner.invlists
+            parts = [_faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(inner.nlist)]
             return np.sort(np.concatenate(parts).astype(np.int64))
         return np.sort(faiss.vector_to_array(self.index.id_map).astype(np.int64))
 
@@ -73,9 +76,9 @@ class VectorIndex:
         if isinstance(inner, faiss.IndexIVFFlat):
             share = 1.0 if allowed is None else len(allowed) / n
             nprobe = min(inner.nlist, max(NPROBE, math.ceil(NPROBE / max(share, 1e-9))))
-            params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+            params: Any = _faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
         else:
-            params = faiss.SearchParameters(sel=selector) if selector is not None else None
+            params = _faiss.SearchParameters(sel=selector) if selector is not None else None
         scores, ids = self.index.search(q, k, params=params)
         keep = ids[0] >= 0
         return ids[0][keep].astype(np.int64), scores[0][keep]
@@ -93,7 +96,7 @@ def build(ids: np.ndarray, vectors: np.ndarray, dim: int | None = None) -> Vecto
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     d = vectors.shape[1] if len(vectors) else int(dim or 1)
     if len(vectors) <= IVF_THRESHOLD:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
+        index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
     else:
         nlist = int(math.sqrt(len(vectors)))
         quantizer = faiss.IndexFlatIP(d)

@@ -1,14 +1,15 @@
 """Scorers: map model knowledge and a query to vectors whose inner product ranks models for the query.
 
 ``TrainingFree`` answers in a fresh registry: a model's vector is the kernel mean embedding (fixed random
-Fourier features of φ) of its class anchors beside its relative confidence over the space's landmarks; a query's
-is the kernel mean embedding of its class prototypes beside its mass over the landmarks. Their inner product is
-high when the model has classes where the query has classes and is confident where the query's samples lie.
+Fourier features of φ) of its class anchors and class-pair boundary points; a query's is the kernel mean
+embedding of its class prototypes. Their inner product is high when the model's decision structure lies where
+the query's classes are. (Its kernel width was chosen on the seed-0 reference zoo; a landmark-confidence part
+was tried and dropped there, as it lowered the ranking quality.)
 
-``Learned`` (trained by :mod:`modelkin.retrieval.training`) adds set encoders over the same features and a
-per-model prior, and keeps the training-free part as a learned-weight residual:
-score = w·cos(m, q) + v·cos_free(m, q) + b(m), written as one inner product of
-[√w·m ; √v·m_free ; b(m)] and [√w·q ; √v·q_free ; 1].
+``Learned`` (trained by :mod:`modelkin.retrieval.training`) adds set encoders over the same features and keeps
+the training-free part as a learned-weight residual: score = w·cos(m, q) + v·cos_free(m, q), one inner product
+of [√w·m ; √v·m_free] and [√w·q ; √v·q_free]. (A per-model prior head was tried and dropped: on models of
+roots held out of training it memorised the training models and generalised worse.)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +25,7 @@ from modelkin.errors import InvalidModelFile
 from modelkin.retrieval.features import ModelFeatures, QueryFeatures
 
 RFF = 128
+KERNEL_WIDTH = 0.5  # in units of the space's bandwidth (median probe-to-landmark distance)
 ENCODER_FORMAT = "modelkin.encoder/1"
 _RFF_SEED = 20240607  # a constant: the features are part of the scorer's definition, not a random state
 
@@ -37,29 +40,25 @@ class TrainingFree:
 
     @property
     def dim(self) -> int:
-        return RFF + self.landmarks
+        return RFF
 
     def _rff(self, z: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng(_RFF_SEED)
-        w = rng.standard_normal((self.dims, RFF)) / (2.0 * self.bandwidth)
+        w = rng.standard_normal((self.dims, RFF)) / (KERNEL_WIDTH * self.bandwidth)
         b = rng.uniform(0, 2 * np.pi, RFF)
         return np.asarray(np.sqrt(2.0 / RFF) * np.cos(z @ w + b))
 
     def model_vector(self, m: ModelFeatures) -> np.ndarray:
-        kernel = self._rff(m.anchors[:, : self.dims]).mean(axis=0)
-        return _join(kernel, m.landmarks - m.landmarks.mean())
+        points = np.concatenate([m.anchors[:, : self.dims], m.boundary[:, : self.dims]])
+        return _unit(self._rff(points).mean(axis=0))
 
     def query_vector(self, q: QueryFeatures) -> np.ndarray:
-        return _join(self._rff(q.prototypes).mean(axis=0), q.landmarks)
+        return _unit(self._rff(q.prototypes).mean(axis=0))
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
-    return v / n if n > 1e-12 else v
-
-
-def _join(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.asarray(np.concatenate([_unit(a), _unit(b)]) / np.sqrt(2.0), dtype=np.float32)
+    return np.asarray(v / n if n > 1e-12 else v, dtype=np.float32)
 
 
 class Learned:
@@ -67,12 +66,12 @@ class Learned:
 
     name = "learned"
 
-    def __init__(self, net: object, free: TrainingFree, config: dict[str, object]) -> None:
+    def __init__(self, net: Any, free: TrainingFree, config: dict[str, Any]) -> None:
         self.net, self.free, self.config = net, free, config
 
     @property
     def dim(self) -> int:
-        return int(self.config["out"]) + self.free.dim + 1  # type: ignore[call-overload]
+        return int(self.config["out"]) + self.free.dim
 
     def model_vectors(self, ms: list[ModelFeatures]) -> np.ndarray:
         from modelkin.retrieval.training import model_vectors
@@ -90,7 +89,7 @@ class Learned:
     def to_bytes(self) -> bytes:
         from safetensors.torch import save
 
-        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}  # type: ignore[attr-defined]
+        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
         meta = {ENCODER_FORMAT: json.dumps(self.config, sort_keys=True)}  # one key: a fixed byte order
         return bytes(save(state, metadata=meta))
 

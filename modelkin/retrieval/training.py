@@ -44,15 +44,15 @@ class _Net(nn.Module):
         half, cat = hidden // 2, hidden + hidden // 2 + hidden // 2 + 16
         self.anchor, self.bound = _mlp(dims + 2, hidden), _mlp(dims + 2, half)
         self.mland, self.mglob = nn.Linear(landmarks, half), nn.Linear(MODEL_GLOBALS, 16)
-        self.mout, self.prior = nn.Linear(cat, out), nn.Sequential(nn.Linear(cat, 32), nn.ReLU(), nn.Linear(32, 1))
+        self.mout = nn.Linear(cat, out)
         self.proto, self.mid = _mlp(dims, hidden), _mlp(dims, half)
         self.qland, self.qglob = nn.Linear(landmarks, half), nn.Linear(QUERY_GLOBALS, 16)
         self.qout = nn.Linear(cat, out)
-        self.log_w, self.log_v = nn.Parameter(torch.tensor(1.0)), nn.Parameter(torch.tensor(2.0))
+        self.log_w, self.log_v = nn.Parameter(torch.tensor(-2.0)), nn.Parameter(torch.tensor(2.0))
 
-    def models(self, a: Tensor, am: Tensor, b: Tensor, bm: Tensor, land: Tensor, glob: Tensor) -> tuple[Tensor, Tensor]:
+    def models(self, a: Tensor, am: Tensor, b: Tensor, bm: Tensor, land: Tensor, glob: Tensor) -> Tensor:
         h = torch.cat([_pool(self.anchor(a), am), _pool(self.bound(b), bm), self.mland(land), self.mglob(glob)], 1)
-        return nn.functional.normalize(self.mout(torch.relu(h)), dim=1), self.prior(torch.relu(h)).squeeze(1)
+        return nn.functional.normalize(self.mout(torch.relu(h)), dim=1)
 
     def queries(self, p: Tensor, pm: Tensor, mid: Tensor, mm: Tensor, land: Tensor, glob: Tensor) -> Tensor:
         h = torch.cat([_pool(self.proto(p), pm), _pool(self.mid(mid), mm), self.qland(land), self.qglob(glob)], 1)
@@ -101,16 +101,16 @@ def _query_inputs(free: TrainingFree, qs: Sequence[QueryFeatures]) -> tuple[Tens
 
 def _model_side(net: _Net, inputs: tuple[Tensor, ...]) -> Tensor:
     *parts, free_vecs = inputs
-    emb, prior = net.models(*parts)
+    emb = net.models(*parts)
     w, v = net.log_w.exp().sqrt(), net.log_v.exp().sqrt()
-    return torch.cat([w * emb, v * free_vecs, prior[:, None]], 1)
+    return torch.cat([w * emb, v * free_vecs], 1)
 
 
 def _query_side(net: _Net, inputs: tuple[Tensor, ...]) -> Tensor:
     *parts, free_vecs = inputs
     emb = net.queries(*parts)
     w, v = net.log_w.exp().sqrt(), net.log_v.exp().sqrt()
-    return torch.cat([w * emb, v * free_vecs, torch.ones(len(emb), 1)], 1)
+    return torch.cat([w * emb, v * free_vecs], 1)
 
 
 def model_vectors(learned: Learned, ms: Sequence[ModelFeatures]) -> np.ndarray:
@@ -128,15 +128,16 @@ def train(
     models: Sequence[ModelFeatures],
     tasks: Sequence[TaskExample],
     *,
-    epochs: int = 300,
+    epochs: int = 100,
     seed: int = 0,
     hidden: int = 64,
     out: int = 128,
     lr: float = 3e-3,
+    weight_decay: float = 1e-4,
 ) -> tuple[Learned, dict[str, Any]]:
     """Fit the encoders; returns the scorer and a summary (losses, sizes) for the record."""
     config = {"dims": free.dims, "landmarks": free.landmarks, "hidden": hidden, "out": out, "epochs": epochs,
-              "seed": seed, "lr": lr}  # fmt: skip
+              "seed": seed, "lr": lr, "weight_decay": weight_decay}  # fmt: skip
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -146,7 +147,7 @@ def train(
         views = [_query_inputs(free, t.views) for t in tasks]
         targets = [_target(t.scores) for t in tasks]
         rng = np.random.default_rng(seed)
-        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
+        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
         losses = []
         for _ in range(epochs):
             opt.zero_grad()

@@ -67,7 +67,7 @@ def jsonl_tasks(path: Path, vid_of: Callable[[str], int | None]) -> list[Task]:
             row = json.loads(line)
             ref, data, score = row["ref"], row["data"], float(row["score"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise InvalidQueryData(f"{path} line {n} is not {{\"ref\": ..., \"data\": ..., \"score\": ...}}.") from None
+            raise InvalidQueryData(f'{path} line {n} is not {{"ref": ..., "data": ..., "score": ...}}.') from None
         if not np.isfinite(score):
             raise InvalidQueryData(f"{path} line {n} has a score that is not a finite number.")
         try:
