@@ -399,3 +399,12 @@ def test_a_wrong_passphrase_is_a_clear_error(cli: Any, owner: Path) -> None:
     ok(cli(*base, "--signing-key", owner / "locked.key", "--passphrase-file", owner / "pass"))
     verdict = ok(cli("claim", "verify", "marked", "--claim", owner / "c.json", "--wm-key", owner / "wm.key", "--json"))
     assert verdict["verdict"] == "owned"
+
+
+def test_a_suspect_path_without_readable_weights_is_a_clear_error(owner: Path, cli: Any) -> None:
+    (owner / "empty").mkdir()
+    (owner / "junk.safetensors").write_bytes(b"\x00" * 20)
+    for target, message in ((owner / "empty", "holds no .safetensors"), (owner / "junk.safetensors", "readable")):
+        result = cli("watermark", "verify", target, "--key", owner / "wm.key")
+        failed(result)
+        assert message in result.stderr
