@@ -45,6 +45,7 @@ from safetensors.torch import load_file
 from scipy import stats
 from torch.nn import functional as F
 
+from modelkin.provenance.ownership import HEAL_EPOCHS, HEAL_LR  # healing as `watermark embed --data` does it
 from modelkin.provenance.watermark import (
     DEFAULT_FPR,
     DEFAULT_MARGIN,
@@ -68,7 +69,6 @@ from modelkin.zoo.training import accuracy
 State = dict[str, torch.Tensor]
 ATTACK_EPOCHS = 20
 BATCH = 64
-HEAL_EPOCHS = 5
 TRAINING_LR = 3e-3  # the zoo's own training learning rate, for the training-time regulariser
 FRESH_KEYS_PER_MODEL = 2
 MARGIN_GRID = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -198,9 +198,9 @@ def make_marks(model: ZooModel, seed: int, margin: float, training_time: bool = 
     numel = weight.size
     controls: dict[str, State] = {}
     if training_time:
-        controls["heal"] = train_all(model, model.state, 1e-3, HEAL_EPOCHS, new_head=False, seed=seed)
+        controls["heal"] = train_all(model, model.state, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed)
         controls["train"] = train_all(model, model.state, TRAINING_LR, ATTACK_EPOCHS, new_head=False, seed=seed)
-        healed = train_all(model, posthoc, 1e-3, HEAL_EPOCHS, new_head=False, seed=seed,
+        healed = train_all(model, posthoc, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed,
                            extra=nm_regulariser(key, layer, rounds, pool, numel, 1.0))  # fmt: skip
         marks.append(Mark("NeuralMark healed", layer, healed, read, key, rounds, pool, controls["heal"]))
         trained = train_all(model, model.state, TRAINING_LR, ATTACK_EPOCHS, new_head=False, seed=seed,

@@ -183,6 +183,22 @@ def test_reference_undoes_a_channel_permutation(owner: Path, cli: Any) -> None:
     assert aligned["detected"] and aligned["aligned"]
 
 
+def test_a_claim_on_a_shuffled_copy_is_proved_with_the_reference(owner: Path, cli: Any, monkeypatch: Any) -> None:
+    ok(cli("claim", "create", "marked", "--wm-key", owner / "wm.key", "--signing-key", owner / "me.key",
+           "--out", owner / "claim.json"))  # fmt: skip
+    with Registry.open() as reg:
+        shuffled = _permuted(reg.load_state_dict("marked"), seed=7)
+    save_file(shuffled, str(owner / "shuffled.safetensors"), metadata=spec_to_safetensors_metadata(SPEC))
+    args = ("claim", "verify", owner / "shuffled.safetensors", "--claim", owner / "claim.json", "--wm-key",
+            owner / "wm.key", "--json")  # fmt: skip
+    assert failed(cli(*args))["verdict"] == "not-owned"
+    assert ok(cli(*args, "--reference", "marked"))["verdict"] == "owned"
+    ok(cli("export", "marked", owner / "mine"))
+    monkeypatch.setenv("MODELKIN_HOME", str(owner / "elsewhere"))  # no registry: the owner's copy on disk
+    verdict = ok(cli(*args, "--reference", owner / "mine"))
+    assert verdict["verdict"] == "owned" and verdict["watermark"]["aligned"]
+
+
 def test_healing_with_data_keeps_the_watermark(cli: Any, tmp_path: Path) -> None:
     ok(cli("init"))
     ok(cli("register", mlp_file(tmp_path / "base.safetensors"), "--name", "base"))
@@ -399,3 +415,12 @@ def test_a_wrong_passphrase_is_a_clear_error(cli: Any, owner: Path) -> None:
     ok(cli(*base, "--signing-key", owner / "locked.key", "--passphrase-file", owner / "pass"))
     verdict = ok(cli("claim", "verify", "marked", "--claim", owner / "c.json", "--wm-key", owner / "wm.key", "--json"))
     assert verdict["verdict"] == "owned"
+
+
+def test_a_suspect_path_without_readable_weights_is_a_clear_error(owner: Path, cli: Any) -> None:
+    (owner / "empty").mkdir()
+    (owner / "junk.safetensors").write_bytes(b"\x00" * 20)
+    for target, message in ((owner / "empty", "holds no .safetensors"), (owner / "junk.safetensors", "readable")):
+        result = cli("watermark", "verify", target, "--key", owner / "wm.key")
+        failed(result)
+        assert message in result.stderr

@@ -49,6 +49,10 @@ def verify(
     target: Target,
     claim: Annotated[Path, typer.Option("--claim", help="The claim JSON from `claim create`.")],
     wm_key: WmKey,
+    reference: Annotated[
+        str | None,
+        typer.Option("--reference", help="The owner's marked version (REF or path): undo channel permutations."),
+    ] = None,
     json_out: Json = False,
 ) -> None:
     """Check a claim against a suspect model: owned, not-owned or invalid-claim; exit 1 unless owned."""
@@ -57,16 +61,19 @@ def verify(
 
     key = load_watermark_key(wm_key)
     data = claim.read_bytes()
-    path = Path(target)
-    if path.exists():  # weights on disk: no registry needed
-        report = verify_claim(read_tensors(path), data, key)
+    sources = [target] + ([reference] if reference is not None else [])
+    if all(Path(s).exists() for s in sources):  # weights on disk: no registry needed
+        owner = read_tensors(Path(reference)) if reference is not None else None
+        report = verify_claim(read_tensors(Path(target)), data, key, owner)
     else:
         try:
             reg = open_registry(ctx)
         except RegistryNotFound as exc:
-            exc.hint = f"{target} is neither a file nor a folder, so it was taken as a REF"
+            exc.hint = "a REF needs a registry; give paths to check a claim without one"
             raise
-        report = reg.ownership.verify_claim(target, data, key)
+        as_source = {s: Path(s) if Path(s).exists() else s for s in sources}
+        report = reg.ownership.verify_claim(as_source[target], data, key,
+                                            as_source[reference] if reference is not None else None)  # fmt: skip
     for reason in report.reasons:
         output.info(reason)
     if json_out:

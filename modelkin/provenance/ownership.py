@@ -186,9 +186,12 @@ def verify_watermark(
     return _detect_at(tensors, key, place(tensors, key, layer, recorded), reference, fpr)
 
 
-def verify_claim(tensors: Tensors, claim_bytes: bytes, key: WatermarkKey, fpr: float = DEFAULT_FPR) -> ClaimReport:
+def verify_claim(
+    tensors: Tensors, claim_bytes: bytes, key: WatermarkKey, reference: Tensors | None = None, fpr: float = DEFAULT_FPR
+) -> ClaimReport:
     """Owned only if the claim's signature verifies, the watermark key opens its commitment, and the watermark
-    is detected where the claim says it is."""
+    is detected where the claim says it is (after undoing channel permutations against the owner's
+    ``reference`` weights, when given)."""
     doc = signing.parse_claim(claim_bytes)
     check = signing.check_claim(doc) if doc is not None else signing.ClaimCheck(False, "the claim is not JSON")
     claim = check.claim
@@ -207,7 +210,8 @@ def verify_claim(tensors: Tensors, claim_bytes: bytes, key: WatermarkKey, fpr: f
         )
     try:
         claimed = Placement(claim["layer"], claim["rounds"], claim["pool"], "claim")
-        report = _detect_at(tensors, key, place(tensors, key, None, claimed), None, fpr)
+        aligned_to = _reference_tensor(reference, claimed.layer) if reference is not None else None
+        report = _detect_at(tensors, key, place(tensors, key, None, claimed), aligned_to, fpr)
         watermark = report.to_json()
         if not report.detection.detected:
             reasons.append(f"the watermark is not detected ({report.detection.matched_bits}/{key.bits} bits, "
@@ -219,6 +223,12 @@ def verify_claim(tensors: Tensors, claim_bytes: bytes, key: WatermarkKey, fpr: f
     owned = commitment_ok and report is not None and report.detection.detected
     return ClaimReport("owned" if owned else "not-owned", True, commitment_ok, watermark, owner, at,
                        tuple(dict.fromkeys(reasons)))  # fmt: skip
+
+
+def _reference_tensor(reference: Tensors, layer: str) -> np.ndarray:
+    if layer not in reference:
+        raise WatermarkError(f"the reference has no tensor {layer!r} to align to.")
+    return _as_array(reference[layer])
 
 
 def sign_folder(folder: Path, private_key: Path, out: Path | None, passphrase: bytes | None) -> tuple[Path, int]:
@@ -374,13 +384,8 @@ class Ownership:
         ref = self.host.get(target).ref if isinstance(target, str) else None
         tensors = self.host.load_state_dict(ref) if ref is not None else read_tensors(Path(target))
         placement = place(tensors, key, layer, self._record(key, tensors, ref))
-        ref_weight = None
-        if reference is not None:
-            owner = self.host.load_state_dict(self.host.get(reference).ref)
-            if placement.layer not in owner:
-                raise WatermarkError(f"the reference {reference} has no tensor {placement.layer!r}.")
-            ref_weight = _as_array(owner[placement.layer])
-        return _detect_at(tensors, key, placement, ref_weight, fpr)
+        owner = self.host.load_state_dict(self.host.get(reference).ref) if reference is not None else None
+        return _detect_at(tensors, key, placement, _reference_tensor(owner, placement.layer) if owner else None, fpr)
 
     def create_claim(
         self, ref: str, key: WatermarkKey, signing_key: ec.EllipticCurvePrivateKey, claimed_at: str | None = None
@@ -401,8 +406,16 @@ class Ownership:
                      "claimed_at": claimed_at or _utc_now()}  # fmt: skip
         return signing.create_claim(signing_key, statement)
 
-    def verify_claim(self, target: str, claim_bytes: bytes, key: WatermarkKey) -> ClaimReport:
-        return verify_claim(self.host.load_state_dict(self.host.get(target).ref), claim_bytes, key)
+    def verify_claim(
+        self, target: str | Path, claim_bytes: bytes, key: WatermarkKey, reference: str | Path | None = None
+    ) -> ClaimReport:
+        """``verify_claim`` on a REF or a path, aligned to the owner's ``reference`` (a REF or a path) if given."""
+        owner = self.tensors(reference) if reference is not None else None
+        return verify_claim(self.tensors(target), claim_bytes, key, owner)
+
+    def tensors(self, source: str | Path) -> dict[str, torch.Tensor]:
+        """A registered version's tensors (a REF), or those of weights on disk (a Path)."""
+        return self.host.load_state_dict(self.host.get(source).ref) if isinstance(source, str) else read_tensors(source)
 
     def sign(self, ref: str, private_key: Path, out: Path, passphrase: bytes | None = None) -> tuple[Path, int]:
         """Sign a version's exported layout (what `modelkin export` writes) into ``out``."""
