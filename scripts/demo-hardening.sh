@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 export MODELKIN_HOME="$PWD/.demo/registry"
 export HF_HUB_OFFLINE=1
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+step() { printf '\n\033[1m$ %s\033[0m\n' "$(printf '%q ' "$@")"; "$@"; }  # %q: an escape sequence in an argument shows as typed
 work=.demo/hardening
 rm -rf "$work"
 mkdir -p "$work"

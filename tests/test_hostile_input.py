@@ -133,6 +133,8 @@ def test_card_linked_to_a_device_is_refused_in_bounded_memory(
 
 CARDS = [
     ("recursive-alias", "---\na: &a [*a]\n---\n", "refers to itself"),
+    ("deep", "---\na: " + "[" * 100 + "]" * 100 + "\n---\n", "nests deeper than 64 levels"),
+    ("very-deep", "---\na: " + "[" * 5000 + "]" * 5000 + "\n---\n", "nests deeper than 64 levels"),
     ("oversized", "---\na: '" + "x" * 1_100_000 + "'\n---\n", "larger than 1000000 bytes"),
 ]
 

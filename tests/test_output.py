@@ -86,10 +86,19 @@ def test_untrusted_text_is_printed_as_typed(reg: Registry, cli: Any) -> None:
             assert "\\x1b[2J[bold]loud[/bold]\\u202e" in out, (args, out)
 
 
-def test_errors_escape_control_characters(cli: Any, tmp_path: Path) -> None:
+def test_errors_and_warnings_escape_control_characters(cli: Any, tmp_path: Path, weights: Path) -> None:
+    import shutil
+
     Registry.init().close()
     result = cli("register", tmp_path / "gone\x1b[31m[bold].safetensors")
     assert result.exit_code in (1, 2) and "\x1b[31m" not in result.stderr and "\\x1b[31m[bold]" in result.stderr
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    shutil.copy(weights, folder / "model.safetensors")
+    (folder / "README.md").write_text('---\nbase_model: "\\e[2J[bold]x"\n---\n')  # YAML's \e is ESC
+    result = cli("import-hf", folder)
+    assert result.exit_code == 0 and "warning: ignored base_model" in result.stderr, result.stderr
+    assert "\x1b[2J" not in result.stderr and "\\x1b[2J[bold]x" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,8 @@ def read(folder: Path) -> Sidecar | None:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InvalidModelFile(f"{SIDECAR_FILE} in {folder} is not a modelkin export record ({FORMAT}).")
     cards: dict[str, tuple[str, str | None]] = {}
-    for card, entry in (doc.get("cards") if isinstance(doc.get("cards"), dict) else {}).items():
+    recorded = doc.get("cards")
+    for card, entry in (recorded if isinstance(recorded, dict) else {}).items():
         if card in CARD_FILES and isinstance(entry, dict) and isinstance(entry.get("written"), str):
             stored = entry.get("stored")
             cards[card] = (entry["written"], stored if isinstance(stored, str) else None)

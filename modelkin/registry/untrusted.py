@@ -139,6 +139,8 @@ def load_card_metadata(text: str, what: str) -> dict[str, Any]:
         raise InvalidModelFile(f"the metadata of {what} nests deeper than {MAX_DEPTH} levels.") from None
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "increasing flow level" in first or "increasing indent level" in first:  # libyaml's own depth limit
+            raise InvalidModelFile(f"the metadata of {what} nests deeper than {MAX_DEPTH} levels.") from None
         raise UnreadableMetadata(f"the metadata of {what} is not valid YAML ({first}).") from None
     if not isinstance(data, dict):
         raise InvalidModelFile(f"the metadata of {what} is not a mapping of keys to values.")
