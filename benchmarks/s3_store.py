@@ -396,7 +396,9 @@ def render(reg: dict[str, Any], ve: dict[str, float], mw: dict[str, Any] | None,
             "",
             "Each process registers, in its own shuffled order: MiniLM and three MiniLM-sized variants (same names in "
             "every process), six small models shared by name, one shared small model under a name of its own, and "
-            "new small models (half into one common model, which so gets many versions).",
+            "new small models (half into one common model, which so gets many versions). The test server makes each "
+            "object write atomic, as S3 decides `If-None-Match` (moto alone checks, then writes, with no lock between "
+            "its threads: in one earlier run that let two racing uploads of the same blob both land).",
             "",
             "| measure | value |",
             "| --- | ---: |",
