@@ -76,6 +76,7 @@ class _Recorder:
         self.app = app
         self.requests: list[Request] = []
         self._lock = threading.Lock()
+        self._writes = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = unquote(environ.get("PATH_INFO", "")).lstrip("/")
@@ -94,7 +95,12 @@ class _Recorder:
                 self.requests.append(Request(method, bucket, key, kind, int(status.split()[0])))
             return start_response(status, headers, *rest)
 
-        return self.app(environ, recording_start)
+        if kind != "write":
+            return self.app(environ, recording_start)
+        # S3 decides a conditional write (If-None-Match) atomically; moto checks, then writes, with no lock
+        # between its server threads, so two racing PUTs could both pass. Object writes go one at a time here.
+        with self._writes:
+            return list(self.app(environ, recording_start))
 
 
 class _Log:

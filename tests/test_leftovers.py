@@ -83,7 +83,9 @@ def test_register_leaves_no_staging_on_any_exit_path(
 ) -> None:
     import modelkin.registry.registry as reg_module
 
-    system_tmp = set(Path(tempfile.gettempdir()).glob("modelkin-register-*"))
+    system_tmp = tmp_path / "system-tmp"  # this process's own temp dir: other processes on the machine use /tmp
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
     staging = Settings.resolve().staging
     registry.register(weights, name="ok")  # success
     assert list(staging.iterdir()) == []
@@ -94,11 +96,17 @@ def test_register_leaves_no_staging_on_any_exit_path(
     registry.register(pickle, name="converted", allow_pickle=True)  # a conversion staged in the folder
     assert list(staging.iterdir()) == []
 
+    seen: list[list[str]] = []
+
     def interrupted(done: int, total: int) -> None:
+        seen.append([p.name for p in (*staging.iterdir(), *system_tmp.iterdir())])  # where the work happens
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C mid-copy
         registry.register(make_weights(tmp_path / "b.safetensors", seed=5), name="b", progress=interrupted)
+    # the registration's folder (and a remote store's staged blob) are in HOME/staging, none in the system temp
+    expected = ["register"] if store == "local" else ["blob", "register"]
+    assert sorted(name.split("-")[0] for name in seen[0]) == expected
     assert list(staging.iterdir()) == []
     monkeypatch.setattr(reg_module, "insert_tensors", lambda *a: (_ for _ in ()).throw(RuntimeError("disk full")))
     with pytest.raises(RuntimeError):  # a failure after every blob is stored
@@ -106,9 +114,10 @@ def test_register_leaves_no_staging_on_any_exit_path(
     assert list(staging.iterdir()) == []
     assert cli("register", tmp_path / "missing.safetensors").exit_code == 1  # bad input
     assert list(staging.iterdir()) == []
-    assert set(Path(tempfile.gettempdir()).glob("modelkin-register-*")) == system_tmp  # nothing in the system temp
+    assert list(system_tmp.glob("modelkin-register-*")) == []  # nothing in the system temp
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # the database plays no part: spare the suite's time
 def test_sigterm_mid_registration_removes_the_staging_folder(registry: Registry, store: str, tmp_path: Path) -> None:
     (tmp_path / "big").mkdir()
     model = _big_model(tmp_path / "big", 7, 24)
@@ -141,6 +150,7 @@ def _bucket_state(reg: Registry, s3: S3Server | None, bucket: str | None) -> dic
     return {"blobs": blobs, "uploads": len(uploads)}
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # PostgreSQL + S3 writers: the many-writers test
 def test_kill_9_during_registration_leaves_nothing_half_done(
     registry: Registry, store: str, s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Any
 ) -> None:

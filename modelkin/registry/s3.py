@@ -38,7 +38,7 @@ MiB = 2**20
 MIN_PART_SIZE = 5 * MiB  # S3's smallest part (all but the last)
 DEFAULT_PART_SIZE = 8 * MiB
 PART_SIZE_VARIABLE = "MODELKIN_S3_PART_SIZE"
-CONCURRENT_PARTS = 8  # parts in flight at once: bounds memory to CONCURRENT_PARTS x part size
+CONCURRENT_PARTS = 10  # parts in flight at once (as boto3's transfers): memory is bounded by this x part size
 STORE_ATTEMPTS = 5
 
 
