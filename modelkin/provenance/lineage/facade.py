@@ -65,12 +65,12 @@ class Lineage:
     def index_version(self, version: ModelVersion) -> str | None:
         """Sketch a registered version and store it; a reason string when there is nothing to sketch."""
         sketch = sketch_model(self.host.iter_tensors(version.ref))
+        vid = self._ids_by_ref()[version.ref]
+        storage.save_sketch(self.host.engine, vid, sketch)  # an empty sketch too: it is not read again
+        self._sketches[vid] = sketch
         if not sketch.tensors:
             why = "NaN or infinite values" if sketch.skipped else "no floating-point tensors"
             return f"nothing to compare: {why}"
-        vid = self._ids_by_ref()[version.ref]
-        storage.save_sketch(self.host.engine, vid, sketch)
-        self._sketches[vid] = sketch
         return None
 
     def _ids_by_ref(self) -> dict[str, int]:
@@ -119,7 +119,7 @@ class Lineage:
             version = self.host.get(str(target))
             vid = self._ids_by_ref()[version.ref]
             loaded = self._load([vid])
-            if vid not in loaded:
+            if vid not in loaded or not loaded[vid].tensors:
                 raise InvalidModelFile(f"{version.ref} has no finite floating-point weights to compare.")
             sketch, query = loaded[vid], version.ref
         verdict = self._verdict(sketch, vid)
@@ -129,7 +129,7 @@ class Lineage:
         """At registration: the new version's detected parent(s), stored as detected edges."""
         vid = self._ids_by_ref()[version.ref]
         sketch = self._load([vid]).get(vid)
-        if sketch is None:
+        if sketch is None or not sketch.tensors:
             return
         verdict = self._verdict(sketch, vid)
         storage.replace_detected(self.host.engine, {vid: _edges_of(verdict)}, METHOD)
@@ -144,7 +144,8 @@ class Lineage:
         if filter:
             wanted = {v.ref for v in self.host.list(filter, include_yanked=True)}
             ids = [i for i in ids if refs[i] in wanted]
-        entries = [e for e in storage.index_entries(self.host.engine) if e.key in set(ids)]
+        chosen = set(ids)
+        entries = [e for e in storage.index_entries(self.host.engine) if e.key in chosen]
         index = CandidateIndex(entries) if filter else self._candidate_index()
         sketches = self._load(ids)
         verdicts: dict[Hashable, Verdict] = {i: self._verdict(sketches[i], i, index) for i in ids}
@@ -182,7 +183,7 @@ class Lineage:
         for v in versions:
             vid = by_ref[v.ref]
             sketch = self._load([vid]).get(vid)
-            verdict = self._verdict(sketch, vid) if sketch is not None else None
+            verdict = self._verdict(sketch, vid) if sketch is not None and sketch.tensors else None
             declared = [_declared_key(d, by_ref, infos) for d in v.declared_parents]
             status, confidence = judge(declared, verdict)
             detected = tuple(infos[_id(p)].ref for p in verdict.parents) if verdict else ()
