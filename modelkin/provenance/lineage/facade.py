@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 METHOD = "weights"
 TREE_METHOD = "weights-tree"
 SEARCH = 24  # candidates that get the precise comparison
+TREE_SEARCH = 12  # per model when recovering a whole tree (each node's parent is among its nearest)
 
 
 class Lineage:
@@ -97,14 +98,18 @@ class Lineage:
         self._sketches.update(storage.load_sketches(self.host.engine, missing))
         return {i: self._sketches[i] for i in ids if i in self._sketches}
 
-    def _verdict(self, sketch: ModelSketch, exclude: int | None, index: CandidateIndex | None = None) -> Verdict:
+    def _verdict(
+        self, sketch: ModelSketch, exclude: int | None, index: CandidateIndex | None = None, search: int = SEARCH
+    ) -> Verdict:
         from modelkin.provenance.lineage.decide import decide
 
         index = index or self._candidate_index()
-        found = index.search(sketch, SEARCH, exclude={exclude} if exclude is not None else set())
+        found = index.search(sketch, search, exclude={exclude} if exclude is not None else set())
         ids = [_id(key) for key, _ in found]
         sketches = self._load(ids)
-        return decide(sketch, [(i, sketches[i]) for i in ids if i in sketches], self.model)
+        # version ids grow with registration: the order decide() may use as a tie-break between near-copies
+        order: dict[Hashable, int] = {i: i for i in ids}
+        return decide(sketch, [(i, sketches[i]) for i in ids if i in sketches], self.model, order, exclude)
 
     # -- queries ---------------------------------------------------------------------------------------------
 
@@ -148,7 +153,7 @@ class Lineage:
         entries = [e for e in storage.index_entries(self.host.engine) if e.key in chosen]
         index = CandidateIndex(entries) if filter else self._candidate_index()
         sketches = self._load(ids)
-        verdicts: dict[Hashable, Verdict] = {i: self._verdict(sketches[i], i, index) for i in ids}
+        verdicts: dict[Hashable, Verdict] = {i: self._verdict(sketches[i], i, index, TREE_SEARCH) for i in ids}
         return recover_forest(ids, verdicts), refs, verdicts
 
     def tree(self, filter: str | None = None) -> TreeReport:
