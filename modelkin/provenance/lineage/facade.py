@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 METHOD = "weights"
 TREE_METHOD = "weights-tree"
 SEARCH = 24  # candidates that get the precise comparison
+TREE_SEARCH = 12  # per model when recovering a whole tree (each node's parent is among its nearest)
 
 
 class Lineage:
@@ -65,12 +66,12 @@ class Lineage:
     def index_version(self, version: ModelVersion) -> str | None:
         """Sketch a registered version and store it; a reason string when there is nothing to sketch."""
         sketch = sketch_model(self.host.iter_tensors(version.ref))
+        vid = self._ids_by_ref()[version.ref]
+        storage.save_sketch(self.host.engine, vid, sketch)  # an empty sketch too: it is not read again
+        self._sketches[vid] = sketch
         if not sketch.tensors:
             why = "NaN or infinite values" if sketch.skipped else "no floating-point tensors"
             return f"nothing to compare: {why}"
-        vid = self._ids_by_ref()[version.ref]
-        storage.save_sketch(self.host.engine, vid, sketch)
-        self._sketches[vid] = sketch
         return None
 
     def _ids_by_ref(self) -> dict[str, int]:
@@ -97,14 +98,18 @@ class Lineage:
         self._sketches.update(storage.load_sketches(self.host.engine, missing))
         return {i: self._sketches[i] for i in ids if i in self._sketches}
 
-    def _verdict(self, sketch: ModelSketch, exclude: int | None, index: CandidateIndex | None = None) -> Verdict:
+    def _verdict(
+        self, sketch: ModelSketch, exclude: int | None, index: CandidateIndex | None = None, search: int = SEARCH
+    ) -> Verdict:
         from modelkin.provenance.lineage.decide import decide
 
         index = index or self._candidate_index()
-        found = index.search(sketch, SEARCH, exclude={exclude} if exclude is not None else set())
+        found = index.search(sketch, search, exclude={exclude} if exclude is not None else set())
         ids = [_id(key) for key, _ in found]
         sketches = self._load(ids)
-        return decide(sketch, [(i, sketches[i]) for i in ids if i in sketches], self.model)
+        # version ids grow with registration: the order decide() may use as a tie-break between near-copies
+        order: dict[Hashable, int] = {i: i for i in ids}
+        return decide(sketch, [(i, sketches[i]) for i in ids if i in sketches], self.model, order, exclude)
 
     # -- queries ---------------------------------------------------------------------------------------------
 
@@ -119,7 +124,7 @@ class Lineage:
             version = self.host.get(str(target))
             vid = self._ids_by_ref()[version.ref]
             loaded = self._load([vid])
-            if vid not in loaded:
+            if vid not in loaded or not loaded[vid].tensors:
                 raise InvalidModelFile(f"{version.ref} has no finite floating-point weights to compare.")
             sketch, query = loaded[vid], version.ref
         verdict = self._verdict(sketch, vid)
@@ -129,7 +134,7 @@ class Lineage:
         """At registration: the new version's detected parent(s), stored as detected edges."""
         vid = self._ids_by_ref()[version.ref]
         sketch = self._load([vid]).get(vid)
-        if sketch is None:
+        if sketch is None or not sketch.tensors:
             return
         verdict = self._verdict(sketch, vid)
         storage.replace_detected(self.host.engine, {vid: _edges_of(verdict)}, METHOD)
@@ -144,10 +149,11 @@ class Lineage:
         if filter:
             wanted = {v.ref for v in self.host.list(filter, include_yanked=True)}
             ids = [i for i in ids if refs[i] in wanted]
-        entries = [e for e in storage.index_entries(self.host.engine) if e.key in set(ids)]
+        chosen = set(ids)
+        entries = [e for e in storage.index_entries(self.host.engine) if e.key in chosen]
         index = CandidateIndex(entries) if filter else self._candidate_index()
         sketches = self._load(ids)
-        verdicts: dict[Hashable, Verdict] = {i: self._verdict(sketches[i], i, index) for i in ids}
+        verdicts: dict[Hashable, Verdict] = {i: self._verdict(sketches[i], i, index, TREE_SEARCH) for i in ids}
         return recover_forest(ids, verdicts), refs, verdicts
 
     def tree(self, filter: str | None = None) -> TreeReport:
@@ -182,7 +188,7 @@ class Lineage:
         for v in versions:
             vid = by_ref[v.ref]
             sketch = self._load([vid]).get(vid)
-            verdict = self._verdict(sketch, vid) if sketch is not None else None
+            verdict = self._verdict(sketch, vid) if sketch is not None and sketch.tensors else None
             declared = [_declared_key(d, by_ref, infos) for d in v.declared_parents]
             status, confidence = judge(declared, verdict)
             detected = tuple(infos[_id(p)].ref for p in verdict.parents) if verdict else ()

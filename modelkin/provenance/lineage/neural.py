@@ -20,10 +20,11 @@ def trunk_of(module: nn.Module) -> nn.Module:
     return trunk if isinstance(trunk, nn.Module) else module
 
 
-def neural_lineage_score(
-    parent: nn.Module, child: nn.Module, probes: torch.Tensor, *, correction: bool = True, alpha: float = ALPHA
-) -> float:
-    """S(parent, child); higher means ``parent`` is more likely the model ``child`` was fine-tuned from."""
+def neural_lineage_scores(
+    parent: nn.Module, child: nn.Module, probes: torch.Tensor, alpha: float = ALPHA
+) -> tuple[float, float]:
+    """(S without, S with the correction) for (parent, child); higher means ``parent`` is likelier the model
+    ``child`` was fine-tuned from. Both from one forward and one backward pass."""
     p_trunk, c_trunk = trunk_of(parent), trunk_of(child)
     with torch.no_grad():
         f_c = c_trunk(probes)
@@ -33,14 +34,14 @@ def neural_lineage_score(
     with torch.enable_grad():
         f_p = p_trunk(probes)
         if f_p.shape != f_c.shape:
-            return float("-inf")
+            return float("-inf"), float("-inf")
         s = -(f_p - f_c).abs().mean()
-        if not correction or not shared:
-            return float(s.detach())
+        if not shared:
+            return float(s.detach()), float(s.detach())
         grads = torch.autograd.grad(s, [params[n] for n in shared], allow_unused=True)
     inner = sum(
         float((g * (c_params[n].detach() - params[n].detach())).sum())
         for n, g in zip(shared, grads, strict=True)
         if g is not None
     )
-    return float(s.detach()) + alpha * inner
+    return float(s.detach()), float(s.detach()) + alpha * inner

@@ -28,7 +28,7 @@ BUCKETS = RANK * RANK
 COARSE = 64  # length of the per-tensor vector in the candidate index
 SAMPLE = 4096  # seeded coordinates kept of a sketched tensor: where it is zero, what it kept (pruning)
 SEED = 0x5EED
-_GRID_ROWS = 32
+_GRID_ROWS = 8
 _GRID_COLUMNS = 4096
 FLOAT_BITS = 24.0
 

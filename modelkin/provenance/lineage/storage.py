@@ -35,16 +35,22 @@ def versions(engine: Engine) -> dict[int, VersionInfo]:
         return {vid: VersionInfo(vid, f"{name}:{n}", digest, source) for vid, name, n, digest, source in rows}
 
 
-def save_sketch(engine: Engine, version_id: int, sketch: ModelSketch) -> None:
-    vectors = np.stack([coarse(t) for t in sketch.tensors]) if sketch.tensors else np.zeros((0, COARSE))
+def save_sketches(engine: Engine, sketches: Iterable[tuple[int, ModelSketch]]) -> None:
+    """Store (or replace) the sketches of several versions in one transaction."""
     with write_session(engine) as s:
-        row = s.get(LineageSketch, version_id)
-        if row is None:
-            row = LineageSketch(version_id=version_id)
-            s.add(row)
-        row.sketch = to_bytes(sketch)
-        row.shapes = [list(t.shape) for t in sketch.tensors]
-        row.vectors = vectors.astype(np.float32).tobytes()
+        for version_id, sketch in sketches:
+            vectors = np.stack([coarse(t) for t in sketch.tensors]) if sketch.tensors else np.zeros((0, COARSE))
+            row = s.get(LineageSketch, version_id)
+            if row is None:
+                row = LineageSketch(version_id=version_id)
+                s.add(row)
+            row.sketch = to_bytes(sketch)
+            row.shapes = [list(t.shape) for t in sketch.tensors]
+            row.vectors = vectors.astype(np.float32).tobytes()
+
+
+def save_sketch(engine: Engine, version_id: int, sketch: ModelSketch) -> None:
+    save_sketches(engine, [(version_id, sketch)])
 
 
 def sketched_ids(engine: Engine) -> set[int]:
