@@ -31,7 +31,7 @@ step modelkin export "$1" .demo/export --force
 step head -n 14 .demo/export/README.md
 step modelkin log --limit 5
 # each capability's part of the demo, on the registry built above
-for part in retrieval lineage ownership; do
+for part in retrieval lineage ownership hardening; do
   if [ -f "scripts/demo-$part.sh" ]; then bash "scripts/demo-$part.sh"; fi
 done
 printf '\nThe registry is in %s; try: MODELKIN_HOME=%s .venv/bin/modelkin list\n' "$MODELKIN_HOME" "$MODELKIN_HOME"
