@@ -85,3 +85,20 @@ def test_query_features_do_not_depend_on_label_names_or_order() -> None:
     key = np.lexsort(q.prototypes.T)
     assert np.allclose(q.prototypes[key], renamed.prototypes[np.lexsort(renamed.prototypes.T)])
     assert np.allclose(q.landmarks, renamed.landmarks) and np.allclose(q.globals, renamed.globals)
+
+
+@pytest.mark.parametrize(
+    "config", [{"dims": 4, "landmarks": 2, "hidden": 8, "out": 4}, {"dims": 4}, "not an object"]
+)
+def test_an_encoder_of_another_layout_is_a_clear_error(config: object) -> None:
+    import json
+
+    import torch
+    from safetensors.torch import save
+
+    from modelkin.errors import InvalidModelFile
+    from modelkin.retrieval.scorers import ENCODER_FORMAT, Learned, TrainingFree
+
+    blob = save({"bogus.weight": torch.zeros(3)}, metadata={ENCODER_FORMAT: json.dumps(config)})
+    with pytest.raises(InvalidModelFile, match="does not fit this modelkin's encoder layout"):
+        Learned.from_bytes(bytes(blob), TrainingFree(4, 2, 1.0))

@@ -103,7 +103,13 @@ class Learned:
         meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
         if ENCODER_FORMAT not in meta:
             raise InvalidModelFile(f"a stored encoder is not in the {ENCODER_FORMAT} format.")
-        config = json.loads(meta[ENCODER_FORMAT])
-        net = build_net(config)
-        net.load_state_dict(load(data))
+        try:
+            config = json.loads(meta[ENCODER_FORMAT])
+            net = build_net(config)
+            net.load_state_dict(load(data))
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # an encoder of another layout or version
+            raise InvalidModelFile(
+                f"the stored retrieval encoder does not fit this modelkin's encoder layout ({type(exc).__name__}).",
+                hint="retrain it with `modelkin retrieval train`",
+            ) from None
         return cls(net.eval(), free, config)
