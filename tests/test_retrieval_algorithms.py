@@ -87,9 +87,7 @@ def test_query_features_do_not_depend_on_label_names_or_order() -> None:
     assert np.allclose(q.landmarks, renamed.landmarks) and np.allclose(q.globals, renamed.globals)
 
 
-@pytest.mark.parametrize(
-    "config", [{"dims": 4, "landmarks": 2, "hidden": 8, "out": 4}, {"dims": 4}, "not an object"]
-)
+@pytest.mark.parametrize("config", [{"dims": 4, "landmarks": 2, "hidden": 8, "out": 4}, {"dims": 4}, "not an object"])
 def test_an_encoder_of_another_layout_is_a_clear_error(config: object) -> None:
     import json
 
