@@ -1,17 +1,17 @@
 """The registry's tables. Changing them means adding an Alembic migration under ``migrations/versions``.
 
-Versions are immutable once written: only ``yanked`` and the tag/alias/edge tables around them change.
+Versions are immutable once written: only ``yanked`` and the tag/alias/edge tables around them change. The
+core tables (models, versions, files, tags, aliases, lineage edges, events) are Core tables in
+``modelkin.db.tables``, which the read path queries without importing the ORM; their classes here map onto them.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
-    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -23,56 +23,46 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from modelkin.db import tables
+from modelkin.db.tables import as_utc, utcnow
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands timestamps back without a zone, PostgreSQL with one: both are stored as UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+__all__ = ["as_utc", "utcnow"]  # re-exported: callers read timestamps through schema
 
 
 class Base(DeclarativeBase):
+    metadata = tables.metadata
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class Model(Base):
-    __tablename__ = "models"
+    __table__ = tables.models
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    id: Mapped[int]
+    name: Mapped[str]
+    created_at: Mapped[datetime]
 
     versions: Mapped[list[Version]] = relationship(back_populates="model", order_by="Version.number")
 
 
 class Version(Base):
-    __tablename__ = "versions"
-    __table_args__ = (
-        UniqueConstraint("model_id", "number"),
-        UniqueConstraint("model_id", "digest"),
-        Index("ix_versions_digest", "digest"),
-        Index("ix_versions_created", "created_at"),  # migration 0006: list --sort created at scale
-        Index("ix_versions_parameters", "parameters"),
-    )
+    __table__ = tables.versions
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"))
+    id: Mapped[int]
+    model_id: Mapped[int]
     number: Mapped[int]
-    digest: Mapped[str] = mapped_column(String(71))  # "sha256:" + 64 hex, the manifest blob
-    parameters: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str]
+    parameters: Mapped[int]
     tensor_count: Mapped[int]
-    bytes: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int]
     architecture: Mapped[dict[str, Any] | None]
-    family: Mapped[str | None] = mapped_column(String(100))
-    arch_fingerprint: Mapped[str] = mapped_column(String(64))
-    relation: Mapped[str | None] = mapped_column(String(20))
-    source: Mapped[str | None] = mapped_column(Text)
-    card: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    yanked: Mapped[bool] = mapped_column(Boolean, default=False)
-    yank_reason: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    family: Mapped[str | None]
+    arch_fingerprint: Mapped[str]
+    relation: Mapped[str | None]
+    source: Mapped[str | None]
+    card: Mapped[dict[str, Any]]
+    yanked: Mapped[bool]
+    yank_reason: Mapped[str | None]
+    created_at: Mapped[datetime]
 
     model: Mapped[Model] = relationship(back_populates="versions")
     files: Mapped[list[File]] = relationship(order_by="File.path", cascade="all, delete-orphan")
@@ -80,14 +70,13 @@ class Version(Base):
 
 
 class File(Base):
-    __tablename__ = "files"
-    __table_args__ = (UniqueConstraint("version_id", "path"), Index("ix_files_sha256", "sha256"))
+    __table__ = tables.files
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
-    path: Mapped[str] = mapped_column(Text)
-    size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    id: Mapped[int]
+    version_id: Mapped[int]
+    path: Mapped[str]
+    size: Mapped[int]
+    sha256: Mapped[str]
 
 
 class TensorRow(Base):
@@ -104,54 +93,50 @@ class TensorRow(Base):
 
 
 class Tag(Base):
-    __tablename__ = "tags"
-    __table_args__ = (UniqueConstraint("version_id", "key"), Index("ix_tags_value", "value", postgresql_using="hash"))
+    __table__ = tables.tags
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(String(200))
-    value: Mapped[str] = mapped_column(Text)
+    id: Mapped[int]
+    version_id: Mapped[int]
+    key: Mapped[str]
+    value: Mapped[str]
 
 
 class Alias(Base):
-    __tablename__ = "aliases"
-    __table_args__ = (UniqueConstraint("model_id", "alias"), Index("ix_aliases_version", "version_id"))
+    __table__ = tables.aliases
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
-    alias: Mapped[str] = mapped_column(String(200))
-    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    id: Mapped[int]
+    model_id: Mapped[int]
+    alias: Mapped[str]
+    version_id: Mapped[int]
 
 
 class LineageEdge(Base):
     """parent -> child; the parent is a registered version or an external id such as ``hf:org/name``."""
 
-    __tablename__ = "lineage_edges"
-    __table_args__ = (Index("ix_edges_child", "child_id"), Index("ix_edges_parent", "parent_id"))
+    __table__ = tables.lineage_edges
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    child_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
-    parent_external: Mapped[str | None] = mapped_column(Text)
-    relation: Mapped[str | None] = mapped_column(String(20))
-    source: Mapped[str] = mapped_column(String(10))  # declared | detected
-    score: Mapped[float | None] = mapped_column(Float)
-    method: Mapped[str | None] = mapped_column(String(50))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    id: Mapped[int]
+    child_id: Mapped[int]
+    parent_id: Mapped[int | None]
+    parent_external: Mapped[str | None]
+    relation: Mapped[str | None]
+    source: Mapped[str]  # declared | detected
+    score: Mapped[float | None]
+    method: Mapped[str | None]
+    created_at: Mapped[datetime]
 
 
 class Event(Base):
     """Append-only log of everything that changed the registry."""
 
-    __tablename__ = "events"
-    __table_args__ = (Index("ix_events_version", "version_id"),)
+    __table__ = tables.events
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    kind: Mapped[str] = mapped_column(String(40))
-    version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id", ondelete="SET NULL"))
-    ref: Mapped[str | None] = mapped_column(Text)
-    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    id: Mapped[int]
+    at: Mapped[datetime]
+    kind: Mapped[str]
+    version_id: Mapped[int | None]
+    ref: Mapped[str | None]
+    detail: Mapped[dict[str, Any]]
 
 
 class IndexState(Base):
