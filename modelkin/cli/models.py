@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelkin.cli import output
-from modelkin.cli.options import Filter, Json, PassphraseFile, Ref, Tags, open_registry, parse_pairs
+from modelkin.cli.options import Filter, Json, PassphraseFile, Ref, Tags, open_reader, open_registry, parse_pairs
 from modelkin.errors import InvalidModelFile
 from modelkin.registry.records import RELATIONS, ModelVersion
 from modelkin.registry.untrusted import load_json, read_bounded
@@ -89,7 +89,7 @@ def list_versions(
     json_out: Json = False,
 ) -> None:
     """List registered versions, filtered and sorted."""
-    versions = open_registry(ctx).iter_versions(filter, sort=sort, limit=limit, include_yanked=all_, latest=latest)
+    versions = open_reader(ctx).iter_versions(filter, sort=sort, limit=limit, include_yanked=all_, latest=latest)
     if json_out:
         output.emit_json_stream(v.to_json() for v in versions)
         return
@@ -117,9 +117,9 @@ LIST_COLUMNS = (
 
 def show(ctx: typer.Context, ref: Ref, json_out: Json = False) -> None:
     """Show one version: identity, lineage as declared and as detected, architecture, tags, aliases and files."""
-    reg = open_registry(ctx)
-    v = reg.get(ref)
-    detected = reg.lineage.detected(v.ref)
+    reader = open_reader(ctx)
+    v = reader.get(ref)
+    detected = reader.detected_parents(v.ref)
     if json_out:
         output.emit_json({**v.to_json(), "detected_parents": detected})
         return
@@ -229,7 +229,7 @@ def log(
     json_out: Json = False,
 ) -> None:
     """Show the append-only event log (what changed in the registry, and when)."""
-    events = open_registry(ctx).log(ref, limit)
+    events = open_reader(ctx).log(ref, limit)
     if json_out:
         output.emit_json([e.to_json() for e in events])
         return

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from modelkin.registry.reader import Reader
     from modelkin.registry.registry import Registry
 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of a table.")]
@@ -29,6 +30,16 @@ def open_registry(ctx: typer.Context) -> Registry:
     reg = Registry.open(home)
     ctx.call_on_close(reg.close)
     return reg
+
+
+def open_reader(ctx: typer.Context) -> Reader:
+    """The same registry, opened for reading only: what ``list``, ``show`` and ``log`` need, without the ORM."""
+    from modelkin.registry.reader import Reader, open_database
+
+    home: Path | None = ctx.find_root().params.get("home")
+    _, engine = open_database(home)
+    ctx.call_on_close(engine.dispose)
+    return Reader(engine)
 
 
 def parse_pairs(pairs: list[str] | None, what: str = "--tag") -> dict[str, str]:

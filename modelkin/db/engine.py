@@ -11,14 +11,16 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.orm import Session
 
 from modelkin.errors import ConfigError, DatabaseUnavailable, ModelkinError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
@@ -70,6 +72,8 @@ def make_engine(url: str) -> Engine:
 @contextmanager
 def write_session(engine: Engine) -> Iterator[Session]:
     """One write transaction: committed on success, rolled back entirely on any error."""
+    from sqlalchemy.orm import Session  # the ORM is imported by writers only: reads run on Core (read_connection)
+
     bind = engine.execution_options(sqlite_begin="IMMEDIATE") if engine.dialect.name == "sqlite" else engine
     with Session(bind, expire_on_commit=False) as session, session.begin():
         yield session
@@ -77,8 +81,17 @@ def write_session(engine: Engine) -> Iterator[Session]:
 
 @contextmanager
 def read_session(engine: Engine) -> Iterator[Session]:
+    from sqlalchemy.orm import Session
+
     with Session(engine, expire_on_commit=False) as session, session.begin():
         yield session
+
+
+@contextmanager
+def read_connection(engine: Engine) -> Iterator[Connection]:
+    """One read transaction on a Core connection (one snapshot for every query of a command)."""
+    with engine.connect() as conn, conn.begin():
+        yield conn
 
 
 def database_error(exc: BaseException) -> ModelkinError | None:

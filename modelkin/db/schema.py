@@ -92,6 +92,10 @@ class TensorRow(Base):
     file: Mapped[str] = mapped_column(Text)
 
 
+# a PostgreSQL option imports the PostgreSQL dialect to check it, which SQLite reads need not pay for
+Index("ix_tags_value", tables.tags.c.value, postgresql_using="hash")
+
+
 class Tag(Base):
     __table__ = tables.tags
 

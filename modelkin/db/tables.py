@@ -92,8 +92,7 @@ tags = Table(
     Column("key", String(200), nullable=False),
     Column("value", Text, nullable=False),
     UniqueConstraint("version_id", "key"),
-    Index("ix_tags_value", "value", postgresql_using="hash"),
-)
+)  # its index on value is declared in modelkin.db.schema: a postgresql_ option imports that dialect's module
 
 aliases = Table(
     "aliases",

@@ -5,6 +5,7 @@ it exactly as Python would (typed comparisons on columns, string tests on tags);
 and is applied to the rows SQL returns. The SQL part is always a necessary condition of the whole filter, so
 rows are never lost, and when it is the whole filter the limit goes to SQL too. Values always travel as bound
 parameters, never as SQL text. Rows stream in batches of ``BATCH``, so memory does not grow with the registry.
+Everything is SQLAlchemy Core on ``modelkin.db.tables``: listing never imports the ORM (see modelkin.registry.reader).
 """
 
 from __future__ import annotations
@@ -14,31 +15,30 @@ from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, func, or_, select
-from sqlalchemy.orm import aliased
 
-from modelkin.db.engine import read_session
-from modelkin.db.schema import Event, Model, Tag, Version, as_utc
+from modelkin.db.engine import read_connection
+from modelkin.db.tables import as_utc, events, models, tags, versions
 from modelkin.errors import InvalidName
 from modelkin.registry.filters import BoolOp, Comparison, Node, compile_node, parse_filter_tree
 from modelkin.registry.records import EventRecord, ModelVersion
-from modelkin.registry.rows import FIELDS, filter_fields, load_rows, to_records
+from modelkin.registry.rows import FIELDS, filter_fields, to_records
 
 BATCH = 500
+V, M, T = versions.c, models.c, tags.c
 TEXT_COLUMNS: dict[str, Any] = {
-    "name": Model.name, "digest": Version.digest, "family": Version.family, "relation": Version.relation,
-    "source": Version.source, "arch_fingerprint": Version.arch_fingerprint,
+    "name": M.name, "digest": V.digest, "family": V.family, "relation": V.relation, "source": V.source,
+    "arch_fingerprint": V.arch_fingerprint,
 }  # fmt: skip
 NUMBER_COLUMNS: dict[str, Any] = {
-    "version": Version.number, "parameters": Version.parameters, "tensors": Version.tensor_count,
-    "bytes": Version.bytes,
+    "version": V.number, "parameters": V.parameters, "tensors": V.tensor_count, "bytes": V.bytes,
 }  # fmt: skip
 SORT_COLUMNS: dict[str, tuple[Any, ...]] = {
-    "name": (Model.name, Version.number),
-    "version": (Version.number, Model.name),
-    "created": (Version.created_at, Model.name, Version.number),
-    "parameters": (Version.parameters, Model.name, Version.number),
-    "bytes": (Version.bytes, Model.name, Version.number),
-    "tensors": (Version.tensor_count, Model.name, Version.number),
+    "name": (M.name, V.number),
+    "version": (V.number, M.name),
+    "created": (V.created_at, M.name, V.number),
+    "parameters": (V.parameters, M.name, V.number),
+    "bytes": (V.bytes, M.name, V.number),
+    "tensors": (V.tensor_count, M.name, V.number),
 }
 _ORDERED = {"==": "__eq__", "!=": "__ne__", "<": "__lt__", "<=": "__le__", ">": "__gt__", ">=": "__ge__"}
 
@@ -62,58 +62,61 @@ def iter_versions(
         return
     condition, exact = to_sql(node) if node is not None else (None, True)
     residual = compile_node(node) if node is not None and not exact else None
-    with read_session(engine) as s:
-        pg = s.get_bind().dialect.name == "postgresql"
+    with read_connection(engine) as conn:
+        pg = conn.dialect.name == "postgresql"
         order = [_code_point_order(k, pg) for k in keys]
-        query = select(Version.id).join(Model, Model.id == Version.model_id)
+        query = select(versions).join(models, M.id == V.model_id)
         if not include_yanked:
-            query = query.where(Version.yanked.is_(False))
+            query = query.where(V.yanked.is_(False))
         if latest:
-            query = query.where(Version.number == _newest_number(include_yanked))
+            query = query.where(V.number == _newest_number(include_yanked))
         if condition is not None:
             query = query.where(condition)
         query = query.order_by(*(k.desc() if sort.startswith("-") else k.asc() for k in order))
         if limit is not None and residual is None:
             query = query.limit(limit)
         shown = 0
-        # the ids stream from one cursor; each batch's rows are read as plain rows and turned into records
-        for batch in s.execute(query.execution_options(yield_per=BATCH)).scalars().partitions():
-            rows = {v.id: v for v in load_rows(s, batch)}
-            for record in to_records(s, [rows[i] for i in batch]):
-                if residual is not None and not residual(filter_fields(record)):
-                    continue
-                yield record
-                shown += 1
-                if limit is not None and shown >= limit:
-                    return
+        # the version rows stream from one cursor; each batch's files, tags, aliases and parents are read beside it
+        result = conn.execution_options(yield_per=BATCH).execute(query)
+        try:
+            for batch in result.partitions():
+                for record in to_records(conn, batch):
+                    if residual is not None and not residual(filter_fields(record)):
+                        continue
+                    yield record
+                    shown += 1
+                    if limit is not None and shown >= limit:
+                        return
+        finally:
+            result.close()  # a PostgreSQL server-side cursor left open when a limit or the caller stops early
 
 
 def iter_events(engine: Engine, version_id: int | None, limit: int | None) -> list[EventRecord]:
     """The event log oldest first, or its last ``limit`` events: SQL reads only those."""
-    query = select(Event)
+    query = select(events)
     if version_id is not None:
-        query = query.where(Event.version_id == version_id)
+        query = query.where(events.c.version_id == version_id)
     if limit is not None:
-        query = query.order_by(Event.id.desc()).limit(limit)
+        query = query.order_by(events.c.id.desc()).limit(limit)
     else:
-        query = query.order_by(Event.id)
-    with read_session(engine) as s:
-        events = list(s.scalars(query))
+        query = query.order_by(events.c.id)
+    with read_connection(engine) as conn:
+        rows = conn.execute(query).all()
     if limit is not None:
-        events.reverse()
-    return [EventRecord(e.id, as_utc(e.at), e.kind, e.ref, dict(e.detail or {})) for e in events]
+        rows.reverse()
+    return [EventRecord(e.id, as_utc(e.at), e.kind, e.ref, dict(e.detail or {})) for e in rows]
 
 
 def _code_point_order(column: Any, postgresql: bool) -> Any:
     """Names sort by code point, as in Python, whatever the PostgreSQL database's collation."""
-    return column.collate("C") if postgresql and column is Model.name else column
+    return column.collate("C") if postgresql and column is M.name else column
 
 
 def _newest_number(include_yanked: bool) -> Any:
-    newer = aliased(Version)
-    query = select(func.max(newer.number)).where(newer.model_id == Version.model_id)
+    newer = versions.alias("newer")
+    query = select(func.max(newer.c.number)).where(newer.c.model_id == V.model_id)
     if not include_yanked:
-        query = query.where(newer.yanked.is_(False))
+        query = query.where(newer.c.yanked.is_(False))
     return query.scalar_subquery()
 
 
@@ -137,17 +140,17 @@ def _comparison(c: Comparison) -> ColumnElement[bool] | None:
     """The exact SQL for one comparison, or None where SQL could disagree with Python's reading of it."""
     values = c.value if c.op == "IN" else (c.value,)
     if c.key.startswith("tags."):
-        test = _text_test(Tag.value, c.op, c.value, values)
+        test = _text_test(T.value, c.op, c.value, values)
         if test is None:
             return None
-        return Version.id.in_(select(Tag.version_id).where(Tag.key == c.key[5:], test))
+        return V.id.in_(select(T.version_id).where(T.key == c.key[5:], test))
     if c.key in TEXT_COLUMNS:
         return _text_test(TEXT_COLUMNS[c.key], c.op, c.value, values)
     if c.key in NUMBER_COLUMNS and all(_plain_number(v) for v in values) and c.op not in ("LIKE", "ILIKE"):
         column = NUMBER_COLUMNS[c.key]
         return column.in_(values) if c.op == "IN" else getattr(column, _ORDERED[c.op])(c.value)
     if c.key == "yanked" and c.op == "==" and isinstance(c.value, bool):
-        return Version.yanked.is_(c.value)
+        return V.yanked.is_(c.value)
     return None
 
 

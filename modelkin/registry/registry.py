@@ -11,7 +11,6 @@ Everything the CLI does goes through here, and everything here is usable from Py
 from __future__ import annotations
 
 import builtins
-import difflib
 import functools
 import json
 import os
@@ -33,22 +32,20 @@ from modelkin.db import migrate
 from modelkin.db.engine import database_error, make_engine, read_session, write_session
 from modelkin.db.schema import Alias, Event, File, LineageEdge, Model, Tag, TensorRow, Version
 from modelkin.errors import (
-    AmbiguousRef,
     InvalidModelFile,
     InvalidName,
     ModelkinError,
     ModelNotFound,
-    RegistryNotFound,
-    SchemaOutdated,
 )
 from modelkin.refs import ModelRef, check_alias, check_name
-from modelkin.registry import architectures, indexers, listing
+from modelkin.registry import architectures, indexers
 from modelkin.registry.diff import diff_versions
 from modelkin.registry.hf import export_version, import_hf
 from modelkin.registry.ingest import IngestedFile, Progress, ingest_plain, ingest_safetensors
 from modelkin.registry.integrity import collect_garbage, verify_version
 from modelkin.registry.manifest import build_manifest, manifest_bytes
 from modelkin.registry.pickles import convert_index, convert_pickle, converted_name
+from modelkin.registry.reader import Reader, open_database, resolve_id
 from modelkin.registry.records import RELATIONS, EventRecord, GcReport, ModelVersion, VerifyReport, VersionDiff
 from modelkin.registry.rows import to_records
 from modelkin.registry.sources import PICKLE_INDEX, SAFETENSORS_INDEX, ModelSource, SourceFile, check_index, collect
@@ -83,6 +80,7 @@ class Registry:
         self.settings = settings
         self.engine = engine
         self.store = store
+        self.reader = Reader(engine)
 
     # -- opening -------------------------------------------------------------------------------------------
 
@@ -117,24 +115,7 @@ class Registry:
         cls, home: str | os.PathLike[str] | None = None, *, database_url: str | None = None, store: str | None = None
     ) -> Registry:
         """Open an existing registry; refuse one that was never initialised or whose schema is behind."""
-        settings = Settings.resolve(home, database_url, store)
-        if settings.database_url.startswith("sqlite:///") and not Path(settings.database_url[10:]).exists():
-            raise RegistryNotFound(f"no registry at {settings.home}.", hint="run `modelkin init` to create one")
-        engine = make_engine(settings.database_url)
-        try:
-            current = migrate.current_revision(engine)
-        except sa_exc.DBAPIError as exc:
-            engine.dispose()
-            raise database_error(exc) or exc from None
-        if current is None:
-            engine.dispose()
-            raise RegistryNotFound(f"no registry in {_safe_url(engine)}.", hint="run `modelkin init` to create one")
-        if current != migrate.SCHEMA_HEAD:
-            engine.dispose()
-            raise SchemaOutdated(
-                f"the registry schema is at revision {current}, this modelkin expects {migrate.SCHEMA_HEAD}.",
-                hint="run `modelkin db upgrade`",
-            )
+        settings, engine = open_database(home, database_url=database_url, store=store)
         return cls(settings, engine, open_store(settings.store, settings.staging))
 
     def close(self) -> None:
@@ -270,8 +251,7 @@ class Registry:
 
     def get(self, ref: str | ModelRef) -> ModelVersion:
         """The version a REF names (``name`` is the latest version that is not yanked)."""
-        with read_session(self.engine) as s:
-            return to_records(s, [resolve(s, ref)])[0]
+        return self.reader.get(ref)
 
     def list(
         self,
@@ -295,9 +275,7 @@ class Registry:
         latest: bool = False,
     ) -> Iterator[ModelVersion]:
         """``list``, streamed: the database filters, sorts and limits, and rows arrive in batches."""
-        return listing.iter_versions(
-            self.engine, filter, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest
-        )
+        return self.reader.iter_versions(filter, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest)
 
     def manifest(self, ref: str | ModelRef) -> dict[str, Any]:
         """The version's manifest, read from its blob after checking the digest."""
@@ -412,11 +390,7 @@ class Registry:
 
     def log(self, ref: str | None = None, limit: int | None = None) -> builtins.list[EventRecord]:
         """The append-only event log, oldest first; for one version if ``ref`` is given; the last ``limit``."""
-        version_id = None
-        if ref is not None:
-            with read_session(self.engine) as s:
-                version_id = resolve(s, ref).id
-        return listing.iter_events(self.engine, version_id, limit)
+        return self.reader.log(ref, limit)
 
     # -- reading weights -----------------------------------------------------------------------------------
 
@@ -504,49 +478,8 @@ class Registry:
 
 
 def resolve(s: Session, ref: str | ModelRef) -> Version:
-    """Find the Version row a REF names, or raise ModelNotFound / AmbiguousRef with a useful hint."""
-    r = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
-    if r.digest_prefix is not None:
-        rows = list(
-            s.scalars(select(Version).where(Version.digest.like(f"sha256:{r.digest_prefix}%")).order_by(Version.id))
-        )
-        if not rows:
-            raise ModelNotFound(f"no version has a manifest digest starting with {r.digest_prefix}.")
-        if len({v.digest for v in rows}) > 1:
-            refs = ", ".join(f"{v.model.name}:{v.number}" for v in rows[:5])
-            raise AmbiguousRef(f"sha256:{r.digest_prefix} matches several versions ({refs}).", hint="give more digits")
-        return rows[0]  # the same manifest under several names: the first registered
-    model = s.scalar(select(Model).where(Model.name == r.name))
-    if model is None:
-        raise _unknown_model(s, str(r.name))
-    if r.version is not None:
-        v = s.scalar(select(Version).where(Version.model_id == model.id, Version.number == r.version))
-        if v is None:
-            latest = s.scalar(select(func.max(Version.number)).where(Version.model_id == model.id))
-            raise ModelNotFound(f"{r} does not exist.", hint=f"{r.name} has versions 1 to {latest}")
-        return v
-    if r.alias is not None:
-        a = s.scalar(select(Alias).where(Alias.model_id == model.id, Alias.alias == r.alias))
-        if a is None:
-            known = ", ".join(s.scalars(select(Alias.alias).where(Alias.model_id == model.id))) or "none"
-            raise ModelNotFound(f"{r} does not exist.", hint=f"aliases of {r.name}: {known}")
-        return s.get_one(Version, a.version_id)
-    v = s.scalar(
-        select(Version)
-        .where(Version.model_id == model.id, Version.yanked.is_(False))
-        .order_by(Version.number.desc())
-        .limit(1)
-    )
-    if v is None:
-        raise ModelNotFound(f"every version of {r.name} is yanked.", hint=f"name one explicitly, e.g. {r.name}:1")
-    return v
-
-
-def _unknown_model(s: Session, name: str) -> ModelNotFound:
-    names = list(s.scalars(select(Model.name)))
-    close = difflib.get_close_matches(name, names, n=3)
-    hint = f"did you mean {', '.join(close)}?" if close else "`modelkin list` shows what is registered"
-    return ModelNotFound(f"no model named {name!r} is registered.", hint=hint)
+    """The Version row a REF names (see modelkin.registry.reader.resolve_id), for the operations that change it."""
+    return s.get_one(Version, resolve_id(s, ref))
 
 
 def _write_version(

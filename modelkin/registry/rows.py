@@ -1,65 +1,80 @@
-"""Turning database rows into the frozen records the Registry hands out, in a few batched queries."""
+"""Turning database rows into the frozen records the Registry hands out, in a few batched queries.
+
+Everything here is SQLAlchemy Core on ``modelkin.db.tables``: it runs on a plain connection for the read
+commands (which never import the ORM) and on an ORM session for writers, which pass their ``Version`` objects.
+Each query is built once with an expanding ``IN`` parameter, so a batch costs its rows, not SQL compilation.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, select
 
-from modelkin.db.schema import Alias, File, LineageEdge, Model, Tag, Version, as_utc
+from modelkin.db.tables import aliases, as_utc, files, lineage_edges, models, tags, versions
 from modelkin.registry.records import FileEntry, ModelVersion
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    Executor = Connection | Session
+
 _BATCH = 500
+_IDS = bindparam("ids", expanding=True)
+_FILES = select(files.c.version_id, files.c.path, files.c.size, files.c.sha256).where(files.c.version_id.in_(_IDS))
+_FILES = _FILES.order_by(files.c.path)
+_TAGS = select(tags.c.version_id, tags.c.key, tags.c.value).where(tags.c.version_id.in_(_IDS)).order_by(tags.c.key)
+_ALIASES = select(aliases.c.version_id, aliases.c.alias).where(aliases.c.version_id.in_(_IDS))
+_ALIASES = _ALIASES.order_by(aliases.c.alias)
+_DECLARED = (
+    select(lineage_edges.c.child_id, lineage_edges.c.parent_id, lineage_edges.c.parent_external)
+    .where(lineage_edges.c.child_id.in_(_IDS), lineage_edges.c.source == "declared")
+    .order_by(lineage_edges.c.id)
+)
+_VERSIONS = select(versions).where(versions.c.id.in_(_IDS))
+_NAMES = select(models.c.id, models.c.name).where(models.c.id.in_(_IDS))
 
 
-def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
     for i in range(0, len(ids), _BATCH):
-        yield ids[i : i + _BATCH]
+        yield list(ids[i : i + _BATCH])
 
 
-def ref_of(names: dict[int, str], version: Version) -> str:
-    return f"{names[version.model_id]}:{version.number}"
+def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
+    """Build records for ``rows`` with their files, tags, aliases and declared parents.
 
-
-def to_records(session: Session, versions: Sequence[Any]) -> list[ModelVersion]:
-    """Build records for ``versions`` with their files, tags, aliases and declared parents.
-
-    ``versions`` are ``Version`` objects or plain rows of the versions table (what listings stream: building
-    ORM objects costs more than the rest of a record); the rows around them are read as plain columns too.
+    ``rows`` are rows of the versions table or ORM ``Version`` objects (anything with its columns as
+    attributes); what is around them is read as plain rows, a few queries per batch of ``_BATCH``.
     """
-    ids = [v.id for v in versions]
-    files: dict[int, list[FileEntry]] = defaultdict(list)
-    tags: dict[int, dict[str, str]] = defaultdict(dict)
-    aliases: dict[int, list[str]] = defaultdict(list)
+    ids = [v.id for v in rows]
+    file_map: dict[int, list[FileEntry]] = defaultdict(list)
+    tag_map: dict[int, dict[str, str]] = defaultdict(dict)
+    alias_map: dict[int, list[str]] = defaultdict(list)
     parents: dict[int, list[str]] = defaultdict(list)
     parent_ids: dict[int, list[int]] = defaultdict(list)
     for chunk in _chunks(ids):
-        file_rows = select(File.version_id, File.path, File.size, File.sha256).where(File.version_id.in_(chunk))
-        for version_id, path, size, sha256 in session.execute(file_rows.order_by(File.path)):
-            files[version_id].append(FileEntry(path, size, sha256))
-        tag_rows = select(Tag.version_id, Tag.key, Tag.value).where(Tag.version_id.in_(chunk)).order_by(Tag.key)
-        for version_id, key, value in session.execute(tag_rows):
-            tags[version_id][key] = value
-        alias_rows = select(Alias.version_id, Alias.alias).where(Alias.version_id.in_(chunk)).order_by(Alias.alias)
-        for version_id, alias in session.execute(alias_rows):
-            aliases[version_id].append(alias)
-        edges = select(LineageEdge.child_id, LineageEdge.parent_id, LineageEdge.parent_external).where(
-            LineageEdge.child_id.in_(chunk), LineageEdge.source == "declared"
-        )
-        for child_id, parent_id, external in session.execute(edges.order_by(LineageEdge.id)):
+        for version_id, path, size, sha256 in conn.execute(_FILES, {"ids": chunk}):
+            file_map[version_id].append(FileEntry(path, size, sha256))
+        for version_id, key, value in conn.execute(_TAGS, {"ids": chunk}):
+            tag_map[version_id][key] = value
+        for version_id, alias in conn.execute(_ALIASES, {"ids": chunk}):
+            alias_map[version_id].append(alias)
+        for child_id, parent_id, external in conn.execute(_DECLARED, {"ids": chunk}):
             if parent_id is not None:
                 parent_ids[child_id].append(parent_id)
             elif external is not None:
                 parents[child_id].append(external)
-    wanted = {v.model_id for v in versions}
-    parent_versions = _load_versions(session, [p for ps in parent_ids.values() for p in ps])
-    wanted |= {v.model_id for v in parent_versions.values()}
-    names = _model_names(session, wanted)
+    wanted = {v.model_id for v in rows}
+    parent_rows = load_rows(conn, [p for ps in parent_ids.values() for p in ps])
+    wanted |= {v.model_id for v in parent_rows.values()}
+    names = model_names(conn, wanted)
     for child, pids in parent_ids.items():
-        parents[child] = [ref_of(names, parent_versions[p]) for p in pids] + parents.get(child, [])
+        parents[child] = [f"{names[parent_rows[p].model_id]}:{parent_rows[p].number}" for p in pids] + parents.get(
+            child, []
+        )
+    empty: dict[str, str] = {}
     return [
         ModelVersion(
             name=names[v.model_id],
@@ -68,39 +83,34 @@ def to_records(session: Session, versions: Sequence[Any]) -> list[ModelVersion]:
             parameters=v.parameters,
             tensors=v.tensor_count,
             bytes=v.bytes,
-            files=tuple(files[v.id]),
-            tags=dict(tags[v.id]),
-            aliases=tuple(aliases[v.id]),
-            declared_parents=tuple(parents[v.id]),
+            files=tuple(file_map.get(v.id, ())),
+            tags=dict(tag_map.get(v.id, empty)),
+            aliases=tuple(alias_map.get(v.id, ())),
+            declared_parents=tuple(parents.get(v.id, ())),
             relation=v.relation,
             architecture=v.architecture,
             arch_fingerprint=v.arch_fingerprint,
             source=v.source,
-            card=dict(v.card or {}),
+            card=dict(v.card or empty),
             yanked=v.yanked,
             created_at=as_utc(v.created_at),
         )
-        for v in versions
+        for v in rows
     ]
 
 
-def _load_versions(session: Session, ids: Sequence[int]) -> dict[int, Any]:
+def load_rows(conn: Executor, ids: Iterable[int]) -> dict[int, Any]:
     """Rows of the versions table by id."""
     out: dict[int, Any] = {}
     for chunk in _chunks(sorted(set(ids))):
-        out.update({v.id: v for v in load_rows(session, chunk)})
+        out.update({v.id: v for v in conn.execute(_VERSIONS, {"ids": chunk})})
     return out
 
 
-def load_rows(session: Session, ids: Sequence[int]) -> list[Any]:
-    """Plain rows of the versions table for ``ids`` (at most a few hundred), in no particular order."""
-    return list(session.execute(select(Version.__table__).where(Version.__table__.c.id.in_(ids))))
-
-
-def _model_names(session: Session, model_ids: Iterable[int]) -> dict[int, str]:
+def model_names(conn: Executor, model_ids: Iterable[int]) -> dict[int, str]:
     out: dict[int, str] = {}
     for chunk in _chunks(sorted(set(model_ids))):
-        out.update(dict(session.execute(select(Model.id, Model.name).where(Model.id.in_(chunk))).all()))
+        out.update({i: name for i, name in conn.execute(_NAMES, {"ids": chunk})})
     return out
 
 

@@ -197,12 +197,6 @@ class Lineage:
             findings.append(Finding(v.ref, tuple(v.declared_parents), detected, status, confidence))
         return AuditReport(tuple(findings))
 
-    def detected(self, ref: str) -> list[dict[str, Any]]:
-        """The stored detected parents of a version, for ``show``."""
-        vid = self._ids_by_ref()[self.host.get(ref).ref]
-        return [{"ref": r, "relation": rel, "confidence": None if s is None else round(s, 4), "method": m}
-                for r, rel, s, m in storage.detected_parents(self.host.engine, vid)]  # fmt: skip
-
 
 class LineageIndexer:
     """The registration hook: sketch the new version, then store its detected parent."""

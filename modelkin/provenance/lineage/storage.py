@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import Engine, delete, select
 
-from modelkin.db.engine import read_session, write_session
+from modelkin.db.engine import write_session
 from modelkin.db.schema import LineageEdge, LineageSketch, Model, Version
 from modelkin.provenance.lineage.index import Entry
 from modelkin.provenance.lineage.sketch import COARSE, ModelSketch, coarse, from_bytes, to_bytes
@@ -96,16 +96,3 @@ def replace_detected(engine: Engine, edges: Mapping[int, Sequence[tuple[int, str
             for child, parents in edges.items()
             for parent, relation, score in parents
         )
-
-
-def detected_parents(engine: Engine, version_id: int) -> list[tuple[str, str | None, float | None, str | None]]:
-    """(parent REF, relation, confidence, method) of the stored detected edges of one version."""
-    with read_session(engine) as s:
-        rows = s.execute(
-            select(Model.name, Version.number, LineageEdge.relation, LineageEdge.score, LineageEdge.method)
-            .join(Version, LineageEdge.parent_id == Version.id)
-            .join(Model, Version.model_id == Model.id)
-            .where(LineageEdge.child_id == version_id, LineageEdge.source == DETECTED)
-            .order_by(LineageEdge.id)
-        )
-        return [(f"{name}:{n}", rel, score, method) for name, n, rel, score, method in rows]
