@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,38 @@ def test_json_is_unchanged_by_streaming(reg: Registry, cli: Any) -> None:
     expected = json.dumps([v.to_json() for v in reg.list()], indent=2, ensure_ascii=False) + "\n"
     assert result.stdout == expected
     assert cli("list", "--json", "--filter", "name = 'nothing'").stdout == "[]\n"
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.choice("sifbnld" if depth < 4 else "sifbn")
+    if kind == "s":
+        return "".join(rng.choice('ab"\\\n\t\x00é€\u202e\U0001f600') for _ in range(rng.randrange(6)))
+    if kind == "i":
+        return rng.choice([0, -1, 7, 2**70, True])
+    if kind == "f":
+        return rng.choice([0.5, -1e300, 1e-7, 3.0])
+    if kind == "b":
+        return rng.random() < 0.5
+    if kind == "n":
+        return None
+    if kind == "l":
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))] + ([()] if rng.random() < 0.2 else [])
+    keys = ["k", "é", "", "\x1b", 3, None, False, 1.5]
+    return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def test_json_writer_matches_json_dumps_byte_for_byte(capsys: pytest.CaptureFixture[str]) -> None:
+    """The fast writer behind every --json (and the streamed list) prints exactly what json.dumps would."""
+    rng = random.Random(0)
+    docs = [_random_json(rng) for _ in range(400)]
+    for doc in docs:
+        output.emit_json(doc)
+        expected = json.dumps(doc, indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n"
+        assert capsys.readouterr().out == expected
+    output.emit_json_stream(iter(docs))
+    assert capsys.readouterr().out == json.dumps(docs, indent=2, ensure_ascii=False, default=str) + "\n"
+    with pytest.raises(ValueError):
+        output.emit_json({"x": [float("nan")]})
 
 
 @pytest.mark.parametrize("columns", [200, 120, 80, 60, 40])

@@ -75,7 +75,7 @@ def emit_json_stream(items: Iterable[Any]) -> None:
     """A JSON array written item by item, byte for byte what ``emit_json(list(items))`` prints, in flat memory."""
     first = True
     for item in items:
-        sys.stdout.write(("[\n  " if first else ",\n  ") + _dumps(item).replace("\n", "\n  "))
+        sys.stdout.write(("[\n  " if first else ",\n  ") + _encode(item, "\n  "))
         first = False
     sys.stdout.write("[]\n" if first else "\n]\n")
     sys.stdout.flush()
@@ -91,22 +91,33 @@ def _dumps(obj: Any) -> str:
 
 
 def _encode(obj: Any, newline: str) -> str:
+    """``obj`` indented, its nested lines starting with ``newline`` (a newline and the indentation so far).
+
+    Strings, ints, None and booleans inside containers (most of a record) are written inline, without a call.
+    """
     kind = type(obj)  # exact types first: a record is almost only str, dict, list and int
     if kind is str:
         return encode_basestring(obj)  # type: ignore[no-any-return]
-    if kind is dict:
+    if kind is dict or kind is list or kind is tuple:
         if not obj:
-            return "{}"
+            return "{}" if kind is dict else "[]"
         inner = newline + "  "
         parts = []
-        for k, v in obj.items():
-            parts.append(inner + (encode_basestring(k) if type(k) is str else _key(k)) + ": " + _encode(v, inner))
-        return "{" + ",".join(parts) + newline + "}"
-    if kind is list or kind is tuple:
-        if not obj:
-            return "[]"
-        inner = newline + "  "
-        return "[" + ",".join([inner + _encode(v, inner) for v in obj]) + newline + "]"
+        for k, v in obj.items() if kind is dict else enumerate(obj):
+            t = type(v)
+            if t is str:
+                text = encode_basestring(v)
+            elif t is int:
+                text = int.__repr__(v)
+            elif v is None or v is True or v is False:
+                text = _CONSTANTS[v]
+            else:
+                text = _encode(v, inner)
+            if kind is dict:
+                text = (encode_basestring(k) if type(k) is str else _key(k)) + ": " + text
+            parts.append(text)
+        opening, closing = ("{", "}") if kind is dict else ("[", "]")
+        return opening + inner + ("," + inner).join(parts) + newline + closing
     if obj is None or obj is True or obj is False:
         return _CONSTANTS[obj]
     if isinstance(obj, int):
