@@ -21,7 +21,7 @@ from modelkin.db.tables import as_utc, events, models, tags, versions
 from modelkin.errors import InvalidName
 from modelkin.registry.filters import BoolOp, Comparison, Node, compile_node, parse_filter_tree
 from modelkin.registry.records import EventRecord, ModelVersion
-from modelkin.registry.rows import FIELDS, filter_fields, to_records
+from modelkin.registry.rows import FIELDS, RECORD_COLUMNS, filter_fields, to_records
 
 BATCH = 500
 V, M, T = versions.c, models.c, tags.c
@@ -65,7 +65,7 @@ def iter_versions(
     with read_connection(engine) as conn:
         pg = conn.dialect.name == "postgresql"
         order = [_code_point_order(k, pg) for k in keys]
-        query = select(versions).join(models, M.id == V.model_id)
+        query = select(*RECORD_COLUMNS).join(models, M.id == V.model_id)
         if not include_yanked:
             query = query.where(V.yanked.is_(False))
         if latest:

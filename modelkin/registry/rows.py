@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, Row, bindparam, select
 
 from modelkin.db.tables import aliases, as_utc, files, lineage_edges, models, tags, versions
 from modelkin.registry.records import FileEntry, ModelVersion
@@ -33,7 +33,12 @@ _DECLARED = (
     .where(lineage_edges.c.child_id.in_(_IDS), lineage_edges.c.source == "declared")
     .order_by(lineage_edges.c.id)
 )
-_VERSIONS = select(versions).where(versions.c.id.in_(_IDS))
+# what a record is built from, in the order to_records unpacks it (plain tuples unpack faster than named access)
+V = versions.c
+RECORD_COLUMNS = (V.id, V.model_id, V.number, V.digest, V.parameters, V.tensor_count, V.bytes, V.architecture,
+                  V.arch_fingerprint, V.relation, V.source, V.card, V.yanked, V.created_at)  # fmt: skip
+_KEYS = tuple(c.key for c in RECORD_COLUMNS)
+_VERSIONS = select(*RECORD_COLUMNS).where(V.id.in_(_IDS))
 _NAMES = select(models.c.id, models.c.name).where(models.c.id.in_(_IDS))
 
 
@@ -45,10 +50,11 @@ def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
 def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
     """Build records for ``rows`` with their files, tags, aliases and declared parents.
 
-    ``rows`` are rows of the versions table or ORM ``Version`` objects (anything with its columns as
-    attributes); what is around them is read as plain rows, a few queries per batch of ``_BATCH``.
+    ``rows`` are rows of ``select(*RECORD_COLUMNS)`` or ORM ``Version`` objects (which writers pass); what is
+    around them is read as plain rows, a few queries per batch of ``_BATCH``.
     """
-    ids = [v.id for v in rows]
+    values = [tuple(v) if isinstance(v, Row) else tuple(getattr(v, k) for k in _KEYS) for v in rows]
+    ids = [v[0] for v in values]
     file_map: dict[int, list[FileEntry]] = defaultdict(list)
     tag_map: dict[int, dict[str, str]] = defaultdict(dict)
     alias_map: dict[int, list[str]] = defaultdict(list)
@@ -66,7 +72,7 @@ def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
                 parent_ids[child_id].append(parent_id)
             elif external is not None:
                 parents[child_id].append(external)
-    wanted = {v.model_id for v in rows}
+    wanted = {v[1] for v in values}
     parent_rows = load_rows(conn, [p for ps in parent_ids.values() for p in ps])
     wanted |= {v.model_id for v in parent_rows.values()}
     names = model_names(conn, wanted)
@@ -77,26 +83,27 @@ def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
     empty: dict[str, str] = {}
     return [
         ModelVersion(
-            name=names[v.model_id],
-            version=v.number,
-            digest=v.digest,
-            parameters=v.parameters,
-            tensors=v.tensor_count,
-            bytes=v.bytes,
-            files=tuple(file_map.get(v.id, ())),
-            tags=dict(tag_map.get(v.id, empty)),
-            aliases=tuple(alias_map.get(v.id, ())),
-            declared_parents=tuple(parents.get(v.id, ())),
-            relation=v.relation,
-            architecture=v.architecture,
-            arch_fingerprint=v.arch_fingerprint,
-            source=v.source,
-            card=dict(v.card or empty),
-            yanked=v.yanked,
-            created_at=as_utc(v.created_at),
+            name=names[model_id],
+            version=number,
+            digest=digest,
+            parameters=parameters,
+            tensors=tensors,
+            bytes=size,
+            files=tuple(file_map.get(vid, ())),
+            tags=dict(tag_map.get(vid, empty)),
+            aliases=tuple(alias_map.get(vid, ())),
+            declared_parents=tuple(parents.get(vid, ())),
+            relation=relation,
+            architecture=architecture,
+            arch_fingerprint=fingerprint,
+            source=source,
+            card=dict(card or empty),
+            yanked=yanked,
+            created_at=as_utc(created),
         )
-        for v in rows
-    ]
+        for (vid, model_id, number, digest, parameters, tensors, size, architecture, fingerprint, relation, source,
+             card, yanked, created) in values
+    ]  # fmt: skip
 
 
 def load_rows(conn: Executor, ids: Iterable[int]) -> dict[int, Any]:
