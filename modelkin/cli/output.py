@@ -114,7 +114,12 @@ def _encode(obj: Any, newline: str) -> str:
             else:
                 text = _encode(v, inner)
             if kind is dict:
-                text = (encode_basestring(k) if type(k) is str else _key(k)) + ": " + text
+                head = _HEADS.get(k) if type(k) is str else None
+                if head is None:
+                    head = (encode_basestring(k) if type(k) is str else _key(k)) + ": "
+                    if type(k) is str and len(_HEADS) < 4096:
+                        _HEADS[k] = head
+                text = head + text
             parts.append(text)
         opening, closing = ("{", "}") if kind is dict else ("[", "]")
         return opening + inner + ("," + inner).join(parts) + newline + closing
@@ -144,6 +149,7 @@ def _key(key: Any) -> str:
 
 
 _CONSTANTS = {None: "null", True: "true", False: "false"}
+_HEADS: dict[str, str] = {}  # '"key": ' of the keys seen so far: a listing repeats the same few thousand times
 
 
 def info(message: str) -> None:
