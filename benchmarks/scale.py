@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, insert, text
 
-from modelkin.db.schema import Event, File, Model, Tag, Version
+from modelkin.db.tables import events, files, models, tags, versions
 from modelkin.registry.registry import Registry
 
 BIN = Path(sys.executable).parent
@@ -58,19 +58,19 @@ def populate(url: str, start: int, stop: int) -> None:
         for lo in range(start, stop, CHUNK):
             ids = range(lo, min(stop, lo + CHUNK))
             # steps and chunks are multiples of PER_MODEL, so each chunk starts its own models
-            models = range(lo // PER_MODEL, ids[-1] // PER_MODEL + 1)
-            conn.execute(insert(Model.__table__), [{"id": m + 1, "name": f"model-{m:05d}", "created_at": T0}
-                                                   for m in models])  # fmt: skip
+            model_ids = range(lo // PER_MODEL, ids[-1] // PER_MODEL + 1)
+            conn.execute(insert(models), [{"id": m + 1, "name": f"model-{m:05d}", "created_at": T0}
+                                          for m in model_ids])  # fmt: skip
             digests = {v: hashlib.sha256(f"version {v}".encode()).hexdigest() for v in ids}
-            conn.execute(insert(Version.__table__), [_version(v, digests[v]) for v in ids])
-            conn.execute(insert(File.__table__), [
+            conn.execute(insert(versions), [_version(v, digests[v]) for v in ids])
+            conn.execute(insert(files), [
                 {"version_id": v + 1, "path": "model.safetensors", "size": 4096 + v,
                  "sha256": hashlib.sha256(digests[v].encode()).hexdigest()} for v in ids])  # fmt: skip
-            conn.execute(insert(Tag.__table__), [
+            conn.execute(insert(tags), [
                 {"version_id": v + 1, "key": key, "value": value}
                 for v in ids for k, (key, value) in enumerate([("task", f"task-{v % 44}"),
                                                                ("batch", f"b{v % BATCHES:04d}")])])  # fmt: skip
-            conn.execute(insert(Event.__table__), [
+            conn.execute(insert(events), [
                 {"at": T0 + timedelta(seconds=v), "kind": "register", "version_id": v + 1,
                  "ref": _ref(v), "detail": {"digest": "sha256:" + digests[v], "source": f"/data/{_ref(v)}"}}
                 for v in ids])  # fmt: skip
