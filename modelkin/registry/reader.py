@@ -73,19 +73,9 @@ class Reader:
             row = load_rows(conn, [resolve_id(conn, ref)])
             return to_records(conn, list(row.values()))[0]
 
-    def iter_versions(
-        self,
-        filter: str | None = None,
-        *,
-        sort: str | None = None,
-        limit: int | None = None,
-        include_yanked: bool = False,
-        latest: bool = False,
-    ) -> Iterator[ModelVersion]:
-        """Versions matching ``filter``, streamed: the database filters, sorts and limits."""
-        return listing.iter_versions(
-            self.engine, filter, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest
-        )
+    def iter_versions(self, filter: str | None = None, **options: Any) -> Iterator[ModelVersion]:
+        """Versions matching ``filter``, streamed; ``options`` (sort, limit, include_yanked, latest) as in listing."""
+        return listing.iter_versions(self.engine, filter, **options)
 
     def log(self, ref: str | None = None, limit: int | None = None) -> list[EventRecord]:
         """The append-only event log, oldest first; for one version if ``ref`` is given; the last ``limit``."""

@@ -2,16 +2,17 @@
 
 Everything here is SQLAlchemy Core on ``modelkin.db.tables``: it runs on a plain connection for the read
 commands (which never import the ORM) and on an ORM session for writers, which pass their ``Version`` objects.
-Each query is built once with an expanding ``IN`` parameter, so a batch costs its rows, not SQL compilation.
+Each batch query is built once and takes its ids as one parameter, so a batch costs its rows, not SQL compilation.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy import ARRAY, ColumnElement, Connection, Integer, Row, Select, any_, bindparam, select
 
 from modelkin.db.tables import aliases, as_utc, files, lineage_edges, models, tags, versions
 from modelkin.registry.records import FileEntry, ModelVersion
@@ -22,24 +23,48 @@ if TYPE_CHECKING:
     Executor = Connection | Session
 
 _BATCH = 500
-_IDS = bindparam("ids", expanding=True)
-_FILES = select(files.c.version_id, files.c.path, files.c.size, files.c.sha256).where(files.c.version_id.in_(_IDS))
-_FILES = _FILES.order_by(files.c.path)
-_TAGS = select(tags.c.version_id, tags.c.key, tags.c.value).where(tags.c.version_id.in_(_IDS)).order_by(tags.c.key)
-_ALIASES = select(aliases.c.version_id, aliases.c.alias).where(aliases.c.version_id.in_(_IDS))
-_ALIASES = _ALIASES.order_by(aliases.c.alias)
-_DECLARED = (
-    select(lineage_edges.c.child_id, lineage_edges.c.parent_id, lineage_edges.c.parent_external)
-    .where(lineage_edges.c.child_id.in_(_IDS), lineage_edges.c.source == "declared")
-    .order_by(lineage_edges.c.id)
-)
 # what a record is built from, in the order to_records unpacks it (plain tuples unpack faster than named access)
 V = versions.c
 RECORD_COLUMNS = (V.id, V.model_id, V.number, V.digest, V.parameters, V.tensor_count, V.bytes, V.architecture,
                   V.arch_fingerprint, V.relation, V.source, V.card, V.yanked, V.created_at)  # fmt: skip
 _KEYS = tuple(c.key for c in RECORD_COLUMNS)
-_VERSIONS = select(*RECORD_COLUMNS).where(V.id.in_(_IDS))
-_NAMES = select(models.c.id, models.c.name).where(models.c.id.in_(_IDS))
+
+
+@dataclass(frozen=True)
+class _Queries:
+    """The batch queries, each taking the batch's ids as one parameter ``ids``."""
+
+    files: Select[Any]
+    tags: Select[Any]
+    aliases: Select[Any]
+    declared: Select[Any]
+    versions: Select[Any]
+    names: Select[Any]
+
+
+def _queries(member: Callable[[Any], ColumnElement[bool]]) -> _Queries:
+    f, t, a, e = files.c, tags.c, aliases.c, lineage_edges.c
+    return _Queries(
+        files=select(f.version_id, f.path, f.size, f.sha256).where(member(f.version_id)).order_by(f.path),
+        tags=select(t.version_id, t.key, t.value).where(member(t.version_id)).order_by(t.key),
+        aliases=select(a.version_id, a.alias).where(member(a.version_id)).order_by(a.alias),
+        declared=select(e.child_id, e.parent_id, e.parent_external)
+        .where(member(e.child_id), e.source == "declared")
+        .order_by(e.id),
+        versions=select(*RECORD_COLUMNS).where(member(V.id)),
+        names=select(models.c.id, models.c.name).where(member(models.c.id)),
+    )
+
+
+# SQLite gets an expanding IN; PostgreSQL one array parameter, ``= ANY(:ids)``: the statement text stays short
+# and the same for every batch, so neither SQLAlchemy nor psycopg re-renders or re-parses 500 placeholders
+_BY_IN = _queries(lambda column: column.in_(bindparam("ids", expanding=True)))
+_BY_ANY = _queries(lambda column: column == any_(bindparam("ids", type_=ARRAY(Integer))))
+
+
+def _for(conn: Executor) -> _Queries:
+    dialect = conn.dialect if isinstance(conn, Connection) else conn.get_bind().dialect
+    return _BY_ANY if dialect.name == "postgresql" else _BY_IN
 
 
 def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
@@ -60,14 +85,15 @@ def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
     alias_map: dict[int, list[str]] = defaultdict(list)
     parents: dict[int, list[str]] = defaultdict(list)
     parent_ids: dict[int, list[int]] = defaultdict(list)
+    q = _for(conn)
     for chunk in _chunks(ids):
-        for version_id, path, size, sha256 in conn.execute(_FILES, {"ids": chunk}):
+        for version_id, path, size, sha256 in conn.execute(q.files, {"ids": chunk}):
             file_map[version_id].append(FileEntry(path, size, sha256))
-        for version_id, key, value in conn.execute(_TAGS, {"ids": chunk}):
+        for version_id, key, value in conn.execute(q.tags, {"ids": chunk}):
             tag_map[version_id][key] = value
-        for version_id, alias in conn.execute(_ALIASES, {"ids": chunk}):
+        for version_id, alias in conn.execute(q.aliases, {"ids": chunk}):
             alias_map[version_id].append(alias)
-        for child_id, parent_id, external in conn.execute(_DECLARED, {"ids": chunk}):
+        for child_id, parent_id, external in conn.execute(q.declared, {"ids": chunk}):
             if parent_id is not None:
                 parent_ids[child_id].append(parent_id)
             elif external is not None:
@@ -110,14 +136,14 @@ def load_rows(conn: Executor, ids: Iterable[int]) -> dict[int, Any]:
     """Rows of the versions table by id."""
     out: dict[int, Any] = {}
     for chunk in _chunks(sorted(set(ids))):
-        out.update({v.id: v for v in conn.execute(_VERSIONS, {"ids": chunk})})
+        out.update({v.id: v for v in conn.execute(_for(conn).versions, {"ids": chunk})})
     return out
 
 
 def model_names(conn: Executor, model_ids: Iterable[int]) -> dict[int, str]:
     out: dict[int, str] = {}
     for chunk in _chunks(sorted(set(model_ids))):
-        out.update({i: name for i, name in conn.execute(_NAMES, {"ids": chunk})})
+        out.update({i: name for i, name in conn.execute(_for(conn).names, {"ids": chunk})})
     return out
 
 
