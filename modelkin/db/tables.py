@@ -38,6 +38,7 @@ def as_utc(value: datetime) -> datetime:
 
 metadata = MetaData()
 
+# on PostgreSQL also ix_models_name_c, name in code-point order for ``list`` (migration 0010_scale2)
 models = Table(
     "models",
     metadata,
