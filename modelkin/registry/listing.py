@@ -101,7 +101,7 @@ def iter_events(engine: Engine, version_id: int | None, limit: int | None) -> li
     else:
         query = query.order_by(events.c.id)
     with read_connection(engine) as conn:
-        rows = conn.execute(query).all()
+        rows = list(conn.execute(query))
     if limit is not None:
         rows.reverse()
     return [EventRecord(e.id, as_utc(e.at), e.kind, e.ref, dict(e.detail or {})) for e in rows]
