@@ -82,6 +82,8 @@ def test_capture_is_deterministic_and_tells_models_apart(reg: Any, tiny_zoo: Pat
     k = kstore.from_bytes(first[0])
     assert k.anchors.shape[1] == 64 and len(k.pairs) == len(k.classes) * (len(k.classes) - 1)
     assert k.pool_probs.shape[0] == len(pool) and 0 < k.boundary_t.min() and k.boundary_t.max() <= 1
+    logits = forward_fn(reg.load_module("cnn-005:1"))(pool.astype(np.float32))
+    assert np.allclose(k.pool_logits, logits, rtol=1e-2, atol=1e-2)  # the raw outputs, kept at float16
     # the blob stored at registration is the same capture
     vid = indexers.version_id(reg.engine, reg.get("cnn-005:1"))
     from sqlalchemy import select
@@ -92,6 +94,19 @@ def test_capture_is_deterministic_and_tells_models_apart(reg: Any, tiny_zoo: Pat
         digest = conn.execute(select(KnowledgeRow.digest).where(KnowledgeRow.version_id == vid)).scalar_one()
     stored = kstore.from_bytes(reg.store.read_verified(digest))
     assert np.array_equal(stored.anchors, k.anchors) and np.array_equal(stored.pool_probs, k.pool_probs)
+
+
+def test_a_format_1_knowledge_blob_still_loads_with_log_probabilities_for_logits(reg: Any, tiny_zoo: Path) -> None:
+    from safetensors.numpy import save
+
+    pool = np.load(tiny_zoo / "probes" / f"{SPACE}.npz")["x"]
+    k = capture(forward_fn(reg.load_module("cnn-005:1")), pool)
+    arrays = {name: v for name, v in k.arrays().items() if name != "pool_logits"}
+    meta = {kstore.META_KEY: json.dumps({"format": kstore.FORMAT_1, "pool": "p", "forward_calls": 3})}
+    old = kstore.from_bytes(bytes(save(arrays, metadata=meta)))
+    assert old.forward_calls == 3 and np.array_equal(old.pool_probs, k.pool_probs)
+    expected = np.log(np.clip(k.pool_probs.astype(np.float64), 1e-6, None))
+    assert np.allclose(old.pool_logits, expected, atol=1e-2)
 
 
 def test_models_registered_before_a_pool_are_captured_when_it_arrives(tiny_zoo: Path, tmp_path: Path) -> None:

@@ -393,7 +393,7 @@ class Retrieval:
         return head + ranked[len(head) :]
 
     def _pool_outputs(self, pool: ProbePool, vids: Sequence[int]) -> dict[int, np.ndarray]:
-        """Each version's stored output distribution on the pool (read from its knowledge blob, then cached)."""
+        """Each version's stored logits on the pool (read from its knowledge blob, then cached)."""
         cache = self._outputs.setdefault(pool.id, {})
         missing = [v for v in vids if v not in cache]
         if missing:
@@ -402,7 +402,7 @@ class Retrieval:
                     KnowledgeRow.pool_id == pool.id, KnowledgeRow.version_id.in_(missing))  # fmt: skip
                 rows = dict(s.execute(query).all())
             for vid, digest in rows.items():
-                cache[vid] = kstore.from_bytes(self.host.store.read_verified(digest)).pool_probs
+                cache[vid] = kstore.from_bytes(self.host.store.read_verified(digest)).pool_logits
         return {v: cache[v] for v in vids}
 
     def _rerank(self, ranked: list[dict[str, Any]], n: int, x: np.ndarray, y: np.ndarray

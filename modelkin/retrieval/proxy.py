@@ -1,7 +1,7 @@
 """Zero-forward-pass transferability from stored knowledge: LogME on the outputs a model gave on probes.
 
-A query sample's nearest probe (in φ coordinates) stands in for it, and a model's stored log-probabilities on
-that probe stand in for its outputs on the sample; LogME of those proxy features against the query labels scores
+A query sample's nearest probe (in φ coordinates) stands in for it, and a model's stored logits on that probe
+stand in for its outputs on the sample; LogME of those proxy features against the query labels scores
 the model. No registered model runs at query time: the outputs were captured at registration. It costs one
 small LogME per candidate, so search applies it to the vector index's shortlist, never to the whole registry.
 """
@@ -19,7 +19,6 @@ def nearest_probes(query_phi: np.ndarray, pool_phi: np.ndarray) -> np.ndarray:
     return np.asarray(d2.argmin(axis=1))
 
 
-def knowledge_logme(pool_probs: np.ndarray, nearest: np.ndarray, y: np.ndarray) -> float:
-    """LogME of the model's stored log-probabilities at the query samples' nearest probes."""
-    features = np.log(np.clip(np.asarray(pool_probs, dtype=np.float64)[nearest], 1e-6, None))
-    return logme(features, y)
+def knowledge_logme(pool_logits: np.ndarray, nearest: np.ndarray, y: np.ndarray) -> float:
+    """LogME of the model's stored logits at the query samples' nearest probes."""
+    return logme(np.asarray(pool_logits, dtype=np.float64)[nearest], y)
