@@ -4,9 +4,12 @@
         --home /work/zoos/retrieval-bench [--shots 5 10 20] [--seeds 3] [--scale 1000000]
 
 Both zoos are registered once into one registry (``--home``, reused on later runs), and every model is captured
-on the train zoo's probe pool (one pool per input space, as in any registry). The encoders are trained on the
-train zoo's meta-train tasks only; evaluation uses the test zoo's meta-test tasks and only its models (another
-seed: models never seen in training), through ``Registry.retrieval.search`` with a filter on the zoo's seed tag.
+on one probe pool (one pool per input space, as in any registry): by default the test zoo's, the unlabelled inputs
+of the domains its models were trained on, which the zoo keeps disjoint from its query and source samples
+(``--pool-zoo`` picks another zoo's pool; the train zoo's digits probes overlap the test zoo's query images).
+The encoders are trained on the train zoo's meta-train tasks only; evaluation uses the test zoo's meta-test tasks
+and only its models (another seed: models never seen in training), through ``Registry.retrieval.search`` with a
+filter on the zoo's seed tag.
 Query support sets are fresh draws of 5/10/20 samples per class from each task's query pool (draws the ground
 truth never used), over several seeds. Ground truth is the zoo's ``finetune`` score (``--target``).
 
@@ -53,8 +56,8 @@ METHODS = ("LogME", "LEEP", "NCE", f"kNN (k={baselines.KNN_K})", "static prior",
 SERVED = ((LEARNED, 0, 0), (SEARCH, None, 0), (HYBRID, None, 5))  # label, shortlist (None: default), rerank
 
 
-def prepare(home: Path, train_zoo: Path, test_zoo: Path) -> Registry:
-    """Register both zoos and the train zoo's pool once; later runs reuse the registry."""
+def prepare(home: Path, train_zoo: Path, test_zoo: Path, pool_zoo: Path) -> Registry:
+    """Register both zoos and ``pool_zoo``'s probe pool once; later runs reuse the registry."""
     reg = Registry.init(home)
     for zoo in (train_zoo, test_zoo):
         seed = str(read_ground_truth(zoo)["seed"])
@@ -63,7 +66,7 @@ def prepare(home: Path, train_zoo: Path, test_zoo: Path) -> Registry:
             register_zoo(reg, zoo)
             print(f"registered {zoo} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     t0 = time.perf_counter()
-    summary = reg.retrieval.add_probes(SPACE, train_zoo / "probes" / f"{SPACE}.npz")
+    summary = reg.retrieval.add_probes(SPACE, pool_zoo / "probes" / f"{SPACE}.npz")
     if summary["created"] or summary["captured"]:
         print(f"captured {summary['captured']} models in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     reg.retrieval.rebuild(capture=True)
@@ -295,6 +298,12 @@ def main() -> None:
     parser.add_argument("--train-zoo", type=Path, default=Path("/work/zoos/full-s0"))
     parser.add_argument("--test-zoo", type=Path, default=Path("/work/zoos/full-s1"))
     parser.add_argument("--home", type=Path, default=Path("/work/zoos/retrieval-bench"))
+    parser.add_argument(
+        "--pool-zoo",
+        type=Path,
+        default=None,
+        help="the zoo whose unlabelled probe pool the registry serves (default: the test zoo)",
+    )
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--target", default="finetune", choices=["finetune", "linear_probe"])
@@ -305,7 +314,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "retrieval.md")
     args = parser.parse_args()
     started = time.perf_counter()
-    reg = prepare(args.home, args.train_zoo, args.test_zoo)
+    args.pool_zoo = args.pool_zoo or args.test_zoo
+    reg = prepare(args.home, args.train_zoo, args.test_zoo, args.pool_zoo)
     quality, summary = evaluate(reg, args)
     capture_lines = capture_cost(reg, args.capture_models)
     dim = reg.retrieval.status()["spaces"][0]

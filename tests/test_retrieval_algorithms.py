@@ -72,8 +72,16 @@ def test_the_knowledge_proxy_is_logme_when_the_query_samples_are_probes() -> Non
     pick = np.arange(0, 50, 5)
     y = np.arange(10) % 2
     nearest = nearest_probes(pool_phi[pick], pool_phi)
-    assert np.array_equal(nearest, pick)
+    assert np.array_equal(nearest[0][:, 0], pick) and np.allclose(nearest[1][:, 0], 1.0)
     assert np.isclose(knowledge_logme(logits, nearest, y), baselines.logme(logits[pick], y))
+
+
+def test_the_knowledge_proxy_averages_the_nearest_probes_by_distance() -> None:
+    pool_phi = np.array([[0.0], [1.0], [3.0], [10.0]])
+    near, weights = nearest_probes(np.array([[0.5], [2.0]]), pool_phi, k=3)
+    assert near.tolist() == [[0, 1, 2], [1, 2, 0]]
+    assert np.allclose(weights.sum(axis=1), 1.0) and np.isclose(weights[0, 0], weights[0, 1])  # equidistant
+    assert (np.diff(weights, axis=1) <= 1e-12).all() and weights[0, 2] < weights[0, 1]
 
 
 def test_query_features_do_not_depend_on_label_names_or_order() -> None:

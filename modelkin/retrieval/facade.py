@@ -69,12 +69,17 @@ class _Serving:
 
 
 class Indexer:
-    """The registration hook: capture a newly registered executable version and add it to the index."""
+    """The registration hook: capture a newly registered executable version and add it to the index.
+
+    It reuses the registry's own ``retrieval`` object when there is one, so a bulk registration fits φ and reads
+    the pool once rather than once per model, and searches after it see the same caches.
+    """
 
     name = NAME
 
     def __init__(self, host: Host) -> None:
-        self.retrieval = Retrieval(host)
+        shared = getattr(host, NAME, None)
+        self.retrieval = shared if isinstance(shared, Retrieval) else Retrieval(host)
 
     def on_registered(self, version: ModelVersion) -> str | None:
         return self.retrieval.capture(version)
@@ -153,6 +158,7 @@ class Retrieval:
             s.execute(delete(KnowledgeRow).where(KnowledgeRow.version_id == vid))
             s.add(KnowledgeRow(version_id=vid, pool_id=pool.id, digest=digest, forward_calls=knowledge.forward_calls,
                                seconds=seconds))  # fmt: skip
+        self._outputs.get(pool.id, {}).pop(vid, None)
         self._add_to_index(pool, vid, knowledge)
         return None
 
