@@ -184,6 +184,24 @@ def test_search_filters_inside_the_vector_search(reg: Any, tiny_zoo: Path) -> No
     assert "cnn-005:1" not in [r["ref"] for r in reg.retrieval.search(x, y, k=100).results]
 
 
+def test_the_second_stage_adds_the_vector_score_at_the_trained_weight(reg: Any, tiny_zoo: Path) -> None:
+    from modelkin.retrieval.mixing import mix
+
+    x, y = _xy(_data(tiny_zoo))
+    reg.retrieval.train([tiny_zoo], epochs=5)
+    alone = {r["ref"]: r["score"] for r in reg.retrieval.search(x, y, k=100).results}
+    vectors = {r["ref"]: r["score"] for r in reg.retrieval.search(x, y, k=100, shortlist=0).results}
+    pool = reg.retrieval._latest_pool(SPACE)
+    reg.retrieval._serving_for(pool).scorer.config["knowledge_mix"] = 0.5  # as if fitted
+    mixed = reg.retrieval.search(x, y, k=100).results
+    refs = sorted(alone)
+    expected = dict(zip(refs, mix(np.array([alone[r] for r in refs]), np.array([vectors[r] for r in refs]), 0.5),
+                        strict=True))  # fmt: skip
+    assert {r["ref"] for r in mixed} == set(refs)
+    assert all(abs(r["score"] - expected[r["ref"]]) < 1e-4 for r in mixed)  # scores are rounded to 6 places
+    assert [r["score"] for r in mixed] == sorted((r["score"] for r in mixed), reverse=True)
+
+
 # -- the CLI contract ----------------------------------------------------------------------------------------
 
 
@@ -260,6 +278,7 @@ def test_train_from_a_registered_zoo_then_serve_new_models_without_retraining(
     assert trained.exit_code == 0, trained.stderr
     report = json.loads(trained.stdout)["encoders"][0]
     assert report["encoder"] == 1 and report["tasks"] == 2 and report["indexed"] == 24
+    assert report["knowledge_mix"] == 0.0 and report["knowledge_mix_fit"] == {}  # 2 tasks: too few to cross-fit
     status = json.loads(cli("index", "status", "--json").stdout)["spaces"][0]
     assert (status["scorer"], status["encoder"]) == ("learned", 1)
     data = _data(tiny_zoo)

@@ -108,3 +108,19 @@ def test_an_encoder_of_another_layout_is_a_clear_error(config: object) -> None:
     blob = save({"bogus.weight": torch.zeros(3)}, metadata={ENCODER_FORMAT: json.dumps(config)})
     with pytest.raises(InvalidModelFile, match="does not fit this modelkin's encoder layout"):
         Learned.from_bytes(bytes(blob), TrainingFree(4, 2, 1.0))
+
+
+def test_the_mix_weight_follows_the_score_that_ranks_held_out_tasks() -> None:
+    from modelkin.retrieval.mixing import WEIGHTS, fit_weight, folds, mix
+
+    rng = np.random.default_rng(6)
+    truth = [rng.random(30) for _ in range(6)]
+    noise = [rng.random(30) for _ in range(6)]
+    assert fit_weight(truth, noise, truth)[0] == 0.0  # knowledge alone ranks perfectly
+    assert fit_weight(noise, truth, truth)[0] == max(WEIGHTS)  # the learned score does
+    weight, means = fit_weight([t + n for t, n in zip(truth, noise, strict=True)], truth, truth)
+    assert 0.0 < weight and set(means) == {str(w) for w in WEIGHTS}
+    k, v = rng.random(10), rng.random(10)
+    assert np.allclose(mix(k * 10 + 3, v, 0.3), mix(k, v * 2, 0.3))  # z-scored: scales do not matter
+    assert np.allclose(mix(k, np.ones(10), 0.5), mix(k, v, 0.0))  # a constant score adds nothing
+    assert folds(3) == [] and sorted(np.concatenate(folds(7)).tolist()) == list(range(7))

@@ -389,14 +389,21 @@ class Retrieval:
 
     def _knowledge_rescore(self, serving: _Serving, ids: np.ndarray, ranked: list[dict[str, Any]], x: np.ndarray,
                            y: np.ndarray) -> list[dict[str, Any]]:  # fmt: skip
+        """Stage 2: knowledge LogME, plus the vector score at the weight fitted in training (see ``mixing``)."""
+        from modelkin.retrieval.mixing import mix
         from modelkin.retrieval.proxy import knowledge_logme, nearest_probes
 
         nearest = nearest_probes(serving.space.encode(x), serving.pool_phi)
         outputs = self._pool_outputs(serving.pool, [int(i) for i in ids])
-        head = [{"ref": r["ref"], "score": round(knowledge_logme(outputs[int(i)], nearest, y), 6),
-                 "scored_by": KNOWLEDGE} for i, r in zip(ids, ranked, strict=False)]  # fmt: skip
-        head.sort(key=lambda r: -r["score"])
-        return head + ranked[len(head) :]
+        head = ranked[: len(ids)]
+        scores = np.array([knowledge_logme(outputs[int(i)], nearest, y) for i in ids])
+        weight = serving.scorer.knowledge_mix
+        if weight > 0:
+            scores = mix(scores, np.array([r["score"] for r in head]), weight)
+        rescored = [{"ref": r["ref"], "score": round(float(v), 6), "scored_by": KNOWLEDGE}
+                    for r, v in zip(head, scores, strict=True)]  # fmt: skip
+        rescored.sort(key=lambda r: -r["score"])
+        return rescored + ranked[len(rescored) :]
 
     def _pool_outputs(self, pool: ProbePool, vids: Sequence[int]) -> dict[int, np.ndarray]:
         """Each version's stored logits on the pool (read from its knowledge blob, then cached)."""
@@ -522,17 +529,21 @@ class Retrieval:
                 hint="run `modelkin index rebuild --capture` after adding the probe pool",
             )
         order = {vid: i for i, vid in enumerate(feats)}
-        examples = []
+        examples, kept = [], []
         for t in tasks:
             keep = [(order[v], s) for v, s in sorted(t.scores.items()) if v in order]
             if len(keep) >= 2:
                 idx, sc = zip(*keep, strict=True)
                 qviews = [query_features(vx, vy, serving.space) for vx, vy in views(t.x, t.y, seed)]
                 examples.append(TaskExample(qviews, np.array(idx, np.int64), np.array(sc, np.float64)))
+                kept.append(t)
         if not examples:
             raise RetrievalUnavailable("no training task has scores for 2 or more captured models.")
         free = TrainingFree(serving.space.components.shape[0], len(serving.space.landmarks), serving.space.bandwidth)
+        weight, by_weight = self._fit_mix(serving, feats, kept, examples, free, train, epochs, seed)
         learned, summary = train(free, list(feats.values()), examples, epochs=epochs, seed=seed)
+        learned.config["knowledge_mix"] = weight
+        summary = {**summary, "knowledge_mix": weight, "knowledge_mix_fit": by_weight}
         digest = self.host.store.put_bytes(learned.to_bytes())
         with write_session(self.host.engine) as s:
             row = RetrievalEncoder(pool_id=pool.id, digest=digest, summary=summary)
@@ -542,6 +553,29 @@ class Retrieval:
         self._serving.pop(pool.id, None)
         index = self._rebuild_pool(pool)
         return {"space": pool.space, "encoder": encoder, "indexed": index.size, **summary}
+
+    def _fit_mix(self, serving: _Serving, feats: dict[int, ModelFeatures], tasks: Sequence[Any],
+                 examples: Sequence[Any], free: TrainingFree, train: Any, epochs: int, seed: int
+                 ) -> tuple[float, dict[str, float]]:  # fmt: skip
+        """Cross-fit the learned score's weight in search's second stage (``mixing``): fold encoders score the
+        tasks held out of their training, beside knowledge LogME on the same tasks."""
+        from modelkin.retrieval.mixing import fit_weight, folds
+        from modelkin.retrieval.proxy import knowledge_logme, nearest_probes
+
+        vids = list(feats)
+        outputs = self._pool_outputs(serving.pool, vids)
+        knowledge, learned, truth = [], [], []
+        for held in folds(len(examples)):
+            rest = [e for i, e in enumerate(examples) if i not in set(held.tolist())]
+            fold, _ = train(free, list(feats.values()), rest, epochs=epochs, seed=seed)
+            vectors = fold.model_vectors(list(feats.values()))
+            for i in held:
+                t, e = tasks[i], examples[i]
+                learned.append(vectors[e.models] @ fold.query_vector(query_features(t.x, t.y, serving.space)))
+                nearest = nearest_probes(serving.space.encode(t.x), serving.pool_phi)
+                knowledge.append(np.array([knowledge_logme(outputs[vids[m]], nearest, t.y) for m in e.models]))
+                truth.append(e.scores)
+        return fit_weight(knowledge, learned, truth) if truth else (0.0, {})
 
     def _versions_by_file_digest(self) -> dict[str, int]:
         """File sha256 -> the first version holding it: how a zoo's files are matched to registered versions."""
