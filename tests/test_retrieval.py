@@ -184,6 +184,28 @@ def test_search_filters_inside_the_vector_search(reg: Any, tiny_zoo: Path) -> No
     assert "cnn-005:1" not in [r["ref"] for r in reg.retrieval.search(x, y, k=100).results]
 
 
+def test_registering_a_model_adds_it_to_the_index_without_a_rebuild(reg: Any, tiny_zoo: Path, tmp_path: Path,
+                                                                     monkeypatch: Any) -> None:  # fmt: skip
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    x, y = _xy(_data(tiny_zoo))
+    assert reg.retrieval.status()["spaces"][0]["indexed"] == 24  # the index file exists and is current
+    rebuilds: list[Any] = []
+    original = reg.retrieval._rebuild_pool
+    monkeypatch.setattr(reg.retrieval, "_rebuild_pool", lambda pool: rebuilds.append(pool) or original(pool))
+    source = tiny_zoo / "models" / "mlp-s-000.safetensors"
+    with safe_open(str(source), "pt") as st:
+        metadata = st.metadata()
+    for n in range(2):
+        copy = tmp_path / f"copy{n}.safetensors"
+        save_file({k: v + 0.01 * (n + 1) for k, v in load_file(str(source)).items()}, str(copy), metadata=metadata)
+        reg.register(copy, name=f"late-{n}")
+    assert rebuilds == []
+    refs = {r["ref"] for r in reg.retrieval.search(x, y, k=100).results}
+    assert {"late-0:1", "late-1:1"} <= refs and len(refs) == 26 and rebuilds == []
+
+
 def test_the_second_stage_adds_the_vector_score_at_the_trained_weight(reg: Any, tiny_zoo: Path) -> None:
     from modelkin.retrieval.mixing import mix
 

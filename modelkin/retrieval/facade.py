@@ -314,8 +314,12 @@ class Retrieval:
             tmp.write_bytes(data)
             os.replace(tmp, target)
 
-    def _index(self, pool: ProbePool) -> VectorIndex:
-        """The persisted index if it matches the database (pool, encoder, set of versions), else a rebuild."""
+    def _index(self, pool: ProbePool, adding: int | None = None) -> VectorIndex:
+        """The persisted index if it matches the database (pool, encoder, set of versions), else a rebuild.
+
+        ``adding`` is a version whose knowledge row was just written and which the caller is about to add: the
+        index may lack it without being stale (else every registration would rebuild the whole index).
+        """
         serving = self._serving_for(pool)
         path = self._index_path(pool)
         try:
@@ -326,17 +330,16 @@ class Retrieval:
         with read_session(self.host.engine) as s:
             vids = np.array(sorted(s.scalars(select(KnowledgeRow.version_id).where(KnowledgeRow.pool_id == pool.id))),
                             dtype=np.int64)  # fmt: skip
-        if meta != _index_meta(serving) or index.dim != serving.scorer.dim or not np.array_equal(index.ids(), vids):
+        held = index.ids()
+        if adding is not None:
+            vids, held = vids[vids != adding], held[held != adding]
+        if meta != _index_meta(serving) or index.dim != serving.scorer.dim or not np.array_equal(held, vids):
             return self._rebuild_pool(pool)
         return index
 
     def _add_to_index(self, pool: ProbePool, vid: int, k: Any) -> None:
         serving = self._serving_for(pool)
-        path = self._index_path(pool)
-        if not path.exists():
-            self._rebuild_pool(pool)
-            return
-        index = self._index(pool)  # already holds vid when a rebuild just read its new knowledge row
+        index = self._index(pool, adding=vid)  # a rebuild already holds vid: adding replaces it
         vector = self._vectors(serving, [model_features(k, serving.space, serving.pool_phi)])
         index.add(np.array([vid], np.int64), vector)
         self._write_index(pool, serving, index)
