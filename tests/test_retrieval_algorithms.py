@@ -73,7 +73,10 @@ def test_the_knowledge_proxy_is_logme_when_the_query_samples_are_probes() -> Non
     y = np.arange(10) % 2
     nearest = nearest_probes(pool_phi[pick], pool_phi)
     assert np.array_equal(nearest[0][:, 0], pick) and np.allclose(nearest[1][:, 0], 1.0)
-    assert np.isclose(knowledge_logme(logits, nearest, y), baselines.logme(logits[pick], y))
+    other = rng.standard_normal((50, 3))  # a model with another output width is scored in its own batch
+    scores = knowledge_logme([logits, other, logits * 2], nearest, y)
+    expected = [baselines.logme(f[pick], y) for f in (logits, other, logits * 2)]
+    assert np.allclose(scores, expected)
 
 
 def test_the_knowledge_proxy_averages_the_nearest_probes_by_distance() -> None:

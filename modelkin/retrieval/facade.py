@@ -399,7 +399,7 @@ class Retrieval:
         nearest = nearest_probes(serving.space.encode(x), serving.pool_phi)
         outputs = self._pool_outputs(serving.pool, [int(i) for i in ids])
         head = ranked[: len(ids)]
-        scores = np.array([knowledge_logme(outputs[int(i)], nearest, y) for i in ids])
+        scores = knowledge_logme([outputs[int(i)] for i in ids], nearest, y)
         weight = serving.scorer.knowledge_mix
         if weight > 0:
             scores = mix(scores, np.array([r["score"] for r in head]), weight)
@@ -576,7 +576,7 @@ class Retrieval:
                 t, e = tasks[i], examples[i]
                 learned.append(vectors[e.models] @ fold.query_vector(query_features(t.x, t.y, serving.space)))
                 nearest = nearest_probes(serving.space.encode(t.x), serving.pool_phi)
-                knowledge.append(np.array([knowledge_logme(outputs[vids[m]], nearest, t.y) for m in e.models]))
+                knowledge.append(knowledge_logme([outputs[vids[m]] for m in e.models], nearest, t.y))
                 truth.append(e.scores)
         return fit_weight(knowledge, learned, truth) if truth else (0.0, {})
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import weightedtau
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)  # the learned score's weight; 0: knowledge alone
 FOLDS = 2
@@ -39,6 +38,8 @@ def fit_weight(knowledge: Sequence[np.ndarray], learned: Sequence[np.ndarray], t
                ) -> tuple[float, dict[str, float]]:  # fmt: skip
     """The weight of :data:`WEIGHTS` with the best mean weighted tau over the held-out tasks, and every
     weight's mean (ties: the smaller weight)."""
+    from scipy.stats import weightedtau  # training only: scipy.stats costs a second to import, search skips it
+
     means = {}
     for w in WEIGHTS:
         taus = [weightedtau(t, mix(k, s, w), rank=None)[0] for k, s, t in zip(knowledge, learned, truth, strict=True)]

@@ -10,9 +10,11 @@ candidate, so search applies it to the vector index's shortlist, never to the wh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from modelkin.retrieval.baselines import logme
+from modelkin.retrieval.baselines import logme_stack
 
 NEIGHBOURS = 3  # probes averaged per query sample (chosen on the seed-0 zoo's meta-train tasks)
 
@@ -29,8 +31,14 @@ def nearest_probes(query_phi: np.ndarray, pool_phi: np.ndarray, k: int = NEIGHBO
     return near, weights / weights.sum(axis=1, keepdims=True)
 
 
-def knowledge_logme(pool_logits: np.ndarray, nearest: tuple[np.ndarray, np.ndarray], y: np.ndarray) -> float:
-    """LogME of the kernel-weighted mean of the model's stored logits at the query samples' nearest probes."""
+def knowledge_logme(pool_logits: Sequence[np.ndarray], nearest: tuple[np.ndarray, np.ndarray], y: np.ndarray
+                    ) -> np.ndarray:  # fmt: skip
+    """LogME of the kernel-weighted mean of each model's stored logits at the query samples' nearest probes."""
     near, weights = nearest
-    features = (np.asarray(pool_logits, dtype=np.float64)[near] * weights[..., None]).sum(axis=1)
-    return logme(features, y)
+    scores = np.zeros(len(pool_logits))
+    widths = np.array([np.shape(p)[1] for p in pool_logits])
+    for width in np.unique(widths):
+        members = np.flatnonzero(widths == width)
+        stack = np.stack([np.asarray(pool_logits[i], dtype=np.float64)[near] for i in members])  # (B, n, k, C)
+        scores[members] = logme_stack((stack * weights[None, ..., None]).sum(axis=2), y)
+    return scores
