@@ -317,12 +317,9 @@ def main() -> None:
     parser.add_argument("--train-zoo", type=Path, default=Path("/work/zoos/full-s0"))
     parser.add_argument("--test-zoo", type=Path, default=Path("/work/zoos/full-s1"))
     parser.add_argument("--home", type=Path, default=Path("/work/zoos/retrieval-bench"))
-    parser.add_argument(
-        "--pool-zoo",
-        type=Path,
-        default=None,
-        help="the zoo whose unlabelled probe pool the registry serves (default: the test zoo)",
-    )
+    parser.add_argument("--pool-zoos", type=Path, nargs="+", default=None,
+                        help="the zoos whose probe pools the registry serves together, less any test query input "
+                             "(default: the train and the test zoo)")  # fmt: skip
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--target", default="finetune", choices=["finetune", "linear_probe"])
