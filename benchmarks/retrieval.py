@@ -4,9 +4,12 @@
         --home /work/zoos/retrieval-bench [--shots 5 10 20] [--seeds 3] [--scale 1000000]
 
 Both zoos are registered once into one registry (``--home``, reused on later runs), and every model is captured
-on the train zoo's probe pool (one pool per input space, as in any registry). The encoders are trained on the
-train zoo's meta-train tasks only; evaluation uses the test zoo's meta-test tasks and only its models (another
-seed: models never seen in training), through ``Registry.retrieval.search`` with a filter on the zoo's seed tag.
+on one probe pool (one pool per input space, as in any registry) that covers the domains of every registered
+model: both zoos' probe pools together (``--pool-zoos``), less every input that is also a test query sample (the
+digits domains transform the same images in every seed, so the train zoo's probes include test query images).
+The encoders are trained on the train zoo's meta-train tasks only; evaluation uses the test zoo's meta-test tasks
+and only its models (another seed: models never seen in training), through ``Registry.retrieval.search`` with a
+filter on the zoo's seed tag.
 Query support sets are fresh draws of 5/10/20 samples per class from each task's query pool (draws the ground
 truth never used), over several seeds. Ground truth is the zoo's ``finetune`` score (``--target``).
 
@@ -42,7 +45,7 @@ from modelkin.retrieval import baselines
 from modelkin.retrieval.runner import features_and_probs, one_thread
 from modelkin.zoo.plan import SIZES
 from modelkin.zoo.registration import read_ground_truth, register_zoo
-from modelkin.zoo.tasks import Task, ZooData
+from modelkin.zoo.tasks import DIGIT_DOMAINS, Task, ZooData
 
 SPACE = "digits-64"
 ESTIMATORS = ("logme", "leep", "nce", "knn")
@@ -53,8 +56,26 @@ METHODS = ("LogME", "LEEP", "NCE", f"kNN (k={baselines.KNN_K})", "static prior",
 SERVED = ((LEARNED, 0, 0), (SEARCH, None, 0), (HYBRID, None, 5))  # label, shortlist (None: default), rerank
 
 
-def prepare(home: Path, train_zoo: Path, test_zoo: Path) -> Registry:
-    """Register both zoos and the train zoo's pool once; later runs reuse the registry."""
+def probe_pool(zoos: list[Path], test_zoo: Path, out: Path) -> Path:
+    """The zoos' probe pools in one file, without any input that is also one of the test zoo's query samples
+    (the digits domains transform the same images in every seed, so another seed's probes can be query images)."""
+    truth = read_ground_truth(test_zoo)
+    data = ZooData(int(truth["seed"]), SIZES[truth["size"]].synthetic_domains)
+    queries = set()
+    for domain in data.domains:
+        source = "digits" if domain in DIGIT_DOMAINS else domain
+        queries |= {row.tobytes() for row in data._samples(domain, data._pools[source]["query"])}
+    pools = [np.load(z / "probes" / f"{SPACE}.npz")["x"].astype(np.float32) for z in zoos]
+    x = np.concatenate(pools)
+    keep = np.array([row.tobytes() not in queries for row in x])
+    print(f"probe pool: {keep.sum()} of {len(x)} probes kept ({(~keep).sum()} are test query inputs)", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, x=x[keep])
+    return out
+
+
+def prepare(home: Path, train_zoo: Path, test_zoo: Path, pool_zoos: list[Path]) -> Registry:
+    """Register both zoos and the pool of ``pool_zoos``' probes once; later runs reuse the registry."""
     reg = Registry.init(home)
     for zoo in (train_zoo, test_zoo):
         seed = str(read_ground_truth(zoo)["seed"])
@@ -63,7 +84,8 @@ def prepare(home: Path, train_zoo: Path, test_zoo: Path) -> Registry:
             register_zoo(reg, zoo)
             print(f"registered {zoo} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     t0 = time.perf_counter()
-    summary = reg.retrieval.add_probes(SPACE, train_zoo / "probes" / f"{SPACE}.npz")
+    pool = probe_pool(pool_zoos, test_zoo, home / "bench-probes" / f"{SPACE}.npz")
+    summary = reg.retrieval.add_probes(SPACE, pool)
     if summary["created"] or summary["captured"]:
         print(f"captured {summary['captured']} models in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     reg.retrieval.rebuild(capture=True)
@@ -295,6 +317,9 @@ def main() -> None:
     parser.add_argument("--train-zoo", type=Path, default=Path("/work/zoos/full-s0"))
     parser.add_argument("--test-zoo", type=Path, default=Path("/work/zoos/full-s1"))
     parser.add_argument("--home", type=Path, default=Path("/work/zoos/retrieval-bench"))
+    parser.add_argument("--pool-zoos", type=Path, nargs="+", default=None,
+                        help="the zoos whose probe pools the registry serves together, less any test query input "
+                             "(default: the train and the test zoo)")  # fmt: skip
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--target", default="finetune", choices=["finetune", "linear_probe"])
@@ -305,7 +330,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "retrieval.md")
     args = parser.parse_args()
     started = time.perf_counter()
-    reg = prepare(args.home, args.train_zoo, args.test_zoo)
+    args.pool_zoos = args.pool_zoos or [args.train_zoo, args.test_zoo]
+    reg = prepare(args.home, args.train_zoo, args.test_zoo, args.pool_zoos)
     quality, summary = evaluate(reg, args)
     capture_lines = capture_cost(reg, args.capture_models)
     dim = reg.retrieval.status()["spaces"][0]

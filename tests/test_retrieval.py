@@ -82,6 +82,8 @@ def test_capture_is_deterministic_and_tells_models_apart(reg: Any, tiny_zoo: Pat
     k = kstore.from_bytes(first[0])
     assert k.anchors.shape[1] == 64 and len(k.pairs) == len(k.classes) * (len(k.classes) - 1)
     assert k.pool_probs.shape[0] == len(pool) and 0 < k.boundary_t.min() and k.boundary_t.max() <= 1
+    logits = forward_fn(reg.load_module("cnn-005:1"))(pool.astype(np.float32))
+    assert np.allclose(k.pool_logits, logits, rtol=1e-2, atol=1e-2)  # the raw outputs, kept at float16
     # the blob stored at registration is the same capture
     vid = indexers.version_id(reg.engine, reg.get("cnn-005:1"))
     from sqlalchemy import select
@@ -92,6 +94,19 @@ def test_capture_is_deterministic_and_tells_models_apart(reg: Any, tiny_zoo: Pat
         digest = conn.execute(select(KnowledgeRow.digest).where(KnowledgeRow.version_id == vid)).scalar_one()
     stored = kstore.from_bytes(reg.store.read_verified(digest))
     assert np.array_equal(stored.anchors, k.anchors) and np.array_equal(stored.pool_probs, k.pool_probs)
+
+
+def test_a_format_1_knowledge_blob_still_loads_with_log_probabilities_for_logits(reg: Any, tiny_zoo: Path) -> None:
+    from safetensors.numpy import save
+
+    pool = np.load(tiny_zoo / "probes" / f"{SPACE}.npz")["x"]
+    k = capture(forward_fn(reg.load_module("cnn-005:1")), pool)
+    arrays = {name: v for name, v in k.arrays().items() if name != "pool_logits"}
+    meta = {kstore.META_KEY: json.dumps({"format": kstore.FORMAT_1, "pool": "p", "forward_calls": 3})}
+    old = kstore.from_bytes(bytes(save(arrays, metadata=meta)))
+    assert old.forward_calls == 3 and np.array_equal(old.pool_probs, k.pool_probs)
+    expected = np.log(np.clip(k.pool_probs.astype(np.float64), 1e-6, None))
+    assert np.allclose(old.pool_logits, expected, atol=1e-2)
 
 
 def test_models_registered_before_a_pool_are_captured_when_it_arrives(tiny_zoo: Path, tmp_path: Path) -> None:
@@ -167,6 +182,46 @@ def test_search_filters_inside_the_vector_search(reg: Any, tiny_zoo: Path) -> No
     assert reg.retrieval.search(x, y, k=5, filter="name = 'nothing'").results == []
     reg.yank("cnn-005:1", "broken")  # a yanked version is never offered
     assert "cnn-005:1" not in [r["ref"] for r in reg.retrieval.search(x, y, k=100).results]
+
+
+def test_registering_a_model_adds_it_to_the_index_without_a_rebuild(reg: Any, tiny_zoo: Path, tmp_path: Path,
+                                                                     monkeypatch: Any) -> None:  # fmt: skip
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    x, y = _xy(_data(tiny_zoo))
+    assert reg.retrieval.status()["spaces"][0]["indexed"] == 24  # the index file exists and is current
+    rebuilds: list[Any] = []
+    original = reg.retrieval._rebuild_pool
+    monkeypatch.setattr(reg.retrieval, "_rebuild_pool", lambda pool: rebuilds.append(pool) or original(pool))
+    source = tiny_zoo / "models" / "mlp-s-000.safetensors"
+    with safe_open(str(source), "pt") as st:
+        metadata = st.metadata()
+    for n in range(2):
+        copy = tmp_path / f"copy{n}.safetensors"
+        save_file({k: v + 0.01 * (n + 1) for k, v in load_file(str(source)).items()}, str(copy), metadata=metadata)
+        reg.register(copy, name=f"late-{n}")
+    assert rebuilds == []
+    refs = {r["ref"] for r in reg.retrieval.search(x, y, k=100).results}
+    assert {"late-0:1", "late-1:1"} <= refs and len(refs) == 26 and rebuilds == []
+
+
+def test_the_second_stage_adds_the_vector_score_at_the_trained_weight(reg: Any, tiny_zoo: Path) -> None:
+    from modelkin.retrieval.mixing import mix
+
+    x, y = _xy(_data(tiny_zoo))
+    reg.retrieval.train([tiny_zoo], epochs=5)
+    alone = {r["ref"]: r["score"] for r in reg.retrieval.search(x, y, k=100).results}
+    vectors = {r["ref"]: r["score"] for r in reg.retrieval.search(x, y, k=100, shortlist=0).results}
+    pool = reg.retrieval._latest_pool(SPACE)
+    reg.retrieval._serving_for(pool).scorer.config["knowledge_mix"] = 0.5  # as if fitted
+    mixed = reg.retrieval.search(x, y, k=100).results
+    refs = sorted(alone)
+    expected = dict(zip(refs, mix(np.array([alone[r] for r in refs]), np.array([vectors[r] for r in refs]), 0.5),
+                        strict=True))  # fmt: skip
+    assert {r["ref"] for r in mixed} == set(refs)
+    assert all(abs(r["score"] - expected[r["ref"]]) < 1e-4 for r in mixed)  # scores are rounded to 6 places
+    assert [r["score"] for r in mixed] == sorted((r["score"] for r in mixed), reverse=True)
 
 
 # -- the CLI contract ----------------------------------------------------------------------------------------
@@ -245,6 +300,7 @@ def test_train_from_a_registered_zoo_then_serve_new_models_without_retraining(
     assert trained.exit_code == 0, trained.stderr
     report = json.loads(trained.stdout)["encoders"][0]
     assert report["encoder"] == 1 and report["tasks"] == 2 and report["indexed"] == 24
+    assert report["knowledge_mix"] == 0.0 and report["knowledge_mix_fit"] == {}  # 2 tasks: too few to cross-fit
     status = json.loads(cli("index", "status", "--json").stdout)["spaces"][0]
     assert (status["scorer"], status["encoder"]) == ("learned", 1)
     data = _data(tiny_zoo)

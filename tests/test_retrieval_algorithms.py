@@ -68,12 +68,23 @@ def test_the_space_encoder_is_deterministic_and_signed() -> None:
 def test_the_knowledge_proxy_is_logme_when_the_query_samples_are_probes() -> None:
     rng = np.random.default_rng(4)
     pool_phi = rng.standard_normal((50, 6))
-    probs = rng.dirichlet(np.ones(5), size=50)
+    logits = rng.standard_normal((50, 5))
     pick = np.arange(0, 50, 5)
     y = np.arange(10) % 2
     nearest = nearest_probes(pool_phi[pick], pool_phi)
-    assert np.array_equal(nearest, pick)
-    assert np.isclose(knowledge_logme(probs, nearest, y), baselines.logme(np.log(probs[pick]), y))
+    assert np.array_equal(nearest[0][:, 0], pick) and np.allclose(nearest[1][:, 0], 1.0)
+    other = rng.standard_normal((50, 3))  # a model with another output width is scored in its own batch
+    scores = knowledge_logme([logits, other, logits * 2], nearest, y)
+    expected = [baselines.logme(f[pick], y) for f in (logits, other, logits * 2)]
+    assert np.allclose(scores, expected)
+
+
+def test_the_knowledge_proxy_averages_the_nearest_probes_by_distance() -> None:
+    pool_phi = np.array([[0.0], [1.0], [3.0], [10.0]])
+    near, weights = nearest_probes(np.array([[0.5], [2.0]]), pool_phi, k=3)
+    assert near.tolist() == [[0, 1, 2], [1, 2, 0]]
+    assert np.allclose(weights.sum(axis=1), 1.0) and np.isclose(weights[0, 0], weights[0, 1])  # equidistant
+    assert (np.diff(weights, axis=1) <= 1e-12).all() and weights[0, 2] < weights[0, 1]
 
 
 def test_query_features_do_not_depend_on_label_names_or_order() -> None:
@@ -100,3 +111,19 @@ def test_an_encoder_of_another_layout_is_a_clear_error(config: object) -> None:
     blob = save({"bogus.weight": torch.zeros(3)}, metadata={ENCODER_FORMAT: json.dumps(config)})
     with pytest.raises(InvalidModelFile, match="does not fit this modelkin's encoder layout"):
         Learned.from_bytes(bytes(blob), TrainingFree(4, 2, 1.0))
+
+
+def test_the_mix_weight_follows_the_score_that_ranks_held_out_tasks() -> None:
+    from modelkin.retrieval.mixing import WEIGHTS, fit_weight, folds, mix
+
+    rng = np.random.default_rng(6)
+    truth = [rng.random(30) for _ in range(6)]
+    noise = [rng.random(30) for _ in range(6)]
+    assert fit_weight(truth, noise, truth)[0] == 0.0  # knowledge alone ranks perfectly
+    assert fit_weight(noise, truth, truth)[0] == max(WEIGHTS)  # the learned score does
+    weight, means = fit_weight([t + n for t, n in zip(truth, noise, strict=True)], truth, truth)
+    assert 0.0 < weight and set(means) == {str(w) for w in WEIGHTS}
+    k, v = rng.random(10), rng.random(10)
+    assert np.allclose(mix(k * 10 + 3, v, 0.3), mix(k, v * 2, 0.3))  # z-scored: scales do not matter
+    assert np.allclose(mix(k, np.ones(10), 0.5), mix(k, v, 0.0))  # a constant score adds nothing
+    assert folds(3) == [] and sorted(np.concatenate(folds(7)).tolist()) == list(range(7))

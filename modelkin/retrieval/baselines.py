@@ -15,36 +15,45 @@ KNN_K = 3
 
 
 def logme(features: np.ndarray, y: np.ndarray, iterations: int = 100) -> float:
-    """LogME (You et al., ICML 2021): mean over classes of the per-sample log evidence of a Bayesian linear model.
+    """LogME (You et al., ICML 2021): mean over classes of the per-sample log evidence of a Bayesian linear model."""
+    return float(logme_stack(np.asarray(features, dtype=np.float64)[None], y, iterations)[0])
 
-    Fixed-point updates of α, β on the SVD of F, so each iteration costs O(rank) (ALGORITHMS.md).
+
+def logme_stack(features: np.ndarray, y: np.ndarray, iterations: int = 100) -> np.ndarray:
+    """LogME of each of B candidates' features ``(B, n, D)`` on the same labels, all at once.
+
+    Fixed-point updates of α, β on the SVD of F, so each iteration costs O(rank) (ALGORITHMS.md). Every
+    candidate and class iterates together, and each (candidate, class) stops updating once its α and β have
+    converged, so the result is the per-class loop's; search scores hundreds of candidates per query this way.
     """
     f = np.asarray(features, dtype=np.float64)
-    n, d = f.shape
-    u, sigma, _ = np.linalg.svd(f, full_matrices=False)
-    s = sigma**2
-    rank = len(s)
-    evidences = []
-    for k in np.unique(y):
-        yk = (y == k).astype(np.float64)
-        x2 = (u.T @ yk) ** 2
-        outside = float(yk @ yk - x2.sum())  # residual outside F's column space
-        alpha, beta = 1.0, 1.0
-        for _ in range(iterations):
-            gamma = float((beta * s / (alpha + beta * s)).sum())
-            m2 = float((beta**2 * s * x2 / (alpha + beta * s) ** 2).sum())  # m^T m
-            res2 = float((alpha**2 * x2 / (alpha + beta * s) ** 2).sum()) + outside  # ||F m - y||^2
-            new_alpha = gamma / max(m2, 1e-12)
-            new_beta = max(n - gamma, 1e-12) / max(res2, 1e-12)
-            done = abs(new_alpha - alpha) / alpha < 1e-5 and abs(new_beta - beta) / beta < 1e-5
-            alpha, beta = new_alpha, new_beta
-            if done:
-                break
-        logdet = float(np.log(alpha + beta * s).sum()) + (d - rank) * np.log(alpha)
-        evidence = (n / 2 * np.log(beta) + d / 2 * np.log(alpha) - n / 2 * np.log(2 * np.pi) - beta / 2 * res2
-                    - alpha / 2 * m2 - logdet / 2)  # fmt: skip
-        evidences.append(evidence / n)
-    return float(np.mean(evidences))
+    _, n, d = f.shape
+    u, sigma, _ = np.linalg.svd(f, full_matrices=False)  # u (B, n, r)
+    s = (sigma**2)[:, None, :]  # (B, 1, r)
+    rank = s.shape[2]
+    onehot = (np.asarray(y)[:, None] == np.unique(y)[None, :]).astype(np.float64)  # (n, K)
+    x2 = np.swapaxes(np.swapaxes(u, 1, 2) @ onehot, 1, 2) ** 2  # (B, K, r)
+    outside = onehot.sum(axis=0)[None, :] - x2.sum(axis=2)  # residual outside F's column space, (B, K)
+    alpha, beta = np.ones(outside.shape), np.ones(outside.shape)
+    m2, res2 = np.zeros(outside.shape), np.zeros(outside.shape)
+    active = np.ones(outside.shape, dtype=bool)
+    for _ in range(iterations):
+        a, b = alpha[..., None], beta[..., None]
+        gamma = (b * s / (a + b * s)).sum(axis=2)
+        step_m2 = (b**2 * s * x2 / (a + b * s) ** 2).sum(axis=2)  # m^T m
+        step_res2 = (a**2 * x2 / (a + b * s) ** 2).sum(axis=2) + outside  # ||F m - y||^2
+        new_alpha = gamma / np.maximum(step_m2, 1e-12)
+        new_beta = np.maximum(n - gamma, 1e-12) / np.maximum(step_res2, 1e-12)
+        done = (np.abs(new_alpha - alpha) / alpha < 1e-5) & (np.abs(new_beta - beta) / beta < 1e-5)
+        m2, res2 = np.where(active, step_m2, m2), np.where(active, step_res2, res2)
+        alpha, beta = np.where(active, new_alpha, alpha), np.where(active, new_beta, beta)
+        active &= ~done
+        if not active.any():
+            break
+    logdet = np.log(alpha[..., None] + beta[..., None] * s).sum(axis=2) + (d - rank) * np.log(alpha)
+    evidence = (n / 2 * np.log(beta) + d / 2 * np.log(alpha) - n / 2 * np.log(2 * np.pi) - beta / 2 * res2
+                - alpha / 2 * m2 - logdet / 2)  # fmt: skip
+    return np.asarray((evidence / n).mean(axis=1))
 
 
 def leep(probs: np.ndarray, y: np.ndarray) -> float:

@@ -8,7 +8,8 @@ For a model ``forward`` (inputs ``(n, D)`` float32 -> logits ``(n, C)``) and a p
 3. for each ordered pair (i, j), bisection on x(t) = (1 - t)·a_i + t·a_j finds the first t where the top label
    leaves the label at a_i (``BISECTION_STEPS`` batched calls); pairs that never flip are recorded as such;
 4. the knowledge is the anchors and boundary points (raw inputs, so any encoder can re-read them), the model's
-   distributions there, and its distribution over the pool.
+   distributions there, and its distribution and raw logits over the pool (the logits keep what softmax
+   squashes: LogME on them ranks models better than on log-probabilities).
 
 Every step is a fixed function of the pool and the outputs (stable sorts, no random state), so capture is
 deterministic for a deterministic model.
@@ -27,6 +28,7 @@ MAX_CLASSES = 16
 ANCHORS = 8
 BISECTION_STEPS = 10
 BATCH = 1024
+LOGIT_LIMIT = 6e4  # stored as float16, whose largest finite value is 65504
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
@@ -44,6 +46,7 @@ class Knowledge:
     flipped: np.ndarray  # (P,) bool: False when the label never left along the segment
     boundary_probs: np.ndarray  # (P, C) float32
     pool_probs: np.ndarray  # (N, C) float16: the output distribution over the pool
+    pool_logits: np.ndarray  # (N, C) float16: the raw outputs over the pool
     forward_calls: int
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -51,7 +54,7 @@ class Knowledge:
 
 
 _ARRAYS = ("classes", "anchors", "anchor_probs", "pairs", "boundary", "boundary_t", "flipped", "boundary_probs",
-           "pool_probs")  # fmt: skip
+           "pool_probs", "pool_logits")  # fmt: skip
 
 
 class _Counted:
@@ -61,6 +64,9 @@ class _Counted:
         self.forward, self.name, self.calls, self.width = forward, name, 0, -1
 
     def probs(self, x: np.ndarray) -> np.ndarray:
+        return _softmax(self.logits(x))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
         parts = []
         for start in range(0, len(x), BATCH):
             self.calls += 1
@@ -80,7 +86,7 @@ class _Counted:
             self.width = out.shape[1]
             if not np.isfinite(out).all():
                 raise CaptureError(f"the forward of {self.name} returned NaN or inf on probe inputs")
-            parts.append(_softmax(out.astype(np.float64)))
+            parts.append(out.astype(np.float64))
         return np.concatenate(parts)
 
 
@@ -88,7 +94,8 @@ def capture(forward: Forward, pool: np.ndarray, name: str = "the model") -> Know
     """The knowledge of one model on ``pool`` (see the module docstring)."""
     run = _Counted(forward, name)
     pool = np.asarray(pool, dtype=np.float32)
-    probs = run.probs(pool)
+    logits = run.logits(pool)
+    probs = _softmax(logits)
     predicted = probs.argmax(axis=1)
     counts = np.bincount(predicted, minlength=probs.shape[1])
     order = np.lexsort((np.arange(len(counts)), -counts))  # most frequent first, ties by class index
@@ -113,6 +120,7 @@ def capture(forward: Forward, pool: np.ndarray, name: str = "the model") -> Know
         flipped=flipped,
         boundary_probs=boundary_probs.astype(np.float32),
         pool_probs=probs.astype(np.float16),
+        pool_logits=np.clip(logits, -LOGIT_LIMIT, LOGIT_LIMIT).astype(np.float16),
         forward_calls=run.calls,
     )
 

@@ -69,12 +69,17 @@ class _Serving:
 
 
 class Indexer:
-    """The registration hook: capture a newly registered executable version and add it to the index."""
+    """The registration hook: capture a newly registered executable version and add it to the index.
+
+    It reuses the registry's own ``retrieval`` object when there is one, so a bulk registration fits φ and reads
+    the pool once rather than once per model, and searches after it see the same caches.
+    """
 
     name = NAME
 
     def __init__(self, host: Host) -> None:
-        self.retrieval = Retrieval(host)
+        shared = getattr(host, NAME, None)
+        self.retrieval = shared if isinstance(shared, Retrieval) else Retrieval(host)
 
     def on_registered(self, version: ModelVersion) -> str | None:
         return self.retrieval.capture(version)
@@ -153,6 +158,7 @@ class Retrieval:
             s.execute(delete(KnowledgeRow).where(KnowledgeRow.version_id == vid))
             s.add(KnowledgeRow(version_id=vid, pool_id=pool.id, digest=digest, forward_calls=knowledge.forward_calls,
                                seconds=seconds))  # fmt: skip
+        self._outputs.get(pool.id, {}).pop(vid, None)
         self._add_to_index(pool, vid, knowledge)
         return None
 
@@ -308,8 +314,12 @@ class Retrieval:
             tmp.write_bytes(data)
             os.replace(tmp, target)
 
-    def _index(self, pool: ProbePool) -> VectorIndex:
-        """The persisted index if it matches the database (pool, encoder, set of versions), else a rebuild."""
+    def _index(self, pool: ProbePool, adding: int | None = None) -> VectorIndex:
+        """The persisted index if it matches the database (pool, encoder, set of versions), else a rebuild.
+
+        ``adding`` is a version whose knowledge row was just written and which the caller is about to add: the
+        index may lack it without being stale (else every registration would rebuild the whole index).
+        """
         serving = self._serving_for(pool)
         path = self._index_path(pool)
         try:
@@ -320,17 +330,16 @@ class Retrieval:
         with read_session(self.host.engine) as s:
             vids = np.array(sorted(s.scalars(select(KnowledgeRow.version_id).where(KnowledgeRow.pool_id == pool.id))),
                             dtype=np.int64)  # fmt: skip
-        if meta != _index_meta(serving) or index.dim != serving.scorer.dim or not np.array_equal(index.ids(), vids):
+        held = index.ids()
+        if adding is not None:
+            vids, held = vids[vids != adding], held[held != adding]
+        if meta != _index_meta(serving) or index.dim != serving.scorer.dim or not np.array_equal(held, vids):
             return self._rebuild_pool(pool)
         return index
 
     def _add_to_index(self, pool: ProbePool, vid: int, k: Any) -> None:
         serving = self._serving_for(pool)
-        path = self._index_path(pool)
-        if not path.exists():
-            self._rebuild_pool(pool)
-            return
-        index = self._index(pool)  # already holds vid when a rebuild just read its new knowledge row
+        index = self._index(pool, adding=vid)  # a rebuild already holds vid: adding replaces it
         vector = self._vectors(serving, [model_features(k, serving.space, serving.pool_phi)])
         index.add(np.array([vid], np.int64), vector)
         self._write_index(pool, serving, index)
@@ -383,17 +392,24 @@ class Retrieval:
 
     def _knowledge_rescore(self, serving: _Serving, ids: np.ndarray, ranked: list[dict[str, Any]], x: np.ndarray,
                            y: np.ndarray) -> list[dict[str, Any]]:  # fmt: skip
+        """Stage 2: knowledge LogME, plus the vector score at the weight fitted in training (see ``mixing``)."""
+        from modelkin.retrieval.mixing import mix
         from modelkin.retrieval.proxy import knowledge_logme, nearest_probes
 
         nearest = nearest_probes(serving.space.encode(x), serving.pool_phi)
         outputs = self._pool_outputs(serving.pool, [int(i) for i in ids])
-        head = [{"ref": r["ref"], "score": round(knowledge_logme(outputs[int(i)], nearest, y), 6),
-                 "scored_by": KNOWLEDGE} for i, r in zip(ids, ranked, strict=False)]  # fmt: skip
-        head.sort(key=lambda r: -r["score"])
-        return head + ranked[len(head) :]
+        head = ranked[: len(ids)]
+        scores = knowledge_logme([outputs[int(i)] for i in ids], nearest, y)
+        weight = serving.scorer.knowledge_mix
+        if weight > 0:
+            scores = mix(scores, np.array([r["score"] for r in head]), weight)
+        rescored = [{"ref": r["ref"], "score": round(float(v), 6), "scored_by": KNOWLEDGE}
+                    for r, v in zip(head, scores, strict=True)]  # fmt: skip
+        rescored.sort(key=lambda r: -r["score"])
+        return rescored + ranked[len(rescored) :]
 
     def _pool_outputs(self, pool: ProbePool, vids: Sequence[int]) -> dict[int, np.ndarray]:
-        """Each version's stored output distribution on the pool (read from its knowledge blob, then cached)."""
+        """Each version's stored logits on the pool (read from its knowledge blob, then cached)."""
         cache = self._outputs.setdefault(pool.id, {})
         missing = [v for v in vids if v not in cache]
         if missing:
@@ -402,7 +418,7 @@ class Retrieval:
                     KnowledgeRow.pool_id == pool.id, KnowledgeRow.version_id.in_(missing))  # fmt: skip
                 rows = dict(s.execute(query).all())
             for vid, digest in rows.items():
-                cache[vid] = kstore.from_bytes(self.host.store.read_verified(digest)).pool_probs
+                cache[vid] = kstore.from_bytes(self.host.store.read_verified(digest)).pool_logits
         return {v: cache[v] for v in vids}
 
     def _rerank(self, ranked: list[dict[str, Any]], n: int, x: np.ndarray, y: np.ndarray
@@ -516,17 +532,21 @@ class Retrieval:
                 hint="run `modelkin index rebuild --capture` after adding the probe pool",
             )
         order = {vid: i for i, vid in enumerate(feats)}
-        examples = []
+        examples, kept = [], []
         for t in tasks:
             keep = [(order[v], s) for v, s in sorted(t.scores.items()) if v in order]
             if len(keep) >= 2:
                 idx, sc = zip(*keep, strict=True)
                 qviews = [query_features(vx, vy, serving.space) for vx, vy in views(t.x, t.y, seed)]
                 examples.append(TaskExample(qviews, np.array(idx, np.int64), np.array(sc, np.float64)))
+                kept.append(t)
         if not examples:
             raise RetrievalUnavailable("no training task has scores for 2 or more captured models.")
         free = TrainingFree(serving.space.components.shape[0], len(serving.space.landmarks), serving.space.bandwidth)
+        weight, by_weight = self._fit_mix(serving, feats, kept, examples, free, train, epochs, seed)
         learned, summary = train(free, list(feats.values()), examples, epochs=epochs, seed=seed)
+        learned.config["knowledge_mix"] = weight
+        summary = {**summary, "knowledge_mix": weight, "knowledge_mix_fit": by_weight}
         digest = self.host.store.put_bytes(learned.to_bytes())
         with write_session(self.host.engine) as s:
             row = RetrievalEncoder(pool_id=pool.id, digest=digest, summary=summary)
@@ -536,6 +556,29 @@ class Retrieval:
         self._serving.pop(pool.id, None)
         index = self._rebuild_pool(pool)
         return {"space": pool.space, "encoder": encoder, "indexed": index.size, **summary}
+
+    def _fit_mix(self, serving: _Serving, feats: dict[int, ModelFeatures], tasks: Sequence[Any],
+                 examples: Sequence[Any], free: TrainingFree, train: Any, epochs: int, seed: int
+                 ) -> tuple[float, dict[str, float]]:  # fmt: skip
+        """Cross-fit the learned score's weight in search's second stage (``mixing``): fold encoders score the
+        tasks held out of their training, beside knowledge LogME on the same tasks."""
+        from modelkin.retrieval.mixing import fit_weight, folds
+        from modelkin.retrieval.proxy import knowledge_logme, nearest_probes
+
+        vids = list(feats)
+        outputs = self._pool_outputs(serving.pool, vids)
+        knowledge, learned, truth = [], [], []
+        for held in folds(len(examples)):
+            rest = [e for i, e in enumerate(examples) if i not in set(held.tolist())]
+            fold, _ = train(free, list(feats.values()), rest, epochs=epochs, seed=seed)
+            vectors = fold.model_vectors(list(feats.values()))
+            for i in held:
+                t, e = tasks[i], examples[i]
+                learned.append(vectors[e.models] @ fold.query_vector(query_features(t.x, t.y, serving.space)))
+                nearest = nearest_probes(serving.space.encode(t.x), serving.pool_phi)
+                knowledge.append(knowledge_logme([outputs[vids[m]] for m in e.models], nearest, t.y))
+                truth.append(e.scores)
+        return fit_weight(knowledge, learned, truth) if truth else (0.0, {})
 
     def _versions_by_file_digest(self) -> dict[str, int]:
         """File sha256 -> the first version holding it: how a zoo's files are matched to registered versions."""

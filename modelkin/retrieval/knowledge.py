@@ -1,7 +1,8 @@
 """Knowledge tensors as bytes: safetensors (no code on load, deterministic bytes for equal knowledge).
 
 The blob keeps the raw capture so that vectors can be recomputed by any later encoder without running the
-model again; ``pool`` names the probe pool blob it was captured on.
+model again; ``pool`` names the probe pool blob it was captured on. Format 1 blobs (before pool logits were
+kept) still load: their log-probabilities stand in for the logits, which only shifts each row by a constant.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from safetensors.numpy import load, save
 from modelkin.errors import InvalidModelFile
 from modelkin.retrieval.capture import _ARRAYS, Knowledge
 
-FORMAT = "modelkin.knowledge/1"
+FORMAT = "modelkin.knowledge/2"
+FORMAT_1 = "modelkin.knowledge/1"
 META_KEY = "modelkin.knowledge"
 
 
@@ -28,15 +30,19 @@ def to_bytes(knowledge: Knowledge, pool: str) -> bytes:
 
 def from_bytes(data: bytes) -> Knowledge:
     arrays = load(data)
+    meta = _meta(data)
+    if meta.get("format") == FORMAT_1 and "pool_probs" in arrays:
+        log_probs = np.log(np.clip(arrays["pool_probs"].astype(np.float64), 1e-6, None))
+        arrays["pool_logits"] = log_probs.astype(np.float16)
     missing = [k for k in _ARRAYS if k not in arrays]
     if missing:
         raise InvalidModelFile(f"a stored knowledge tensor lacks {', '.join(missing)}.")
-    return Knowledge(**{k: arrays[k] for k in _ARRAYS}, forward_calls=_calls(data))
+    return Knowledge(**{k: arrays[k] for k in _ARRAYS}, forward_calls=int(meta.get("forward_calls", 0)))
 
 
-def _calls(data: bytes) -> int:
+def _meta(data: bytes) -> dict[str, object]:
     (n,) = struct.unpack("<Q", data[:8])
     meta = json.loads((json.loads(data[8 : 8 + n]).get("__metadata__") or {}).get(META_KEY, "{}"))
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in (FORMAT, FORMAT_1):
         raise InvalidModelFile(f"a stored knowledge tensor has format {meta.get('format')!r}, not {FORMAT}.")
-    return int(meta.get("forward_calls", 0))
+    return dict(meta)

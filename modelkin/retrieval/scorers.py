@@ -37,6 +37,7 @@ class TrainingFree:
     bandwidth: float
 
     name = "training-free"
+    knowledge_mix = 0.0  # nothing was fitted: search's second stage is the knowledge score alone
 
     @property
     def dim(self) -> int:
@@ -72,6 +73,12 @@ class Learned:
     @property
     def dim(self) -> int:
         return int(self.config["out"]) + self.free.dim
+
+    @property
+    def knowledge_mix(self) -> float:
+        """The learned score's weight beside the knowledge score in search (0 for encoders trained before it
+        was fitted)."""
+        return float(self.config.get("knowledge_mix", 0.0))
 
     def model_vectors(self, ms: list[ModelFeatures]) -> np.ndarray:
         from modelkin.retrieval.training import model_vectors
