@@ -23,6 +23,7 @@ from modelkin.db.schema import Model, Version, WatermarkRecord
 from modelkin.errors import InvalidKey, WatermarkError
 from modelkin.provenance import signing
 from modelkin.provenance.watermark import (
+    DEFAULT_FLOOR,
     DEFAULT_FPR,
     DEFAULT_MARGIN,
     Detection,
@@ -30,10 +31,12 @@ from modelkin.provenance.watermark import (
     WatermarkKey,
     align,
     choose_layer,
+    consumer,
     detect,
     embed_posthoc,
     plan_rounds,
     pool_size,
+    row_cost,
 )
 
 if TYPE_CHECKING:
@@ -155,6 +158,12 @@ def place(tensors: Tensors, key: WatermarkKey, layer: str | None, recorded: Plac
     except ValueError as exc:
         raise WatermarkError(f"{exc}.", hint="generate a key with fewer --rows for a model this small") from None
     return Placement(plan.layer, plan.rounds, plan.pool, "rule")
+
+
+def downstream_cost(tensors: Tensors, layer: str, floor: float = DEFAULT_FLOOR) -> np.ndarray | None:
+    """The per-row cost of changing ``layer`` (cost.py), from the weight that reads its outputs, if one does."""
+    reader = consumer({n: tuple(t.shape) for n, t in tensors.items()}, layer)
+    return row_cost(_as_array(tensors[reader]), floor) if reader is not None else None
 
 
 def _detect_at(
@@ -287,7 +296,8 @@ class Ownership:
         placement = place(tensors, key, layer)
         original = tensors[placement.layer]
         margin = DEFAULT_MARGIN if margin is None else margin
-        marked = embed_posthoc(_as_array(original), key, placement.rounds, placement.pool, margin)
+        marked = embed_posthoc(_as_array(original), key, placement.rounds, placement.pool, margin,
+                               downstream_cost(tensors, placement.layer))  # fmt: skip
         changed = {placement.layer: _to_dtype(marked, original)}
         if data is not None:
             changed = self._heal(source.ref, {**tensors, **changed}, key, placement, data)

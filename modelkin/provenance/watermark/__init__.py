@@ -4,6 +4,7 @@ Pure functions over numpy arrays (torch only for the training-time regulariser);
 """
 
 from modelkin.provenance.watermark.align import align
+from modelkin.provenance.watermark.cost import DEFAULT_FLOOR, consumer, row_cost
 from modelkin.provenance.watermark.embed import DEFAULT_MARGIN, Regulariser, embed_posthoc, least_norm_shift
 from modelkin.provenance.watermark.filter import pool_indices, pool_size, survivors
 from modelkin.provenance.watermark.keys import (
@@ -19,6 +20,7 @@ from modelkin.provenance.watermark.verify import DEFAULT_FPR, Detection, binomia
 
 __all__ = [
     "DEFAULT_BITS",
+    "DEFAULT_FLOOR",
     "DEFAULT_FPR",
     "DEFAULT_MARGIN",
     "DEFAULT_ROWS",
@@ -30,6 +32,7 @@ __all__ = [
     "binomial_tail",
     "choose_layer",
     "commitment",
+    "consumer",
     "detect",
     "eligible",
     "embed_posthoc",
@@ -39,6 +42,7 @@ __all__ = [
     "pool_indices",
     "pool_size",
     "projections",
+    "row_cost",
     "survivors",
     "watermark_bits",
 ]

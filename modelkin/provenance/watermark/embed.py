@@ -3,9 +3,13 @@
 Post-hoc: find the smallest change d of the pooled vector w~ such that every bit's projection sits on its
 side of zero by at least ``margin``: minimise |d|^2 subject to s_i (w~ + d) K_i >= margin, s_i = 2 b_i - 1.
 Its dual is a non-negative least-squares problem in n variables (d = A^T lam, lam >= 0), solved exactly by
-scipy's NNLS on the Cholesky factor; d_j is then added to each of the m entries pooled into slot j, which
-moves their average by exactly d_j. The margin is given in units of |w~| (the spread of the projections of an
-unmarked tensor), so it reads as the relative disturbance of the pooled weights each bit survives.
+scipy's NNLS on the Cholesky factor. The change is spread over the m entries pooled into each slot so that
+their average moves by exactly d_j. With a per-row cost c (cost.py: what a change of each output unit costs
+downstream), the problem is weighted: minimise sum_e c_e delta_e^2. Slot j's cheapest split of d_j puts
+delta_e = m d_j (1/c_e) / sum(1/c), which costs g_j d_j^2 with g_j = m^2 / sum(1/c); substituting
+d = v / sqrt(g) turns it back into plain least norm in v. The margin is given in units of |w~| (the spread of
+the projections of an unmarked tensor), so it reads as the relative disturbance of the pooled weights each bit
+survives.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from modelkin.provenance.watermark.verify import pooled
 if TYPE_CHECKING:
     import torch
 
-# calibrated on zoo seed 0: the smallest margin whose marks survive lr-1e-2 fine-tuning, 70% pruning and an
-# attacker's overwrite in >= 99% of models (benchmarks/ownership.py --calibration-zoo; results/ownership.md)
-DEFAULT_MARGIN = 1.5
+# calibrated on zoo seed 0 with cost.DEFAULT_FLOOR: the (margin, floor) costing least accuracy whose marks survive
+# lr-1e-2 fine-tuning, 70% pruning and an attacker's overwrite in >= 99% of models
+# (benchmarks/ownership.py --calibration-zoo; results/ownership.md)
+DEFAULT_MARGIN = 1.0
 _SLACK = 1.02  # aim a little past the margin so float32 rounding of the result cannot undo it
 
 
@@ -45,15 +50,24 @@ def least_norm_shift(w_pooled: np.ndarray, matrix: np.ndarray, bits: np.ndarray,
 
 
 def embed_posthoc(
-    weight: np.ndarray, key: WatermarkKey, rounds: int, pool: int | None = None, margin: float = DEFAULT_MARGIN
+    weight: np.ndarray,
+    key: WatermarkKey,
+    rounds: int,
+    pool: int | None = None,
+    margin: float = DEFAULT_MARGIN,
+    row_cost: np.ndarray | None = None,
 ) -> np.ndarray:
-    """A copy of ``weight`` (any shape, float) carrying the key's watermark with every bit beyond ``margin``."""
+    """A copy of ``weight`` (any shape, float) carrying the key's watermark with every bit beyond ``margin``,
+    changed least in the norm that weighs each output unit (dim 0) by ``row_cost`` (default: all alike)."""
     flat = np.asarray(weight, dtype=np.float64).reshape(-1).copy()
     index = pool_indices(flat.size, key.watermark(), rounds, key.rows, pool)
     w = pooled(flat, index)
     scale = float(np.linalg.norm(w)) or 1.0
-    shift = least_norm_shift(w, key.matrix, key.watermark(), margin * scale * _SLACK)
-    flat[index] += shift[None, :]
+    cost = np.ones(np.shape(weight)[0]) if row_cost is None else np.asarray(row_cost, dtype=np.float64)
+    inverse = 1.0 / cost[index // (flat.size // len(cost))]  # (m, rows): 1 / c_e of every pooled entry
+    root_g = np.sqrt(index.shape[0] ** 2 / inverse.sum(axis=0))
+    v = least_norm_shift(w * root_g, key.matrix / root_g[:, None], key.watermark(), margin * scale * _SLACK)
+    flat[index] += (v / root_g)[None, :] * index.shape[0] * inverse / inverse.sum(axis=0)
     return flat.reshape(np.shape(weight)).astype(weight.dtype)
 
 
