@@ -17,12 +17,14 @@ from modelkin.provenance.watermark import (
     binomial_tail,
     choose_layer,
     commitment,
+    consumer,
     detect,
     embed_posthoc,
     generate_key,
     plan_rounds,
     pool_indices,
     projections,
+    row_cost,
     survivors,
     watermark_bits,
 )
@@ -121,6 +123,50 @@ def test_posthoc_embedding_is_detected_and_unmarked_weights_are_not(key: Waterma
     assert not detect(weight.reshape(-1), key, rounds=2).detected
     other = generate_key(512, 256, seed=b"other")
     assert not detect(marked.reshape(-1), other, rounds=2).detected
+
+
+def test_the_consumer_is_the_next_weight_that_reads_the_layers_outputs() -> None:
+    mlp = {"head.weight": (9, 16), "head.bias": (9,), "trunk.0.weight": (64, 64), "trunk.0.bias": (64,),
+           "trunk.2.weight": (64, 64), "trunk.4.weight": (16, 64), "trunk.10.weight": (5, 16)}  # fmt: skip
+    assert consumer(mlp, "trunk.0.weight") == "trunk.2.weight"  # not trunk.4 (same width, further down)
+    assert consumer(mlp, "trunk.4.weight") == "trunk.10.weight"  # depth order, not alphabetical
+    assert consumer(mlp, "trunk.10.weight") is None  # nothing after it
+    assert consumer({"a.1.weight": (8, 4), "a.2.weight": (3, 5)}, "a.1.weight") is None  # widths disagree
+    conv = {"c.1.weight": (8, 1, 3, 3), "c.4.weight": (8, 8, 3, 3)}
+    assert consumer(conv, "c.1.weight") == "c.4.weight"
+    block = {"layer.2.output.dense.weight": (384, 1536), "layer.3.attention.output.dense.weight": (384, 384)}
+    assert consumer(block, "layer.2.output.dense.weight") is None  # another kind of tensor: not a known reader
+
+
+def test_row_cost_is_the_downstream_column_energy_over_its_mean_floored() -> None:
+    reader = np.array([[3.0, 0.0, 1.0, 0.0], [4.0, 0.0, 0.0, 1.0]])  # column energies 25, 0, 1, 1
+    assert np.allclose(row_cost(reader, floor=0.1), [25 / 6.75, 0.1, 1 / 6.75, 1 / 6.75])
+    assert np.allclose(row_cost(np.zeros((2, 3))), 1.0)  # a reader with no weight says nothing
+
+
+def test_a_row_cost_moves_cheap_rows_more_and_keeps_every_bit_beyond_the_margin(key: WatermarkKey) -> None:
+    rng = np.random.default_rng(3)
+    weight = (rng.standard_normal((64, 512)) * 0.05).astype(np.float32)
+    cost = np.where(np.arange(64) % 2 == 0, 4.0, 0.25)  # even rows are read 16x more strongly downstream
+    plain, weighted = (
+        embed_posthoc(weight, key, 2, margin=1.0),
+        embed_posthoc(weight, key, 2, margin=1.0, row_cost=cost),
+    )
+    index = pool_indices(weight.size, key.watermark(), 2, 512)
+    spread = np.linalg.norm(weight.reshape(-1).astype(np.float64)[index].mean(0))
+    z = projections(weighted.reshape(-1), key, rounds=2)
+    assert ((2.0 * key.watermark() - 1) * z >= 0.99 * spread).all()
+    assert detect(weighted.reshape(-1), key, 2).matched_bits == 256
+
+    def weighted_cost(marked: np.ndarray) -> float:
+        return float((cost[:, None] * (marked.astype(np.float64) - weight) ** 2).sum())
+
+    assert weighted_cost(weighted) < 0.5 * weighted_cost(plain)
+    moved = np.abs(weighted.astype(np.float64) - weight).sum(axis=1)
+    assert moved[1::2].sum() > 4 * moved[::2].sum()
+    assert np.allclose(
+        embed_posthoc(weight, key, 2, margin=1.0, row_cost=np.ones(64)), plain, atol=1e-6
+    )  # flat cost = plain
 
 
 def test_a_larger_margin_survives_more_noise_and_costs_more(key: WatermarkKey) -> None:

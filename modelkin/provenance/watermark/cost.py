@@ -26,11 +26,20 @@ def _natural(name: str) -> list[object]:
 
 
 def consumer(shapes: Mapping[str, Sequence[int]], layer: str) -> str | None:
-    """The tensor that reads ``layer``'s outputs: the next weight (>= 2 dims) after it in depth order, when its
-    input width (dim 1) equals ``layer``'s output width (dim 0); else None (every row then costs the same)."""
+    """The tensor that reads ``layer``'s outputs in a sequential stack: the next weight (>= 2 dims) in depth order,
+    when its name differs from ``layer``'s only in its indices (``trunk.0.weight`` -> ``trunk.2.weight``) and its
+    input width (dim 1) equals ``layer``'s output width (dim 0). Else None, and every row costs the same: where
+    names do not follow the order of computation (a transformer block's residual stream has many readers), the
+    next name says nothing about who reads the outputs."""
     weights = sorted((n for n, s in shapes.items() if len(s) >= 2), key=_natural)
     later = weights[weights.index(layer) + 1 :]
-    return later[0] if later and shapes[later[0]][1] == shapes[layer][0] else None
+    if not later or _pattern(later[0]) != _pattern(layer):
+        return None
+    return later[0] if shapes[later[0]][1] == shapes[layer][0] else None
+
+
+def _pattern(name: str) -> str:
+    return re.sub(r"\d+", "#", name)
 
 
 def row_cost(next_weight: np.ndarray, floor: float = DEFAULT_FLOOR) -> np.ndarray:
