@@ -706,7 +706,10 @@ def targets(main: dict[str, Any]) -> list[str]:
     lines.append(f"- false positives: {fp['detections']} in {fp['pairs']} pairs: {met}.")
     for scheme, table in main["attacks"].items():
         rates = {a: detection_rate([b for b, _ in rows]) for a, rows in table.items()}
-        missed = [f"{a} ({r:.0f}%)" for a, r in rates.items() if r < 99 and a != "permute hidden units, no reference"]
+        lost = {a: ", ".join(n for n, (b, _) in zip(main["models"], rows, strict=True) if b < THRESHOLD_BITS)
+                for a, rows in table.items()}  # fmt: skip
+        missed = [f"{a} ({r:.0f}%: {lost[a]})" for a, r in rates.items()
+                  if r < 99 and a != "permute hidden units, no reference"]  # fmt: skip
         verdict = "met for every attack" if not missed else "missed after " + ", ".join(missed)
         lines.append(f"- attacks >= 99%, {scheme}: {verdict}; shuffled units are found only with --reference.")
     return lines + [""]
