@@ -3,10 +3,10 @@
     OMP_NUM_THREADS=1 python benchmarks/ownership.py --zoo /work/zoos/full-s1 --calibration-zoo /work/zoos/full-s0 \
         [--per-arch 6] [--out benchmarks/results/ownership.md]
 
-Calibration (on --calibration-zoo, seed 0): the per-bit margin is swept over a grid and the smallest margin whose
-marks survive the harshest attacks (fine-tuning at lr 1e-2, 70% pruning, an attacker's post-hoc overwrite) in
->= 99% of models is the one to use; the main run (on --zoo, seed 1) uses the shipped DEFAULT_MARGIN and reports
-whether it agrees with that calibration.
+Calibration (on --calibration-zoo, seed 0): the data-free mark's margin, metric floor and co-activation ("together",
+cost.py) are swept over a grid, and the setting costing least accuracy whose marks survive the harshest attacks
+(fine-tuning at lr 1e-2, 70% pruning, an attacker's post-hoc overwrite) in >= 99% of models is the one to use;
+the main run (on --zoo, seed 1) uses the shipped defaults and reports whether they agree with that calibration.
 
 Main run, per architecture the first --per-arch zoo models (by name) whose largest weight holds a default
 512 x 256 key (the CNNs' largest kernel has 576 entries, too few: they are counted, not marked):
@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,12 @@ from safetensors.torch import load_file
 from scipy import stats
 from torch.nn import functional as F
 
-from modelkin.provenance.ownership import HEAL_EPOCHS, HEAL_LR, downstream_cost  # as `watermark embed` does it
+from modelkin.provenance.ownership import HEAL_EPOCHS, HEAL_LR, downstream_metric  # as `watermark embed` does it
 from modelkin.provenance.watermark import (
     DEFAULT_FLOOR,
     DEFAULT_FPR,
     DEFAULT_MARGIN,
+    DEFAULT_TOGETHER,
     Regulariser,
     WatermarkKey,
     align,
@@ -73,7 +74,8 @@ BATCH = 64
 TRAINING_LR = 3e-3  # the zoo's own training learning rate, for the training-time regulariser
 FRESH_KEYS_PER_MODEL = 2
 MARGIN_GRID = (0.75, 1.0, 1.25, 1.5)
-FLOOR_GRID = (0.2, 0.4, 1.0)
+FLOOR_GRID = (0.2, 0.4)
+TOGETHER_GRID = (0.5, 0.75)
 ROWS, BITS = 512, 256
 THRESHOLD_BITS = next(k for k in range(BITS + 1) if float(stats.binom.sf(k - 1, BITS, 0.5)) < DEFAULT_FPR)
 
@@ -189,14 +191,24 @@ def uchida_regulariser(key: UchidaKey, layer: str, lam: float):  # type: ignore[
     return lambda params: lam * F.binary_cross_entropy_with_logits(params[layer].reshape(-1) @ projection, target)
 
 
-def make_marks(model: ZooModel, seed: int, margin: float, floor: float, training_time: bool = True) -> list[Mark]:
+@dataclass(frozen=True)
+class Setting:
+    """How the data-free mark is made: margin, metric floor, and how often two units are active together."""
+
+    margin: float
+    floor: float
+    together: float
+
+
+def make_marks(model: ZooModel, seed: int, setting: Setting, training_time: bool = True) -> list[Mark]:
     key = generate_key(ROWS, BITS, seed=f"owner-{model.name}-{seed}".encode())
     plan = choose_layer(shapes(model.state), key.watermark(), ROWS)
     layer, rounds, pool = plan.layer, plan.rounds, plan.pool
     weight = model.state[layer].numpy()
     read = neuralmark_reader(key, layer, rounds, pool)
-    cost = downstream_cost(model.state, layer, floor)
-    posthoc = {**model.state, layer: torch.from_numpy(embed_posthoc(weight, key, rounds, pool, margin, cost))}
+    metric = downstream_metric(model.state, layer, setting.floor, setting.together)
+    marked = embed_posthoc(weight, key, rounds, pool, setting.margin, metric)
+    posthoc = {**model.state, layer: torch.from_numpy(marked)}
     marks = [Mark("NeuralMark data-free", layer, posthoc, read, key, rounds, pool)]
     numel = weight.size
     controls: dict[str, State] = {}
@@ -211,7 +223,7 @@ def make_marks(model: ZooModel, seed: int, margin: float, floor: float, training
         marks.append(Mark("NeuralMark training-time", layer, trained, read, key, rounds, pool, controls["train"]))
     ukey = uchida_key(numel, BITS, np.random.default_rng([seed, 7, *model.name.encode()]))
     uread = uchida_reader(ukey, layer)
-    uposthoc = {**model.state, layer: torch.from_numpy(uchida_embed(weight, ukey, margin))}
+    uposthoc = {**model.state, layer: torch.from_numpy(uchida_embed(weight, ukey, setting.margin))}
     marks.append(Mark("Uchida data-free", layer, uposthoc, uread, ukey))
     if training_time:
         utrained = train_all(model, model.state, TRAINING_LR, ATTACK_EPOCHS, new_head=False, seed=seed,
@@ -254,17 +266,18 @@ def permute_hidden(spec: dict[str, Any], state: State, seed: int) -> State:
     return {n: t.contiguous() for n, t in out.items()}
 
 
-def overwrite_posthoc(model: ZooModel, mark: Mark, margin: float, floor: float, seed: int) -> State:
+def overwrite_posthoc(model: ZooModel, mark: Mark, setting: Setting, seed: int) -> State:
     """The attacker marks the stolen model with their own key of the same scheme, post hoc, where and how the
     embed rule puts it (for Uchida, the same tensor)."""
     state = mark.state
     if mark.scheme.startswith("NeuralMark"):
         key = generate_key(ROWS, BITS, seed=f"attacker-{model.name}-{seed}".encode())
         plan = choose_layer(shapes(state), key.watermark(), ROWS)
-        w, cost = state[plan.layer].numpy(), downstream_cost(state, plan.layer, floor)
-        return {**state, plan.layer: torch.from_numpy(embed_posthoc(w, key, plan.rounds, plan.pool, margin, cost))}
+        metric = downstream_metric(state, plan.layer, setting.floor, setting.together)
+        w = embed_posthoc(state[plan.layer].numpy(), key, plan.rounds, plan.pool, setting.margin, metric)
+        return {**state, plan.layer: torch.from_numpy(w)}
     ukey = uchida_key(state[mark.layer].numel(), BITS, np.random.default_rng([seed, 99, *model.name.encode()]))
-    return {**state, mark.layer: torch.from_numpy(uchida_embed(state[mark.layer].numpy(), ukey, margin))}
+    return {**state, mark.layer: torch.from_numpy(uchida_embed(state[mark.layer].numpy(), ukey, setting.margin))}
 
 
 def overwrite_training(model: ZooModel, mark: Mark, lam: float, seed: int) -> State:
@@ -329,7 +342,7 @@ def detection_rate(bits: list[int]) -> float:
     return 100.0 * sum(b >= THRESHOLD_BITS for b in bits) / len(bits)
 
 
-def attacks(model: ZooModel, mark: Mark, margin: float, floor: float, seed: int) -> dict[str, tuple[int, float]]:
+def attacks(model: ZooModel, mark: Mark, setting: Setting, seed: int) -> dict[str, tuple[int, float]]:
     """attack name -> (owner's matched bits after it, attacked model's accuracy)."""
     out: dict[str, tuple[int, float]] = {}
 
@@ -343,7 +356,7 @@ def attacks(model: ZooModel, mark: Mark, margin: float, floor: float, seed: int)
     for sparsity in (0.5, 0.7):
         record(f"magnitude pruning {sparsity:.0%}", prune(mark.state, sparsity))
     record("int8 quantisation", quantize_int8(mark.state))
-    record("overwrite, attacker key post hoc", overwrite_posthoc(model, mark, margin, floor, seed))
+    record("overwrite, attacker key post hoc", overwrite_posthoc(model, mark, setting, seed))
     for lam in (1.0, 100.0, 1000.0):
         record(f"overwrite, attacker key training-time, lambda {lam:g}", overwrite_training(model, mark, lam, seed))
     shuffled = permute_hidden(model.spec, mark.state, seed)
@@ -354,9 +367,7 @@ def attacks(model: ZooModel, mark: Mark, margin: float, floor: float, seed: int)
     return out
 
 
-def run_zoo(
-    root: Path, per_arch: int, margin: float, floor: float, seed: int, log: Callable[[str], None]
-) -> dict[str, Any]:
+def run_zoo(root: Path, per_arch: int, setting: Setting, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
     truth, data = read_zoo(root)
     names, counts = pick_models(root, truth, per_arch)
     log(f"{root}: marking {len(names)} models ({', '.join(f'{a}: {n}' for a, n in sorted(counts.items()))})")
@@ -367,14 +378,14 @@ def run_zoo(
         model = zoo_model(root, truth, data, name)
         base = acc(model, model.state)
         t0 = time.perf_counter()
-        marks = make_marks(model, seed, margin, floor)
+        marks = make_marks(model, seed, setting)
         results["placements"].append((name, marks[0].layer, marks[0].rounds, marks[0].pool))
         for mark in marks:
             marked = acc(model, mark.state)
             comparable = acc(model, mark.control) if mark.control is not None else base
             results["fidelity"].setdefault(mark.scheme, []).append((100 * base, 100 * comparable, 100 * marked))
             results["detection"].setdefault(mark.scheme, []).append(mark.read(mark.state))
-            for attack, (bits, attacked) in attacks(model, mark, margin, floor, seed).items():
+            for attack, (bits, attacked) in attacks(model, mark, setting, seed).items():
                 results["attacks"].setdefault(mark.scheme, {}).setdefault(attack, []).append((bits, 100 * attacked))
         nm = marks[0]
         results["forging"].append(forge_neuralmark(model.state, nm.layer, nm.rounds, seed + i))
@@ -445,40 +456,37 @@ def false_positives(root: Path, truth: dict[str, Any], keys: list[tuple[str, Mar
 CALIBRATION_ATTACKS = ("fine-tune, new head, lr 0.01", "magnitude pruning 70%", "overwrite, attacker key post hoc")
 
 
-Setting = tuple[float, float]  # (margin, floor)
-
-
 def calibrate(root: Path, per_arch: int, seed: int, log: Callable[[str], None]) -> dict[Setting, dict[str, float]]:
-    """(margin, floor) -> mean accuracy change and detection rate after each calibration attack (data-free)."""
+    """Setting -> mean accuracy change and detection rate after each calibration attack (data-free marks)."""
     truth, data = read_zoo(root)
     names, _ = pick_models(root, truth, per_arch)
     log(f"calibrating on {len(names)} models of {root}")
     models = [zoo_model(root, truth, data, n) for n in names]
     table: dict[Setting, dict[str, float]] = {}
-    for margin in MARGIN_GRID:
-        for floor in FLOOR_GRID:
-            fidelity: list[float] = []
-            survived: dict[str, list[int]] = {a: [] for a in CALIBRATION_ATTACKS}
-            for model in models:
-                mark = make_marks(model, seed, margin, floor, training_time=False)[0]
-                fidelity.append(100 * (acc(model, mark.state) - acc(model, model.state)))
-                attacked = {
-                    CALIBRATION_ATTACKS[0]: train_all(model, mark.state, 1e-2, ATTACK_EPOCHS, new_head=True, seed=seed),
-                    CALIBRATION_ATTACKS[1]: prune(mark.state, 0.7),
-                    CALIBRATION_ATTACKS[2]: overwrite_posthoc(model, mark, margin, floor, seed),
-                }
-                for attack, state in attacked.items():
-                    survived[attack].append(mark.read(state))
-            row = {"fidelity": statistics.mean(fidelity), **{a: detection_rate(b) for a, b in survived.items()}}
-            table[margin, floor] = row
-            log(f"  margin {margin}, floor {floor}: {row}")
+    grid = [Setting(m, f, t) for m in MARGIN_GRID for f in FLOOR_GRID for t in TOGETHER_GRID]
+    for setting in grid:
+        fidelity: list[float] = []
+        survived: dict[str, list[int]] = {a: [] for a in CALIBRATION_ATTACKS}
+        for model in models:
+            mark = make_marks(model, seed, setting, training_time=False)[0]
+            fidelity.append(100 * (acc(model, mark.state) - acc(model, model.state)))
+            attacked = {
+                CALIBRATION_ATTACKS[0]: train_all(model, mark.state, 1e-2, ATTACK_EPOCHS, new_head=True, seed=seed),
+                CALIBRATION_ATTACKS[1]: prune(mark.state, 0.7),
+                CALIBRATION_ATTACKS[2]: overwrite_posthoc(model, mark, setting, seed),
+            }
+            for attack, state in attacked.items():
+                survived[attack].append(mark.read(state))
+        row = {"fidelity": statistics.mean(fidelity), **{a: detection_rate(b) for a, b in survived.items()}}
+        table[setting] = row
+        log(f"  {setting}: {row}")
     return table
 
 
 def chosen_setting(table: dict[Setting, dict[str, float]]) -> Setting | None:
     """The setting costing least accuracy among those whose marks survive every calibration attack in >= 99%."""
     passing = [s for s, row in table.items() if all(row[a] >= 99.0 for a in CALIBRATION_ATTACKS)]
-    return max(passing, key=lambda s: (table[s]["fidelity"], -s[0])) if passing else None
+    return max(passing, key=lambda s: (table[s]["fidelity"], -s.margin)) if passing else None
 
 
 # -- MiniLM -------------------------------------------------------------------------------------------------------
@@ -577,23 +585,26 @@ def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | No
               f"Machine: {platform.machine()}, Python {platform.python_version()}, torch threads 1 for the zoo; "
               f"total {seconds / 60:.1f} min.",
               f"Keys: {ROWS} x {BITS} (the defaults); detection threshold p < 2^-64, i.e. >= {THRESHOLD_BITS} of "
-              f"{BITS} bits; margin {args.margin} (DEFAULT_MARGIN = {DEFAULT_MARGIN}), row-cost floor {args.floor} "
-              f"(DEFAULT_FLOOR = {DEFAULT_FLOOR}).", ""]  # fmt: skip
+              f"{BITS} bits; data-free mark: margin {args.margin}, metric floor {args.floor}, together "
+              f"{args.together} (defaults {DEFAULT_MARGIN}, {DEFAULT_FLOOR}, {DEFAULT_TOGETHER}).", ""]  # fmt: skip
     if calib is not None:
-        choice, shipped = chosen_setting(calib), (DEFAULT_MARGIN, DEFAULT_FLOOR)
-        lines += ["## Calibration of margin and row-cost floor (seed-0 zoo, data-free marks)", "",
-                  "The data-free mark is the least change weighted by what each output unit costs downstream "
-                  "(the next layer's column norms), floored so the cheapest units cannot take the whole change.", "",
-                  "| margin | floor | mean accuracy change (points) | " + " | ".join(CALIBRATION_ATTACKS) + " |",
-                  "| ---: | ---: | ---: |" + " ---: |" * len(CALIBRATION_ATTACKS)]  # fmt: skip
-        for (margin, floor), row in sorted(calib.items()):
+        choice, shipped = chosen_setting(calib), Setting(DEFAULT_MARGIN, DEFAULT_FLOOR, DEFAULT_TOGETHER)
+        lines += ["## Calibration of the data-free mark (seed-0 zoo)", "",
+                  "The data-free mark is the least change in the downstream metric of the layer that reads the "
+                  "marked one (cost.py): M = together * N^T N + (1 - together) * diag(N^T N), normalised, plus "
+                  "floor * I, so that what the next layer cannot see costs little but nothing is free.", "",
+                  "| margin | floor | together | mean accuracy change (points) | " + " | ".join(CALIBRATION_ATTACKS)
+                  + " |", "| ---: | ---: | ---: | ---: |" + " ---: |" * len(CALIBRATION_ATTACKS)]  # fmt: skip
+        for setting, row in sorted(calib.items(), key=lambda item: astuple(item[0])):
             cells = " | ".join(f"{row[a]:.0f}%" for a in CALIBRATION_ATTACKS)
-            lines.append(f"| {margin:g} | {floor:g} | {row['fidelity']:+.2f} | {cells} |")
+            lines.append(f"| {setting.margin:g} | {setting.floor:g} | {setting.together:g} | "
+                         f"{row['fidelity']:+.2f} | {cells} |")  # fmt: skip
         found = "No setting reaches >= 99% detection after all three"
         if choice is not None:
-            found = f"Least accuracy cost with >= 99% after all three: **margin {choice[0]:g}, floor {choice[1]:g}**"
-        lines += ["", f"{found}; the shipped defaults are margin {shipped[0]:g}, floor {shipped[1]:g} "
-                  f"({'agree' if choice == shipped else 'DISAGREE'}).", ""]  # fmt: skip
+            found = (f"Least accuracy cost with >= 99% after all three: **margin {choice.margin:g}, floor "
+                     f"{choice.floor:g}, together {choice.together:g}**")  # fmt: skip
+        lines += ["", f"{found}; the shipped defaults are margin {shipped.margin:g}, floor {shipped.floor:g}, "
+                  f"together {shipped.together:g} ({'agree' if choice == shipped else 'DISAGREE'}).", ""]  # fmt: skip
     counts = main["counts"]
     lines += [f"## Zoo (seed {args.seed_label}): {len(main['models'])} marked models", "",
               "Models per architecture in the zoo: " + ", ".join(f"{a} {n}" for a, n in sorted(counts.items()))
@@ -722,7 +733,8 @@ def main() -> None:
     parser.add_argument("--per-arch", type=int, default=6)
     parser.add_argument("--calibration-per-arch", type=int, default=4)
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
-    parser.add_argument("--floor", type=float, default=DEFAULT_FLOOR, help="row-cost floor of the data-free mark")
+    parser.add_argument("--floor", type=float, default=DEFAULT_FLOOR, help="metric floor of the data-free mark")
+    parser.add_argument("--together", type=float, default=DEFAULT_TOGETHER, help="co-activation of two units")
     parser.add_argument("--seed", type=int, default=0, help="seeds keys and attacks")
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument("--calibrate-only", action="store_true", help="print the calibration table and stop")
@@ -736,11 +748,12 @@ def main() -> None:
 
     calib = calibrate(args.calibration_zoo, args.calibration_per_arch, args.seed, log) if args.calibration_zoo else None
     if args.calibrate_only:
-        rows = [{"margin": m, "floor": f, **row} for (m, f), row in (calib or {}).items()]
-        print(json.dumps({"table": rows, "chosen": chosen_setting(calib or {})}, indent=2))
+        rows = [{**asdict(setting), **row} for setting, row in (calib or {}).items()]
+        choice = chosen_setting(calib or {})
+        print(json.dumps({"table": rows, "chosen": asdict(choice) if choice else None}, indent=2))
         return
     args.seed_label = json.loads((args.zoo / "ground_truth.json").read_text())["seed"]
-    main_run = run_zoo(args.zoo, args.per_arch, args.margin, args.floor, args.seed, log)
+    main_run = run_zoo(args.zoo, args.per_arch, Setting(args.margin, args.floor, args.together), args.seed, log)
     minilm = None
     if not args.skip_minilm:
         torch.set_num_threads(2)

@@ -24,8 +24,8 @@ from modelkin.provenance.watermark import (
     plan_rounds,
     pool_indices,
     projections,
-    row_cost,
     survivors,
+    unit_metric,
     watermark_bits,
 )
 from modelkin.provenance.watermark.keys import BITS_TAG, WatermarkKey
@@ -138,35 +138,34 @@ def test_the_consumer_is_the_next_weight_that_reads_the_layers_outputs() -> None
     assert consumer(block, "layer.2.output.dense.weight") is None  # another kind of tensor: not a known reader
 
 
-def test_row_cost_is_the_downstream_column_energy_over_its_mean_floored() -> None:
-    reader = np.array([[3.0, 0.0, 1.0, 0.0], [4.0, 0.0, 0.0, 1.0]])  # column energies 25, 0, 1, 1
-    assert np.allclose(row_cost(reader, floor=0.1), [25 / 6.75, 0.1, 1 / 6.75, 1 / 6.75])
-    assert np.allclose(row_cost(np.zeros((2, 3))), 1.0)  # a reader with no weight says nothing
+def test_the_unit_metric_is_what_the_next_layer_reads_normalised_and_floored() -> None:
+    reader = np.array([[3.0, 0.0, 1.0], [4.0, 0.0, 1.0]])  # reads unit 0 strongly, unit 1 not at all
+    gram = reader.T @ reader  # diag 25, 0, 2
+    expected = (0.75 * gram + 0.25 * np.diag(np.diag(gram))) / 9.0 + 0.1 * np.eye(3)
+    assert np.allclose(unit_metric(reader, floor=0.1, together=0.75), expected)
+    assert np.allclose(unit_metric(reader, floor=0.0, together=0.0), np.diag([25, 0, 2]) / 9.0)  # independent units
+    assert np.allclose(unit_metric(np.zeros((2, 3)), floor=0.5), 1.5 * np.eye(3))  # a silent reader says nothing
 
 
-def test_a_row_cost_moves_cheap_rows_more_and_keeps_every_bit_beyond_the_margin(key: WatermarkKey) -> None:
+def test_a_downstream_metric_keeps_every_bit_and_changes_what_the_next_layer_sees_less(key: WatermarkKey) -> None:
     rng = np.random.default_rng(3)
-    weight = (rng.standard_normal((64, 512)) * 0.05).astype(np.float32)
-    cost = np.where(np.arange(64) % 2 == 0, 4.0, 0.25)  # even rows are read 16x more strongly downstream
-    plain, weighted = (
-        embed_posthoc(weight, key, 2, margin=1.0),
-        embed_posthoc(weight, key, 2, margin=1.0, row_cost=cost),
-    )
-    index = pool_indices(weight.size, key.watermark(), 2, 512)
+    weight = (rng.standard_normal((64, 64)) * 0.05).astype(np.float32)
+    reader = rng.standard_normal((16, 64))  # a narrower next layer: 48 directions of the 64 units it cannot see
+    metric = unit_metric(reader, floor=0.1, together=1.0)
+    plain = embed_posthoc(weight, key, 1, margin=1.0)
+    marked = embed_posthoc(weight, key, 1, margin=1.0, metric=metric)
+    index = pool_indices(weight.size, key.watermark(), 1, 512)
     spread = np.linalg.norm(weight.reshape(-1).astype(np.float64)[index].mean(0))
-    z = projections(weighted.reshape(-1), key, rounds=2)
-    assert ((2.0 * key.watermark() - 1) * z >= 0.99 * spread).all()
-    assert detect(weighted.reshape(-1), key, 2).matched_bits == 256
+    z = projections(marked.reshape(-1), key, rounds=1)
+    assert ((2.0 * key.watermark() - 1) * z >= 0.99 * spread).all()  # every bit still beyond the margin
+    untouched = np.setdiff1d(np.arange(weight.size), index.ravel())
+    assert np.array_equal(marked.reshape(-1)[untouched], weight.reshape(-1)[untouched])
 
-    def weighted_cost(marked: np.ndarray) -> float:
-        return float((cost[:, None] * (marked.astype(np.float64) - weight) ** 2).sum())
+    def seen(m: np.ndarray) -> float:  # how much the next layer's pre-activations move, inputs isotropic
+        return float(np.linalg.norm(reader @ (m.astype(np.float64) - weight)))
 
-    assert weighted_cost(weighted) < 0.5 * weighted_cost(plain)
-    moved = np.abs(weighted.astype(np.float64) - weight).sum(axis=1)
-    assert moved[1::2].sum() > 4 * moved[::2].sum()
-    assert np.allclose(
-        embed_posthoc(weight, key, 2, margin=1.0, row_cost=np.ones(64)), plain, atol=1e-6
-    )  # flat cost = plain
+    assert seen(marked) < 0.5 * seen(plain)
+    assert np.linalg.norm(marked - weight) > np.linalg.norm(plain - weight)  # it moves more, where it is unseen
 
 
 def test_a_larger_margin_survives_more_noise_and_costs_more(key: WatermarkKey) -> None:

@@ -26,6 +26,7 @@ from modelkin.provenance.watermark import (
     DEFAULT_FLOOR,
     DEFAULT_FPR,
     DEFAULT_MARGIN,
+    DEFAULT_TOGETHER,
     Detection,
     Regulariser,
     WatermarkKey,
@@ -36,7 +37,7 @@ from modelkin.provenance.watermark import (
     embed_posthoc,
     plan_rounds,
     pool_size,
-    row_cost,
+    unit_metric,
 )
 
 if TYPE_CHECKING:
@@ -160,10 +161,12 @@ def place(tensors: Tensors, key: WatermarkKey, layer: str | None, recorded: Plac
     return Placement(plan.layer, plan.rounds, plan.pool, "rule")
 
 
-def downstream_cost(tensors: Tensors, layer: str, floor: float = DEFAULT_FLOOR) -> np.ndarray | None:
-    """The per-row cost of changing ``layer`` (cost.py), from the weight that reads its outputs, if one does."""
+def downstream_metric(
+    tensors: Tensors, layer: str, floor: float = DEFAULT_FLOOR, together: float = DEFAULT_TOGETHER
+) -> np.ndarray | None:
+    """What changing ``layer`` costs downstream (cost.py), from the weight that reads its outputs, if one does."""
     reader = consumer({n: tuple(t.shape) for n, t in tensors.items()}, layer)
-    return row_cost(_as_array(tensors[reader]), floor) if reader is not None else None
+    return unit_metric(_as_array(tensors[reader]), floor, together) if reader is not None else None
 
 
 def _detect_at(
@@ -297,7 +300,7 @@ class Ownership:
         original = tensors[placement.layer]
         margin = DEFAULT_MARGIN if margin is None else margin
         marked = embed_posthoc(_as_array(original), key, placement.rounds, placement.pool, margin,
-                               downstream_cost(tensors, placement.layer))  # fmt: skip
+                               downstream_metric(tensors, placement.layer))  # fmt: skip
         changed = {placement.layer: _to_dtype(marked, original)}
         if data is not None:
             changed = self._heal(source.ref, {**tensors, **changed}, key, placement, data)

@@ -4,7 +4,7 @@ Pure functions over numpy arrays (torch only for the training-time regulariser);
 """
 
 from modelkin.provenance.watermark.align import align
-from modelkin.provenance.watermark.cost import DEFAULT_FLOOR, consumer, row_cost
+from modelkin.provenance.watermark.cost import DEFAULT_FLOOR, DEFAULT_TOGETHER, consumer, unit_metric
 from modelkin.provenance.watermark.embed import DEFAULT_MARGIN, Regulariser, embed_posthoc, least_norm_shift
 from modelkin.provenance.watermark.filter import pool_indices, pool_size, survivors
 from modelkin.provenance.watermark.keys import (
@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_FPR",
     "DEFAULT_MARGIN",
     "DEFAULT_ROWS",
+    "DEFAULT_TOGETHER",
     "Detection",
     "Plan",
     "Regulariser",
@@ -42,7 +43,7 @@ __all__ = [
     "pool_indices",
     "pool_size",
     "projections",
-    "row_cost",
     "survivors",
+    "unit_metric",
     "watermark_bits",
 ]
