@@ -11,7 +11,8 @@ the main run (on --zoo, seed 1) uses the shipped defaults and reports whether th
 Main run, per architecture the first --per-arch zoo models (by name) whose largest weight holds a default
 512 x 256 key (the CNNs' largest kernel has 576 entries, too few: they are counted, not marked):
   * fidelity: accuracy on the model's own evaluation split, before and after marking (data-free post hoc,
-    healed with 5 epochs on the training split, training-time regulariser, Uchida post hoc);
+    healed with 5 epochs on the training split then topped up to the margin as `watermark embed --data` does,
+    training-time regulariser, the same followed by `watermark embed` (the top-up), Uchida post hoc);
   * detection: matched bits and p-values of every marked model;
   * false positives: every key against every unmarked zoo model it can be read from (its recorded layer, else
     the embed rule), parents and siblings of the marked model included; KS test of the matched-bit counts
@@ -45,7 +46,7 @@ from safetensors.torch import load_file
 from scipy import stats
 from torch.nn import functional as F
 
-from modelkin.provenance.ownership import HEAL_EPOCHS, HEAL_LR, downstream_metric  # as `watermark embed` does it
+from modelkin.provenance.ownership import HEAL_EPOCHS, HEAL_LR, Placement, mark_weight  # as `watermark embed` does
 from modelkin.provenance.watermark import (
     DEFAULT_FLOOR,
     DEFAULT_FPR,
@@ -56,7 +57,6 @@ from modelkin.provenance.watermark import (
     align,
     choose_layer,
     detect,
-    embed_posthoc,
     generate_key,
     pool_indices,
     pool_size,
@@ -206,21 +206,27 @@ def make_marks(model: ZooModel, seed: int, setting: Setting, training_time: bool
     layer, rounds, pool = plan.layer, plan.rounds, plan.pool
     weight = model.state[layer].numpy()
     read = neuralmark_reader(key, layer, rounds, pool)
-    metric = downstream_metric(model.state, layer, setting.floor, setting.together)
-    marked = embed_posthoc(weight, key, rounds, pool, setting.margin, metric)
-    posthoc = {**model.state, layer: torch.from_numpy(marked)}
+    placement = Placement(layer, rounds, pool, "rule")
+
+    def top_up(state: State) -> State:  # what `watermark embed` does to a tensor (bits below the margin only)
+        marked = mark_weight(state, key, placement, setting.margin, setting.floor, setting.together)
+        return {**state, layer: torch.from_numpy(marked.astype(np.float32))}
+
+    posthoc = top_up(model.state)
     marks = [Mark("NeuralMark data-free", layer, posthoc, read, key, rounds, pool)]
     numel = weight.size
     controls: dict[str, State] = {}
     if training_time:
         controls["heal"] = train_all(model, model.state, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed)
         controls["train"] = train_all(model, model.state, TRAINING_LR, ATTACK_EPOCHS, new_head=False, seed=seed)
-        healed = train_all(model, posthoc, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed,
-                           extra=nm_regulariser(key, layer, rounds, pool, numel, 1.0))  # fmt: skip
+        healed = top_up(train_all(model, posthoc, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed,
+                                  extra=nm_regulariser(key, layer, rounds, pool, numel, 1.0)))  # fmt: skip
         marks.append(Mark("NeuralMark healed", layer, healed, read, key, rounds, pool, controls["heal"]))
         trained = train_all(model, model.state, TRAINING_LR, ATTACK_EPOCHS, new_head=False, seed=seed,
                             extra=nm_regulariser(key, layer, rounds, pool, numel, 1.0))  # fmt: skip
         marks.append(Mark("NeuralMark training-time", layer, trained, read, key, rounds, pool, controls["train"]))
+        marks.append(Mark("NeuralMark training-time + embed", layer, top_up(trained), read, key, rounds, pool,
+                          controls["train"]))  # fmt: skip
     ukey = uchida_key(numel, BITS, np.random.default_rng([seed, 7, *model.name.encode()]))
     uread = uchida_reader(ukey, layer)
     uposthoc = {**model.state, layer: torch.from_numpy(uchida_embed(weight, ukey, setting.margin))}
@@ -273,9 +279,9 @@ def overwrite_posthoc(model: ZooModel, mark: Mark, setting: Setting, seed: int) 
     if mark.scheme.startswith("NeuralMark"):
         key = generate_key(ROWS, BITS, seed=f"attacker-{model.name}-{seed}".encode())
         plan = choose_layer(shapes(state), key.watermark(), ROWS)
-        metric = downstream_metric(state, plan.layer, setting.floor, setting.together)
-        w = embed_posthoc(state[plan.layer].numpy(), key, plan.rounds, plan.pool, setting.margin, metric)
-        return {**state, plan.layer: torch.from_numpy(w)}
+        placement = Placement(plan.layer, plan.rounds, plan.pool, "rule")
+        w = mark_weight(state, key, placement, setting.margin, setting.floor, setting.together)
+        return {**state, plan.layer: torch.from_numpy(w.astype(np.float32))}
     ukey = uchida_key(state[mark.layer].numel(), BITS, np.random.default_rng([seed, 99, *model.name.encode()]))
     return {**state, mark.layer: torch.from_numpy(uchida_embed(state[mark.layer].numpy(), ukey, setting.margin))}
 

@@ -161,12 +161,22 @@ def place(tensors: Tensors, key: WatermarkKey, layer: str | None, recorded: Plac
     return Placement(plan.layer, plan.rounds, plan.pool, "rule")
 
 
-def downstream_metric(
-    tensors: Tensors, layer: str, floor: float = DEFAULT_FLOOR, together: float = DEFAULT_TOGETHER
-) -> np.ndarray | None:
-    """What changing ``layer`` costs downstream (cost.py), from the weight that reads its outputs, if one does."""
-    reader = consumer({n: tuple(t.shape) for n, t in tensors.items()}, layer)
-    return unit_metric(_as_array(tensors[reader]), floor, together) if reader is not None else None
+def mark_weight(
+    tensors: Tensors,
+    key: WatermarkKey,
+    placement: Placement,
+    margin: float = DEFAULT_MARGIN,
+    floor: float = DEFAULT_FLOOR,
+    together: float = DEFAULT_TOGETHER,
+) -> np.ndarray:
+    """The tensor at ``placement`` with every bit of ``key`` beyond ``margin``, changed least in the downstream
+    metric of the weight that reads its outputs (cost.py; plain least norm when none does). Bits already beyond
+    the margin cost nothing, so on a tensor that carries the mark (after healing or training with the
+    regulariser) it only tops the weak bits up."""
+    reader = consumer({n: tuple(t.shape) for n, t in tensors.items()}, placement.layer)
+    metric = unit_metric(_as_array(tensors[reader]), floor, together) if reader is not None else None
+    weight = _as_array(tensors[placement.layer])
+    return embed_posthoc(weight, key, placement.rounds, placement.pool, margin, metric)
 
 
 def _detect_at(
@@ -292,18 +302,18 @@ class Ownership:
         data: tuple[np.ndarray, np.ndarray] | None = None,
         margin: float | None = None,
     ) -> EmbedResult:
-        """Mark ``ref`` post hoc (healed by a short fine-tune when ``data`` = (x, y) is given) and register the
-        result as the next version of ``name``, a ``watermarked`` child of ``ref``."""
+        """Mark ``ref`` post hoc (healed by a short fine-tune when ``data`` = (x, y) is given, then topped up to
+        the margin) and register the result as the next version of ``name``, a ``watermarked`` child of ``ref``."""
         source = self.host.get(ref)
         tensors = self.host.load_state_dict(source.ref)
         placement = place(tensors, key, layer)
         original = tensors[placement.layer]
         margin = DEFAULT_MARGIN if margin is None else margin
-        marked = embed_posthoc(_as_array(original), key, placement.rounds, placement.pool, margin,
-                               downstream_metric(tensors, placement.layer))  # fmt: skip
-        changed = {placement.layer: _to_dtype(marked, original)}
-        if data is not None:
+        changed = {placement.layer: _to_dtype(mark_weight(tensors, key, placement, margin), original)}
+        if data is not None:  # heal, then top up the bits the fine-tune left below the margin
             changed = self._heal(source.ref, {**tensors, **changed}, key, placement, data)
+            healed = mark_weight({**tensors, **changed}, key, placement, margin)
+            changed[placement.layer] = _to_dtype(healed, original)
         new = {**tensors, **changed}
         weight = _as_array(new[placement.layer])
         detection = detect(weight.reshape(-1), key, placement.rounds, placement.pool)
