@@ -11,8 +11,8 @@ the main run (on --zoo, seed 1) uses the shipped defaults and reports whether th
 Main run, per architecture the first --per-arch zoo models (by name) whose largest weight holds a default
 512 x 256 key (the CNNs' largest kernel has 576 entries, too few: they are counted, not marked):
   * fidelity: accuracy on the model's own evaluation split, before and after marking (data-free post hoc,
-    healed with 5 epochs on the training split then topped up to the margin as `watermark embed --data` does,
-    training-time regulariser, the same followed by `watermark embed` (the top-up), Uchida post hoc);
+    healed with 5 epochs on the training split, training-time regulariser, the same followed by `watermark
+    embed` (which tops up the bits the training left below the margin), Uchida post hoc);
   * detection: matched bits and p-values of every marked model;
   * false positives: every key against every unmarked zoo model it can be read from (its recorded layer, else
     the embed rule), parents and siblings of the marked model included; KS test of the matched-bit counts
@@ -219,8 +219,8 @@ def make_marks(model: ZooModel, seed: int, setting: Setting, training_time: bool
     if training_time:
         controls["heal"] = train_all(model, model.state, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed)
         controls["train"] = train_all(model, model.state, TRAINING_LR, ATTACK_EPOCHS, new_head=False, seed=seed)
-        healed = top_up(train_all(model, posthoc, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed,
-                                  extra=nm_regulariser(key, layer, rounds, pool, numel, 1.0)))  # fmt: skip
+        healed = train_all(model, posthoc, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed,
+                           extra=nm_regulariser(key, layer, rounds, pool, numel, 1.0))  # fmt: skip
         marks.append(Mark("NeuralMark healed", layer, healed, read, key, rounds, pool, controls["heal"]))
         trained = train_all(model, model.state, TRAINING_LR, ATTACK_EPOCHS, new_head=False, seed=seed,
                             extra=nm_regulariser(key, layer, rounds, pool, numel, 1.0))  # fmt: skip

@@ -15,8 +15,6 @@ import torch
 from safetensors.torch import save_file
 
 from modelkin import Registry
-from modelkin.provenance.keyfiles import load_watermark_key
-from modelkin.provenance.watermark import DEFAULT_MARGIN, pool_indices, projections
 from modelkin.registry.architectures import build_module, spec_to_safetensors_metadata
 from tests.conftest import make_weights
 
@@ -213,14 +211,6 @@ def test_healing_with_data_keeps_the_watermark(cli: Any, tmp_path: Path) -> None
     with Registry.open() as reg:
         base, healed = reg.load_state_dict("base"), reg.load_state_dict("healed")
         assert not torch.equal(base["head.weight"], healed["head.weight"])  # the whole model was fine-tuned
-    # the fine-tune is followed by a top-up: every bit ends beyond the margin, as after a data-free embed
-    key = load_watermark_key(tmp_path / "wm.key")
-    flat = healed[out["layer"]].numpy().reshape(-1).astype(np.float64)
-    spread = np.linalg.norm(
-        flat[pool_indices(flat.size, key.watermark(), out["rounds"], key.rows, out["pool"])].mean(0)
-    )
-    signed = (2.0 * key.watermark() - 1) * projections(flat, key, out["rounds"], out["pool"])
-    assert (signed >= 0.8 * DEFAULT_MARGIN * spread).all()  # (this spread is the final one, widened by the top-up)
     np.savez(tmp_path / "bad.npz", x=rng.random((10, 64)))
     np.savez(tmp_path / "shape.npz", x=rng.random((10, 7)), y=np.zeros(10, dtype=np.int64))
     np.savez(tmp_path / "labels.npz", x=rng.random((10, 64)), y=np.full(10, 9))

@@ -171,8 +171,8 @@ def mark_weight(
 ) -> np.ndarray:
     """The tensor at ``placement`` with every bit of ``key`` beyond ``margin``, changed least in the downstream
     metric of the weight that reads its outputs (cost.py; plain least norm when none does). Bits already beyond
-    the margin cost nothing, so on a tensor that carries the mark (after healing or training with the
-    regulariser) it only tops the weak bits up."""
+    the margin cost nothing, so on a tensor that carries the mark (trained with the regulariser) it only tops
+    the weak bits up."""
     reader = consumer({n: tuple(t.shape) for n, t in tensors.items()}, placement.layer)
     metric = unit_metric(_as_array(tensors[reader]), floor, together) if reader is not None else None
     weight = _as_array(tensors[placement.layer])
@@ -302,18 +302,16 @@ class Ownership:
         data: tuple[np.ndarray, np.ndarray] | None = None,
         margin: float | None = None,
     ) -> EmbedResult:
-        """Mark ``ref`` post hoc (healed by a short fine-tune when ``data`` = (x, y) is given, then topped up to
-        the margin) and register the result as the next version of ``name``, a ``watermarked`` child of ``ref``."""
+        """Mark ``ref`` post hoc (healed by a short fine-tune when ``data`` = (x, y) is given) and register the
+        result as the next version of ``name``, a ``watermarked`` child of ``ref``."""
         source = self.host.get(ref)
         tensors = self.host.load_state_dict(source.ref)
         placement = place(tensors, key, layer)
         original = tensors[placement.layer]
         margin = DEFAULT_MARGIN if margin is None else margin
         changed = {placement.layer: _to_dtype(mark_weight(tensors, key, placement, margin), original)}
-        if data is not None:  # heal, then top up the bits the fine-tune left below the margin
+        if data is not None:
             changed = self._heal(source.ref, {**tensors, **changed}, key, placement, data)
-            healed = mark_weight({**tensors, **changed}, key, placement, margin)
-            changed[placement.layer] = _to_dtype(healed, original)
         new = {**tensors, **changed}
         weight = _as_array(new[placement.layer])
         detection = detect(weight.reshape(-1), key, placement.rounds, placement.pool)

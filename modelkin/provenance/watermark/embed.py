@@ -99,7 +99,9 @@ def embed_posthoc(
 
 
 class Regulariser:
-    """lambda * mean BCE-with-logits(w~ K, b) for one weight tensor: add ``reg(param)`` to the task loss.
+    """lambda * mean BCE-with-logits(w~ K, b) for one weight tensor: add ``reg(param)`` to the task loss. The BCE
+    leaves some bits short of the post-hoc margin; ``embed_posthoc`` on the trained tensor (``watermark embed``)
+    tops them up at little cost.
 
     >>> reg = Regulariser(key, rounds=2, numel=layer.weight.numel())   # doctest: +SKIP
     >>> loss = task_loss + reg(layer.weight)                            # doctest: +SKIP
