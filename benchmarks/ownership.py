@@ -3,15 +3,16 @@
     OMP_NUM_THREADS=1 python benchmarks/ownership.py --zoo /work/zoos/full-s1 --calibration-zoo /work/zoos/full-s0 \
         [--per-arch 6] [--out benchmarks/results/ownership.md]
 
-Calibration (on --calibration-zoo, seed 0): the per-bit margin is swept over a grid and the smallest margin whose
-marks survive the harshest attacks (fine-tuning at lr 1e-2, 70% pruning, an attacker's post-hoc overwrite) in
->= 99% of models is the one to use; the main run (on --zoo, seed 1) uses the shipped DEFAULT_MARGIN and reports
-whether it agrees with that calibration.
+Calibration (on --calibration-zoo, seed 0): the data-free mark's margin, metric floor and co-activation ("together",
+cost.py) are swept over a grid, and the setting costing least accuracy whose marks survive the harshest attacks
+(fine-tuning at lr 1e-2, 70% pruning, an attacker's post-hoc overwrite) in >= 99% of models is the one to use;
+the main run (on --zoo, seed 1) uses the shipped defaults and reports whether they agree with that calibration.
 
 Main run, per architecture the first --per-arch zoo models (by name) whose largest weight holds a default
 512 x 256 key (the CNNs' largest kernel has 576 entries, too few: they are counted, not marked):
   * fidelity: accuracy on the model's own evaluation split, before and after marking (data-free post hoc,
-    healed with 5 epochs on the training split, training-time regulariser, Uchida post hoc);
+    healed with 5 epochs on the training split, training-time regulariser, the same followed by `watermark
+    embed` (which tops up the bits the training left below the margin), Uchida post hoc);
   * detection: matched bits and p-values of every marked model;
   * false positives: every key against every unmarked zoo model it can be read from (its recorded layer, else
     the embed rule), parents and siblings of the marked model included; KS test of the matched-bit counts
@@ -35,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +46,17 @@ from safetensors.torch import load_file
 from scipy import stats
 from torch.nn import functional as F
 
-from modelkin.provenance.ownership import HEAL_EPOCHS, HEAL_LR  # healing as `watermark embed --data` does it
+from modelkin.provenance.ownership import HEAL_EPOCHS, HEAL_LR, Placement, mark_weight  # as `watermark embed` does
 from modelkin.provenance.watermark import (
+    DEFAULT_FLOOR,
     DEFAULT_FPR,
     DEFAULT_MARGIN,
+    DEFAULT_TOGETHER,
     Regulariser,
     WatermarkKey,
     align,
     choose_layer,
     detect,
-    embed_posthoc,
     generate_key,
     pool_indices,
     pool_size,
@@ -71,7 +73,9 @@ ATTACK_EPOCHS = 20
 BATCH = 64
 TRAINING_LR = 3e-3  # the zoo's own training learning rate, for the training-time regulariser
 FRESH_KEYS_PER_MODEL = 2
-MARGIN_GRID = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+MARGIN_GRID = (0.75, 1.0, 1.25, 1.5)
+FLOOR_GRID = (0.2, 0.4)
+TOGETHER_GRID = (0.5, 0.75)
 ROWS, BITS = 512, 256
 THRESHOLD_BITS = next(k for k in range(BITS + 1) if float(stats.binom.sf(k - 1, BITS, 0.5)) < DEFAULT_FPR)
 
@@ -187,13 +191,28 @@ def uchida_regulariser(key: UchidaKey, layer: str, lam: float):  # type: ignore[
     return lambda params: lam * F.binary_cross_entropy_with_logits(params[layer].reshape(-1) @ projection, target)
 
 
-def make_marks(model: ZooModel, seed: int, margin: float, training_time: bool = True) -> list[Mark]:
+@dataclass(frozen=True)
+class Setting:
+    """How the data-free mark is made: margin, metric floor, and how often two units are active together."""
+
+    margin: float
+    floor: float
+    together: float
+
+
+def make_marks(model: ZooModel, seed: int, setting: Setting, training_time: bool = True) -> list[Mark]:
     key = generate_key(ROWS, BITS, seed=f"owner-{model.name}-{seed}".encode())
     plan = choose_layer(shapes(model.state), key.watermark(), ROWS)
     layer, rounds, pool = plan.layer, plan.rounds, plan.pool
     weight = model.state[layer].numpy()
     read = neuralmark_reader(key, layer, rounds, pool)
-    posthoc = {**model.state, layer: torch.from_numpy(embed_posthoc(weight, key, rounds, pool, margin))}
+    placement = Placement(layer, rounds, pool, "rule")
+
+    def top_up(state: State) -> State:  # what `watermark embed` does to a tensor (bits below the margin only)
+        marked = mark_weight(state, key, placement, setting.margin, setting.floor, setting.together)
+        return {**state, layer: torch.from_numpy(marked.astype(np.float32))}
+
+    posthoc = top_up(model.state)
     marks = [Mark("NeuralMark data-free", layer, posthoc, read, key, rounds, pool)]
     numel = weight.size
     controls: dict[str, State] = {}
@@ -206,9 +225,11 @@ def make_marks(model: ZooModel, seed: int, margin: float, training_time: bool = 
         trained = train_all(model, model.state, TRAINING_LR, ATTACK_EPOCHS, new_head=False, seed=seed,
                             extra=nm_regulariser(key, layer, rounds, pool, numel, 1.0))  # fmt: skip
         marks.append(Mark("NeuralMark training-time", layer, trained, read, key, rounds, pool, controls["train"]))
+        marks.append(Mark("NeuralMark training-time + embed", layer, top_up(trained), read, key, rounds, pool,
+                          controls["train"]))  # fmt: skip
     ukey = uchida_key(numel, BITS, np.random.default_rng([seed, 7, *model.name.encode()]))
     uread = uchida_reader(ukey, layer)
-    uposthoc = {**model.state, layer: torch.from_numpy(uchida_embed(weight, ukey, margin))}
+    uposthoc = {**model.state, layer: torch.from_numpy(uchida_embed(weight, ukey, setting.margin))}
     marks.append(Mark("Uchida data-free", layer, uposthoc, uread, ukey))
     if training_time:
         utrained = train_all(model, model.state, TRAINING_LR, ATTACK_EPOCHS, new_head=False, seed=seed,
@@ -251,17 +272,18 @@ def permute_hidden(spec: dict[str, Any], state: State, seed: int) -> State:
     return {n: t.contiguous() for n, t in out.items()}
 
 
-def overwrite_posthoc(model: ZooModel, mark: Mark, margin: float, seed: int) -> State:
-    """The attacker marks the stolen model with their own key of the same scheme, post hoc, where the embed rule
-    (or, for Uchida, the same tensor) puts it."""
+def overwrite_posthoc(model: ZooModel, mark: Mark, setting: Setting, seed: int) -> State:
+    """The attacker marks the stolen model with their own key of the same scheme, post hoc, where and how the
+    embed rule puts it (for Uchida, the same tensor)."""
     state = mark.state
     if mark.scheme.startswith("NeuralMark"):
         key = generate_key(ROWS, BITS, seed=f"attacker-{model.name}-{seed}".encode())
         plan = choose_layer(shapes(state), key.watermark(), ROWS)
-        w = state[plan.layer].numpy()
-        return {**state, plan.layer: torch.from_numpy(embed_posthoc(w, key, plan.rounds, plan.pool, margin))}
+        placement = Placement(plan.layer, plan.rounds, plan.pool, "rule")
+        w = mark_weight(state, key, placement, setting.margin, setting.floor, setting.together)
+        return {**state, plan.layer: torch.from_numpy(w.astype(np.float32))}
     ukey = uchida_key(state[mark.layer].numel(), BITS, np.random.default_rng([seed, 99, *model.name.encode()]))
-    return {**state, mark.layer: torch.from_numpy(uchida_embed(state[mark.layer].numpy(), ukey, margin))}
+    return {**state, mark.layer: torch.from_numpy(uchida_embed(state[mark.layer].numpy(), ukey, setting.margin))}
 
 
 def overwrite_training(model: ZooModel, mark: Mark, lam: float, seed: int) -> State:
@@ -326,7 +348,7 @@ def detection_rate(bits: list[int]) -> float:
     return 100.0 * sum(b >= THRESHOLD_BITS for b in bits) / len(bits)
 
 
-def attacks(model: ZooModel, mark: Mark, margin: float, seed: int) -> dict[str, tuple[int, float]]:
+def attacks(model: ZooModel, mark: Mark, setting: Setting, seed: int) -> dict[str, tuple[int, float]]:
     """attack name -> (owner's matched bits after it, attacked model's accuracy)."""
     out: dict[str, tuple[int, float]] = {}
 
@@ -340,7 +362,7 @@ def attacks(model: ZooModel, mark: Mark, margin: float, seed: int) -> dict[str, 
     for sparsity in (0.5, 0.7):
         record(f"magnitude pruning {sparsity:.0%}", prune(mark.state, sparsity))
     record("int8 quantisation", quantize_int8(mark.state))
-    record("overwrite, attacker key post hoc", overwrite_posthoc(model, mark, margin, seed))
+    record("overwrite, attacker key post hoc", overwrite_posthoc(model, mark, setting, seed))
     for lam in (1.0, 100.0, 1000.0):
         record(f"overwrite, attacker key training-time, lambda {lam:g}", overwrite_training(model, mark, lam, seed))
     shuffled = permute_hidden(model.spec, mark.state, seed)
@@ -351,7 +373,7 @@ def attacks(model: ZooModel, mark: Mark, margin: float, seed: int) -> dict[str, 
     return out
 
 
-def run_zoo(root: Path, per_arch: int, margin: float, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+def run_zoo(root: Path, per_arch: int, setting: Setting, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
     truth, data = read_zoo(root)
     names, counts = pick_models(root, truth, per_arch)
     log(f"{root}: marking {len(names)} models ({', '.join(f'{a}: {n}' for a, n in sorted(counts.items()))})")
@@ -362,14 +384,14 @@ def run_zoo(root: Path, per_arch: int, margin: float, seed: int, log: Callable[[
         model = zoo_model(root, truth, data, name)
         base = acc(model, model.state)
         t0 = time.perf_counter()
-        marks = make_marks(model, seed, margin)
+        marks = make_marks(model, seed, setting)
         results["placements"].append((name, marks[0].layer, marks[0].rounds, marks[0].pool))
         for mark in marks:
             marked = acc(model, mark.state)
             comparable = acc(model, mark.control) if mark.control is not None else base
             results["fidelity"].setdefault(mark.scheme, []).append((100 * base, 100 * comparable, 100 * marked))
             results["detection"].setdefault(mark.scheme, []).append(mark.read(mark.state))
-            for attack, (bits, attacked) in attacks(model, mark, margin, seed).items():
+            for attack, (bits, attacked) in attacks(model, mark, setting, seed).items():
                 results["attacks"].setdefault(mark.scheme, {}).setdefault(attack, []).append((bits, 100 * attacked))
         nm = marks[0]
         results["forging"].append(forge_neuralmark(model.state, nm.layer, nm.rounds, seed + i))
@@ -440,36 +462,37 @@ def false_positives(root: Path, truth: dict[str, Any], keys: list[tuple[str, Mar
 CALIBRATION_ATTACKS = ("fine-tune, new head, lr 0.01", "magnitude pruning 70%", "overwrite, attacker key post hoc")
 
 
-def calibrate(root: Path, per_arch: int, seed: int, log: Callable[[str], None]) -> dict[float, dict[str, float]]:
-    """margin -> mean accuracy change and detection rate after each calibration attack (data-free marks)."""
+def calibrate(root: Path, per_arch: int, seed: int, log: Callable[[str], None]) -> dict[Setting, dict[str, float]]:
+    """Setting -> mean accuracy change and detection rate after each calibration attack (data-free marks)."""
     truth, data = read_zoo(root)
     names, _ = pick_models(root, truth, per_arch)
     log(f"calibrating on {len(names)} models of {root}")
     models = [zoo_model(root, truth, data, n) for n in names]
-    table: dict[float, dict[str, float]] = {}
-    for margin in MARGIN_GRID:
+    table: dict[Setting, dict[str, float]] = {}
+    grid = [Setting(m, f, t) for m in MARGIN_GRID for f in FLOOR_GRID for t in TOGETHER_GRID]
+    for setting in grid:
         fidelity: list[float] = []
         survived: dict[str, list[int]] = {a: [] for a in CALIBRATION_ATTACKS}
         for model in models:
-            mark = make_marks(model, seed, margin, training_time=False)[0]
+            mark = make_marks(model, seed, setting, training_time=False)[0]
             fidelity.append(100 * (acc(model, mark.state) - acc(model, model.state)))
             attacked = {
                 CALIBRATION_ATTACKS[0]: train_all(model, mark.state, 1e-2, ATTACK_EPOCHS, new_head=True, seed=seed),
                 CALIBRATION_ATTACKS[1]: prune(mark.state, 0.7),
-                CALIBRATION_ATTACKS[2]: overwrite_posthoc(model, mark, margin, seed),
+                CALIBRATION_ATTACKS[2]: overwrite_posthoc(model, mark, setting, seed),
             }
             for attack, state in attacked.items():
                 survived[attack].append(mark.read(state))
-        table[margin] = {"fidelity": statistics.mean(fidelity), **{a: detection_rate(b) for a, b in survived.items()}}
-        log(f"  margin {margin}: {table[margin]}")
+        row = {"fidelity": statistics.mean(fidelity), **{a: detection_rate(b) for a, b in survived.items()}}
+        table[setting] = row
+        log(f"  {setting}: {row}")
     return table
 
 
-def chosen_margin(table: dict[float, dict[str, float]]) -> float | None:
-    for margin in sorted(table):
-        if all(table[margin][a] >= 99.0 for a in CALIBRATION_ATTACKS):
-            return margin
-    return None
+def chosen_setting(table: dict[Setting, dict[str, float]]) -> Setting | None:
+    """The setting costing least accuracy among those whose marks survive every calibration attack in >= 99%."""
+    passing = [s for s, row in table.items() if all(row[a] >= 99.0 for a in CALIBRATION_ATTACKS)]
+    return max(passing, key=lambda s: (table[s]["fidelity"], -s.margin)) if passing else None
 
 
 # -- MiniLM -------------------------------------------------------------------------------------------------------
@@ -560,7 +583,7 @@ def fmt_rate(bits: list[int]) -> str:
     return f"{detection_rate(bits):.0f}%"
 
 
-def report(args: argparse.Namespace, calib: dict[float, dict[str, float]] | None, main: dict[str, Any],
+def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | None, main: dict[str, Any],
            minilm: dict[str, Any] | None, seconds: float) -> str:  # fmt: skip
     lines = ["# Ownership benchmark", ""]
     command = "OMP_NUM_THREADS=1 python benchmarks/ownership.py " + " ".join(sys.argv[1:])
@@ -568,17 +591,26 @@ def report(args: argparse.Namespace, calib: dict[float, dict[str, float]] | None
               f"Machine: {platform.machine()}, Python {platform.python_version()}, torch threads 1 for the zoo; "
               f"total {seconds / 60:.1f} min.",
               f"Keys: {ROWS} x {BITS} (the defaults); detection threshold p < 2^-64, i.e. >= {THRESHOLD_BITS} of "
-              f"{BITS} bits; margin {args.margin} (DEFAULT_MARGIN = {DEFAULT_MARGIN}).", ""]  # fmt: skip
+              f"{BITS} bits; data-free mark: margin {args.margin}, metric floor {args.floor}, together "
+              f"{args.together} (defaults {DEFAULT_MARGIN}, {DEFAULT_FLOOR}, {DEFAULT_TOGETHER}).", ""]  # fmt: skip
     if calib is not None:
-        choice = chosen_margin(calib)
-        lines += ["## Margin calibration (seed-0 zoo, data-free marks)", "",
-                  "| margin | mean accuracy change (points) | " + " | ".join(CALIBRATION_ATTACKS) + " |",
-                  "| ---: | ---: |" + " ---: |" * len(CALIBRATION_ATTACKS)]  # fmt: skip
-        for margin, row in sorted(calib.items()):
+        choice, shipped = chosen_setting(calib), Setting(DEFAULT_MARGIN, DEFAULT_FLOOR, DEFAULT_TOGETHER)
+        lines += ["## Calibration of the data-free mark (seed-0 zoo)", "",
+                  "The data-free mark is the least change in the downstream metric of the layer that reads the "
+                  "marked one (cost.py): M = together * N^T N + (1 - together) * diag(N^T N), normalised, plus "
+                  "floor * I, so that what the next layer cannot see costs little but nothing is free.", "",
+                  "| margin | floor | together | mean accuracy change (points) | " + " | ".join(CALIBRATION_ATTACKS)
+                  + " |", "| ---: | ---: | ---: | ---: |" + " ---: |" * len(CALIBRATION_ATTACKS)]  # fmt: skip
+        for setting, row in sorted(calib.items(), key=lambda item: astuple(item[0])):
             cells = " | ".join(f"{row[a]:.0f}%" for a in CALIBRATION_ATTACKS)
-            lines.append(f"| {margin:g} | {row['fidelity']:+.2f} | {cells} |")
-        lines += ["", f"Smallest margin with >= 99% detection after all three: **{choice}**; the shipped default is "
-                  f"{DEFAULT_MARGIN} ({'agrees' if choice == DEFAULT_MARGIN else 'DISAGREES'}).", ""]  # fmt: skip
+            lines.append(f"| {setting.margin:g} | {setting.floor:g} | {setting.together:g} | "
+                         f"{row['fidelity']:+.2f} | {cells} |")  # fmt: skip
+        found = "No setting reaches >= 99% detection after all three"
+        if choice is not None:
+            found = (f"Least accuracy cost with >= 99% after all three: **margin {choice.margin:g}, floor "
+                     f"{choice.floor:g}, together {choice.together:g}**")  # fmt: skip
+        lines += ["", f"{found}; the shipped defaults are margin {shipped.margin:g}, floor {shipped.floor:g}, "
+                  f"together {shipped.together:g} ({'agree' if choice == shipped else 'DISAGREE'}).", ""]  # fmt: skip
     counts = main["counts"]
     lines += [f"## Zoo (seed {args.seed_label}): {len(main['models'])} marked models", "",
               "Models per architecture in the zoo: " + ", ".join(f"{a} {n}" for a, n in sorted(counts.items()))
@@ -691,7 +723,10 @@ def targets(main: dict[str, Any]) -> list[str]:
     lines.append(f"- false positives: {fp['detections']} in {fp['pairs']} pairs: {met}.")
     for scheme, table in main["attacks"].items():
         rates = {a: detection_rate([b for b, _ in rows]) for a, rows in table.items()}
-        missed = [f"{a} ({r:.0f}%)" for a, r in rates.items() if r < 99 and a != "permute hidden units, no reference"]
+        lost = {a: ", ".join(n for n, (b, _) in zip(main["models"], rows, strict=True) if b < THRESHOLD_BITS)
+                for a, rows in table.items()}  # fmt: skip
+        missed = [f"{a} ({r:.0f}%: {lost[a]})" for a, r in rates.items()
+                  if r < 99 and a != "permute hidden units, no reference"]  # fmt: skip
         verdict = "met for every attack" if not missed else "missed after " + ", ".join(missed)
         lines.append(f"- attacks >= 99%, {scheme}: {verdict}; shuffled units are found only with --reference.")
     return lines + [""]
@@ -704,6 +739,8 @@ def main() -> None:
     parser.add_argument("--per-arch", type=int, default=6)
     parser.add_argument("--calibration-per-arch", type=int, default=4)
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
+    parser.add_argument("--floor", type=float, default=DEFAULT_FLOOR, help="metric floor of the data-free mark")
+    parser.add_argument("--together", type=float, default=DEFAULT_TOGETHER, help="co-activation of two units")
     parser.add_argument("--seed", type=int, default=0, help="seeds keys and attacks")
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument("--calibrate-only", action="store_true", help="print the calibration table and stop")
@@ -717,10 +754,12 @@ def main() -> None:
 
     calib = calibrate(args.calibration_zoo, args.calibration_per_arch, args.seed, log) if args.calibration_zoo else None
     if args.calibrate_only:
-        print(json.dumps({"table": calib, "chosen": chosen_margin(calib or {})}, indent=2))
+        rows = [{**asdict(setting), **row} for setting, row in (calib or {}).items()]
+        choice = chosen_setting(calib or {})
+        print(json.dumps({"table": rows, "chosen": asdict(choice) if choice else None}, indent=2))
         return
     args.seed_label = json.loads((args.zoo / "ground_truth.json").read_text())["seed"]
-    main_run = run_zoo(args.zoo, args.per_arch, args.margin, args.seed, log)
+    main_run = run_zoo(args.zoo, args.per_arch, Setting(args.margin, args.floor, args.together), args.seed, log)
     minilm = None
     if not args.skip_minilm:
         torch.set_num_threads(2)

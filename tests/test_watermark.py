@@ -17,6 +17,7 @@ from modelkin.provenance.watermark import (
     binomial_tail,
     choose_layer,
     commitment,
+    consumer,
     detect,
     embed_posthoc,
     generate_key,
@@ -24,6 +25,7 @@ from modelkin.provenance.watermark import (
     pool_indices,
     projections,
     survivors,
+    unit_metric,
     watermark_bits,
 )
 from modelkin.provenance.watermark.keys import BITS_TAG, WatermarkKey
@@ -121,6 +123,49 @@ def test_posthoc_embedding_is_detected_and_unmarked_weights_are_not(key: Waterma
     assert not detect(weight.reshape(-1), key, rounds=2).detected
     other = generate_key(512, 256, seed=b"other")
     assert not detect(marked.reshape(-1), other, rounds=2).detected
+
+
+def test_the_consumer_is_the_next_weight_that_reads_the_layers_outputs() -> None:
+    mlp = {"head.weight": (9, 16), "head.bias": (9,), "trunk.0.weight": (64, 64), "trunk.0.bias": (64,),
+           "trunk.2.weight": (64, 64), "trunk.4.weight": (16, 64), "trunk.10.weight": (5, 16)}  # fmt: skip
+    assert consumer(mlp, "trunk.0.weight") == "trunk.2.weight"  # not trunk.4 (same width, further down)
+    assert consumer(mlp, "trunk.4.weight") == "trunk.10.weight"  # depth order, not alphabetical
+    assert consumer(mlp, "trunk.10.weight") is None  # nothing after it
+    assert consumer({"a.1.weight": (8, 4), "a.2.weight": (3, 5)}, "a.1.weight") is None  # widths disagree
+    conv = {"c.1.weight": (8, 1, 3, 3), "c.4.weight": (8, 8, 3, 3)}
+    assert consumer(conv, "c.1.weight") == "c.4.weight"
+    block = {"layer.2.output.dense.weight": (384, 1536), "layer.3.attention.output.dense.weight": (384, 384)}
+    assert consumer(block, "layer.2.output.dense.weight") is None  # another kind of tensor: not a known reader
+
+
+def test_the_unit_metric_is_what_the_next_layer_reads_normalised_and_floored() -> None:
+    reader = np.array([[3.0, 0.0, 1.0], [4.0, 0.0, 1.0]])  # reads unit 0 strongly, unit 1 not at all
+    gram = reader.T @ reader  # diag 25, 0, 2
+    expected = (0.75 * gram + 0.25 * np.diag(np.diag(gram))) / 9.0 + 0.1 * np.eye(3)
+    assert np.allclose(unit_metric(reader, floor=0.1, together=0.75), expected)
+    assert np.allclose(unit_metric(reader, floor=0.0, together=0.0), np.diag([25, 0, 2]) / 9.0)  # independent units
+    assert np.allclose(unit_metric(np.zeros((2, 3)), floor=0.5), 1.5 * np.eye(3))  # a silent reader says nothing
+
+
+def test_a_downstream_metric_keeps_every_bit_and_changes_what_the_next_layer_sees_less(key: WatermarkKey) -> None:
+    rng = np.random.default_rng(3)
+    weight = (rng.standard_normal((64, 64)) * 0.05).astype(np.float32)
+    reader = rng.standard_normal((16, 64))  # a narrower next layer: 48 directions of the 64 units it cannot see
+    metric = unit_metric(reader, floor=0.1, together=1.0)
+    plain = embed_posthoc(weight, key, 1, margin=1.0)
+    marked = embed_posthoc(weight, key, 1, margin=1.0, metric=metric)
+    index = pool_indices(weight.size, key.watermark(), 1, 512)
+    spread = np.linalg.norm(weight.reshape(-1).astype(np.float64)[index].mean(0))
+    z = projections(marked.reshape(-1), key, rounds=1)
+    assert ((2.0 * key.watermark() - 1) * z >= 0.99 * spread).all()  # every bit still beyond the margin
+    untouched = np.setdiff1d(np.arange(weight.size), index.ravel())
+    assert np.array_equal(marked.reshape(-1)[untouched], weight.reshape(-1)[untouched])
+
+    def seen(m: np.ndarray) -> float:  # how much the next layer's pre-activations move, inputs isotropic
+        return float(np.linalg.norm(reader @ (m.astype(np.float64) - weight)))
+
+    assert seen(marked) < 0.5 * seen(plain)
+    assert np.linalg.norm(marked - weight) > np.linalg.norm(plain - weight)  # it moves more, where it is unseen
 
 
 def test_a_larger_margin_survives_more_noise_and_costs_more(key: WatermarkKey) -> None:

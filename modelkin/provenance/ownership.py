@@ -23,17 +23,21 @@ from modelkin.db.schema import Model, Version, WatermarkRecord
 from modelkin.errors import InvalidKey, WatermarkError
 from modelkin.provenance import signing
 from modelkin.provenance.watermark import (
+    DEFAULT_FLOOR,
     DEFAULT_FPR,
     DEFAULT_MARGIN,
+    DEFAULT_TOGETHER,
     Detection,
     Regulariser,
     WatermarkKey,
     align,
     choose_layer,
+    consumer,
     detect,
     embed_posthoc,
     plan_rounds,
     pool_size,
+    unit_metric,
 )
 
 if TYPE_CHECKING:
@@ -155,6 +159,24 @@ def place(tensors: Tensors, key: WatermarkKey, layer: str | None, recorded: Plac
     except ValueError as exc:
         raise WatermarkError(f"{exc}.", hint="generate a key with fewer --rows for a model this small") from None
     return Placement(plan.layer, plan.rounds, plan.pool, "rule")
+
+
+def mark_weight(
+    tensors: Tensors,
+    key: WatermarkKey,
+    placement: Placement,
+    margin: float = DEFAULT_MARGIN,
+    floor: float = DEFAULT_FLOOR,
+    together: float = DEFAULT_TOGETHER,
+) -> np.ndarray:
+    """The tensor at ``placement`` with every bit of ``key`` beyond ``margin``, changed least in the downstream
+    metric of the weight that reads its outputs (cost.py; plain least norm when none does). Bits already beyond
+    the margin cost nothing, so on a tensor that carries the mark (trained with the regulariser) it only tops
+    the weak bits up."""
+    reader = consumer({n: tuple(t.shape) for n, t in tensors.items()}, placement.layer)
+    metric = unit_metric(_as_array(tensors[reader]), floor, together) if reader is not None else None
+    weight = _as_array(tensors[placement.layer])
+    return embed_posthoc(weight, key, placement.rounds, placement.pool, margin, metric)
 
 
 def _detect_at(
@@ -287,8 +309,7 @@ class Ownership:
         placement = place(tensors, key, layer)
         original = tensors[placement.layer]
         margin = DEFAULT_MARGIN if margin is None else margin
-        marked = embed_posthoc(_as_array(original), key, placement.rounds, placement.pool, margin)
-        changed = {placement.layer: _to_dtype(marked, original)}
+        changed = {placement.layer: _to_dtype(mark_weight(tensors, key, placement, margin), original)}
         if data is not None:
             changed = self._heal(source.ref, {**tensors, **changed}, key, placement, data)
         new = {**tensors, **changed}

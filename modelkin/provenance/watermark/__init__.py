@@ -4,6 +4,7 @@ Pure functions over numpy arrays (torch only for the training-time regulariser);
 """
 
 from modelkin.provenance.watermark.align import align
+from modelkin.provenance.watermark.cost import DEFAULT_FLOOR, DEFAULT_TOGETHER, consumer, unit_metric
 from modelkin.provenance.watermark.embed import DEFAULT_MARGIN, Regulariser, embed_posthoc, least_norm_shift
 from modelkin.provenance.watermark.filter import pool_indices, pool_size, survivors
 from modelkin.provenance.watermark.keys import (
@@ -19,9 +20,11 @@ from modelkin.provenance.watermark.verify import DEFAULT_FPR, Detection, binomia
 
 __all__ = [
     "DEFAULT_BITS",
+    "DEFAULT_FLOOR",
     "DEFAULT_FPR",
     "DEFAULT_MARGIN",
     "DEFAULT_ROWS",
+    "DEFAULT_TOGETHER",
     "Detection",
     "Plan",
     "Regulariser",
@@ -30,6 +33,7 @@ __all__ = [
     "binomial_tail",
     "choose_layer",
     "commitment",
+    "consumer",
     "detect",
     "eligible",
     "embed_posthoc",
@@ -40,5 +44,6 @@ __all__ = [
     "pool_size",
     "projections",
     "survivors",
+    "unit_metric",
     "watermark_bits",
 ]
