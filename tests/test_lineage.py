@@ -7,6 +7,7 @@ quantised), beside independent models of the same shapes.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
+from sqlalchemy import select
 
 from modelkin import Registry
+from modelkin.db.engine import write_session
+from modelkin.db.schema import LineageSketch
 from modelkin.provenance.lineage.pairing import pair_tensors
-from modelkin.provenance.lineage.sketch import from_bytes, sketch_model, sketch_tensor, to_bytes
+from modelkin.provenance.lineage.sketch import FORMAT, from_bytes, sketch_model, sketch_tensor, to_bytes
 
 Tensors = dict[str, np.ndarray]
 
@@ -254,6 +258,52 @@ def test_sketches_round_trip_and_estimate_distances() -> None:
     model = sketch_model({"w": w, "ids": np.arange(5)}.items())
     again = from_bytes(to_bytes(model))
     assert [t.name for t in again.tensors] == ["w"] and np.array_equal(again.tensors[0].values, s.values)
+
+
+def test_a_memory_mapped_file_sketches_like_its_tensors(tmp_path: Path) -> None:
+    """The registration path (a memory-mapped file, digests from registration) gives the in-memory sketch."""
+    from modelkin.provenance.lineage.weights import mapped_tensors
+
+    rng = np.random.default_rng(1)
+    tensors = {"big.weight": rng.standard_normal((700, 300)).astype(np.float32),
+               "long.bias": rng.standard_normal(20000).astype(np.float32),
+               "half.weight": rng.standard_normal((40, 30)).astype(np.float16),
+               "ids": np.arange(4)}  # fmt: skip
+    path = write(tmp_path / "m.safetensors", tensors)
+    mapped = sketch_model((n, a) for n, a, _ in mapped_tensors(path))
+    direct = sketch_model(sorted(tensors.items()))
+    assert [t.name for t in mapped.tensors] == ["big.weight", "half.weight", "long.bias"]
+    for a, b in zip(mapped.tensors, direct.tensors, strict=True):
+        assert a.digest == b.digest and np.array_equal(a.values, b.values) and a.norm == pytest.approx(b.norm)
+    big = direct.tensors[0]
+    assert not big.exact and big.values.shape == (64, 64)
+    assert big.norm == pytest.approx(float(np.linalg.norm(tensors["big.weight"])), rel=0.05)  # from its block
+    again = from_bytes(to_bytes(direct)).tensors
+    assert [(t.name, t.values.shape) for t in again] == [(t.name, t.values.shape) for t in direct.tensors]
+    for a, b in zip(again, direct.tensors, strict=True):
+        assert np.array_equal(a.values, b.values) and a.digest == b.digest
+
+
+def _as_format_one(data: bytes) -> bytes:
+    """A stored sketch rewritten as the previous format would have stored a projected model."""
+    blob = dict(np.load(io.BytesIO(data)))
+    meta = json.loads(blob["meta"].tobytes())
+    meta = {**meta, "format": 1, "tensors": [{**t, "exact": False} for t in meta["tensors"]]}
+    blob["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **blob)
+    return buf.getvalue()
+
+
+def test_sketches_of_an_older_format_are_made_again(family: Any, cli: Any, registry: Registry) -> None:
+    """A stored sketch of the previous format (whole-matrix projections) is sketched again, not misread."""
+    with write_session(registry.engine) as s:
+        for row in s.scalars(select(LineageSketch)):
+            row.sketch = _as_format_one(row.sketch)
+    assert parent_of(cli, "ft")["parent"] == "base:1"
+    with registry.engine.connect() as conn:
+        stored = list(conn.execute(select(LineageSketch.sketch)).scalars())
+    assert {json.loads(np.load(io.BytesIO(b))["meta"].tobytes())["format"] for b in stored} == {FORMAT}
 
 
 # -- bad input -------------------------------------------------------------------------------------------------

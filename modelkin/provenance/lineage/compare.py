@@ -110,7 +110,7 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
     signatures: list[float] = []
     for p in mats:
         tq, tc = q[p.a], c[p.b]
-        if not p.transposed and (tq.sample is None) == (tc.sample is None):
+        if not p.transposed and tq.exact == tc.exact:
             forward, backward = magnitude_signature(tq.kept, tc.kept), magnitude_signature(tc.kept, tq.kept)
             if forward is not None or backward is not None:
                 signatures.append((forward or 0.0) - (backward or 0.0))
