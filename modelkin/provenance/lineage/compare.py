@@ -15,7 +15,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelkin.provenance.lineage.pairing import Pair, _values, content_distance, pair_tensors
-from modelkin.provenance.lineage.sketch import FLOAT_BITS, ModelSketch
+from modelkin.provenance.lineage.signatures import (
+    GRID_BITS,
+    equal_share,
+    grid_steps,
+    level_mismatch,
+    lowrank_fit,
+    mask_fit,
+    rows,
+    snap,
+)
+from modelkin.provenance.lineage.sketch import FLOAT_BITS, ModelSketch, TensorSketch
 
 TINY = 64
 AGREE = 1.0  # independent tensors sit near √2; one below 1 kept (some of) a common ancestor's content
@@ -39,6 +49,11 @@ class Comparison:
     log_norm: float  # log of the query's shared norm over the candidate's
     pruned_from: float  # +1: the query's zeros sit on the candidate's smallest weights (pruned from it); -1: reverse
     pairs: tuple[Pair, ...]
+    mean_distance: float = float("inf")  # √numel-weighted mean of the (capped) per-tensor distances, small ones too
+    equal: float = 0.0  # share of the query's non-zero kept entries equal to the candidate's, bit for bit
+    levels: float = 0.0  # 1: a quantised query's levels are the candidate's re-quantised on its grid (signatures)
+    lowrank_fit: float = 0.0  # how exactly low-rank the changed matrices' differences are (signatures)
+    snap: float = 0.0  # +1: the query sits on the quantised candidate's grid (trained a little from it); -1: reverse
 
     @property
     def features(self) -> list[float]:
@@ -46,28 +61,14 @@ class Comparison:
         # weight statistics speak only where no pruning or quantisation separates the two models: those
         # change kurtosis and norm for reasons of their own
         plain = float(abs(self.zeros) < 0.05 and abs(self.bits) < 1)
-        return [-np.log(self.distance + 1e-4), self.coverage, self.agreeing, self.lowrank, self.pruned_from,
-                self.bits / FLOAT_BITS, plain * np.tanh(self.kurtosis / 10),
-                plain * self.log_norm]  # fmt: skip
+        return [-np.log(self.distance + 1e-4), self.coverage, self.agreeing, self.lowrank_fit, self.equal,
+                -np.log(self.mean_distance + 1e-4), self.levels,
+                self.pruned_from, (1 - abs(self.snap)) * self.bits / FLOAT_BITS, plain * np.tanh(self.kurtosis / 10),
+                plain * self.log_norm, self.snap]  # fmt: skip
 
 
 NOTHING_SHARED = Comparison(float("inf"), 0.0, 0, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ())
-
-
-def magnitude_signature(child: np.ndarray, parent: np.ndarray) -> float | None:
-    """1 when the child's zeros sit exactly on the parent's smallest-magnitude weights (magnitude pruning), else 0.
-
-    The test is exact: pruning's mask separates the parent's magnitudes perfectly, while a dense model regrown
-    from a sparse one (the reverse edge) leaves small weights on both sides of any threshold. None when the
-    child has (almost) no new zeros to explain.
-    """
-    zeros = child == 0
-    k = int(zeros.sum()) - int((parent == 0).sum())
-    if k < max(4, 0.05 * child.size) or k >= child.size:
-        return None
-    magnitude = np.abs(parent)
-    threshold = np.partition(magnitude.reshape(-1), k - 1)[k - 1]
-    return float(np.mean(magnitude[zeros & (parent != 0)] <= threshold * (1 + 1e-6)) >= 0.999)
+DISTANCE_CAP = 2.0  # per-tensor distances above this say "unrelated" as well as any larger value
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -79,6 +80,26 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
 def _numerical_rank(m: np.ndarray) -> int:
     s = np.linalg.svd(m.astype(np.float64), compute_uv=False)
     return int(np.count_nonzero(s > RANK_TOLERANCE * s[0])) if s.size and s[0] > 0 else 0
+
+
+def _mean(values: list[float], weights: list[float]) -> float:
+    w = np.asarray(weights, dtype=np.float64)
+    return float(np.dot(values, w) / w.sum()) if len(values) and w.sum() > 0 else 0.0
+
+
+def _grid_evidence(tq: TensorSketch, tc: TensorSketch, transposed: bool) -> tuple[float | None, float | None]:
+    """(levels, snap) of one pair of matrices: the quantisation signatures, where one side is quantised."""
+    x, y = rows(tq), rows(tc, transposed)
+    if x is None or y is None or x.shape != y.shape:
+        return None, None
+    if tq.bits <= GRID_BITS < tc.bits and (steps := grid_steps(tq)) is not None:
+        mismatch = level_mismatch(x, y, steps)  # the query is quantised: is it the candidate, rounded?
+        against = snap(y, steps)  # or is the candidate a model trained a little from the query?
+        levels = None if mismatch is None else float(np.clip(-np.log10(mismatch + 1e-5) / 5, 0.0, 1.0))
+        return levels, None if against is None else -against
+    if tc.bits <= GRID_BITS < tq.bits and not transposed and (steps := grid_steps(tc)) is not None:
+        return None, snap(x, steps)  # the candidate is quantised: was the query trained a little from it?
+    return None, None
 
 
 def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | None = None) -> Comparison:
@@ -97,28 +118,42 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
         and not any(p.transposed for p in pairs)
     )  # fmt: skip
     low, changed = 0, 0
-    for p, d in zip(pairs, dist, strict=True):
-        x, y = q[p.a].matrix, c[p.b].matrix
-        if x is None or y is None or d < 1e-6 or min(x.shape) < MIN_RANK_DIM:
-            continue
-        diff = x - (y.T if p.transposed else y)
-        if diff.shape != x.shape:
-            continue
-        changed += 1
-        low += _numerical_rank(diff) <= min(diff.shape) // 2
-    mats = [p for p in pairs if len(q[p.a].shape) >= 2]
+    fits: list[float] = []
+    equal, counted = 0.0, 0.0
+    levels: list[float] = []
+    level_w: list[float] = []
+    snaps: list[float] = []
+    snap_w: list[float] = []
     signatures: list[float] = []
-    for p in mats:
+    for p, d in zip(pairs, dist, strict=True):
         tq, tc = q[p.a], c[p.b]
+        if tq.exact == tc.exact:
+            same, live = equal_share(tq.kept, _values(tc, p.transposed))
+            equal += tq.numel * same / max(1, tq.kept.size)
+            counted += tq.numel * live / max(1, tq.kept.size)
+        x, y = rows(tq), rows(tc, p.transposed)
+        if x is None or y is None or x.shape != y.shape:
+            continue
+        lv, sn = _grid_evidence(tq, tc, p.transposed)
+        if lv is not None:
+            levels.append(lv)
+            level_w.append(tq.numel)
+        if sn is not None:
+            snaps.append(sn)
+            snap_w.append(tq.numel)
         if not p.transposed and tq.exact == tc.exact:
-            forward, backward = magnitude_signature(tq.kept, tc.kept), magnitude_signature(tc.kept, tq.kept)
+            forward, backward = mask_fit(tq.kept, tc.kept), mask_fit(tc.kept, tq.kept)
             if forward is not None or backward is not None:
                 signatures.append((forward or 0.0) - (backward or 0.0))
-    mat_w = np.array([q[p.a].numel for p in mats], dtype=np.float64)
-
-    def mean(values: list[float], w: np.ndarray) -> float:
-        return float(np.dot(values, w) / w.sum()) if len(values) and w.sum() > 0 else 0.0
-
+        if d < 1e-6 or min(x.shape) < MIN_RANK_DIM:
+            continue
+        changed += 1
+        diff = x - y
+        low += _numerical_rank(diff) <= min(diff.shape) // 2
+        fits.append(lowrank_fit(diff))
+    mats = [p for p in pairs if len(q[p.a].shape) >= 2]
+    mat_w = [q[p.a].numel for p in mats]
+    root = np.sqrt(sizes)
     return Comparison(
         distance=distance,
         coverage=float(shared / max(1, query.parameters)),
@@ -126,9 +161,9 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
         agreeing=float(sizes[dist < AGREE].sum() / shared),
         identical=bool(identical and distance == 0.0),
         lowrank=low / changed if changed else 0.0,
-        zeros=mean([q[p.a].zeros - c[p.b].zeros for p in mats], mat_w),
-        bits=mean([c[p.b].bits - q[p.a].bits for p in mats], mat_w),
-        kurtosis=mean([q[p.a].kurtosis - c[p.b].kurtosis for p in mats], mat_w),
+        zeros=_mean([q[p.a].zeros - c[p.b].zeros for p in mats], mat_w),
+        bits=_mean([c[p.b].bits - q[p.a].bits for p in mats], mat_w),
+        kurtosis=_mean([q[p.a].kurtosis - c[p.b].kurtosis for p in mats], mat_w),
         log_norm=float(
             np.log(
                 (np.sqrt(sum(q[p.a].norm ** 2 for p in pairs)) + 1e-12)
@@ -137,6 +172,11 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
         ),
         pruned_from=float(np.mean(signatures)) if signatures else 0.0,
         pairs=pairs,
+        mean_distance=float(np.dot(np.minimum(dist, DISTANCE_CAP), root) / root.sum()),
+        equal=equal / counted if counted else 0.0,
+        levels=_mean(levels, level_w),
+        lowrank_fit=float(np.mean(fits)) if fits else 0.0,
+        snap=_mean(snaps, snap_w),
     )
 
 

@@ -45,6 +45,7 @@ METHOD = "weights"
 TREE_METHOD = "weights-tree"
 SEARCH = 24  # candidates that get the precise comparison
 TREE_SEARCH = 12  # per model when recovering a whole tree (each node's parent is among its nearest)
+MERGE_POOL = 64  # nearest models the two-parent fit may draw a merge's second parent from
 
 
 class Lineage:
@@ -131,12 +132,14 @@ class Lineage:
         from modelkin.provenance.lineage.decide import decide
 
         index = index or self._candidate_index()
-        found = index.search(sketch, search, exclude={exclude} if exclude is not None else set())
+        found = index.search(sketch, max(search, MERGE_POOL), exclude={exclude} if exclude is not None else set())
         ids = [_id(key) for key, _ in found]
         sketches = self._load(ids)
         # version ids grow with registration: the order decide() may use as a tie-break between near-copies
         order: dict[Hashable, int] = {i: i for i in ids}
-        return decide(sketch, [(i, sketches[i]) for i in ids if i in sketches], self.model, order, exclude)
+        near, far = [i for i in ids[:search] if i in sketches], [i for i in ids[search:] if i in sketches]
+        return decide(sketch, [(i, sketches[i]) for i in near], self.model, order, exclude,
+                      pool=[(i, sketches[i]) for i in far])  # fmt: skip
 
     # -- queries ---------------------------------------------------------------------------------------------
 

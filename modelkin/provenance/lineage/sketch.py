@@ -113,15 +113,16 @@ def count_sketch(x: np.ndarray, buckets: int) -> np.ndarray:
 _DIVISORS = np.arange(1, 9, dtype=np.float64)[:, None]
 
 
-def _row_bits(row: np.ndarray) -> float:
-    """Bits of the evenly spaced grid a row's values sit on (a dequantised int-k row: k), else FLOAT_BITS.
+def row_step(row: np.ndarray) -> float | None:
+    """The step of the evenly spaced grid a row's values sit on (a dequantised int-k row), or None.
 
     The grid step is the smallest gap between distinct values or a small fraction of it (a row of few
-    entries need not hold two neighbouring levels); the divisors are tried all at once.
+    entries need not hold two neighbouring levels); the divisors are tried all at once. A row of one value
+    has no step (0.0: a grid of one level).
     """
     u = np.unique(row.astype(np.float64))
     if u.size < 2:
-        return 1.0
+        return 0.0
     gaps = np.diff(u)
     span = u[-1] - u[0]
     steps = gaps.min() / _DIVISORS  # (8, 1)
@@ -130,9 +131,17 @@ def _row_bits(row: np.ndarray) -> float:
     fits = usable & (np.abs(ratio - np.round(ratio)).max(axis=1) < 0.02)
     # divisors past the first too-fine step are not tried (the loop this replaces stopped there)
     fits &= np.cumprod(usable).astype(bool)
-    if not fits.any():
+    return float(steps[int(np.argmax(fits)), 0]) if fits.any() else None
+
+
+def _row_bits(row: np.ndarray) -> float:
+    """Bits of the grid a row sits on (a dequantised int-k row: k), else FLOAT_BITS."""
+    step = row_step(row)
+    if step is None:
         return FLOAT_BITS
-    step = steps[int(np.argmax(fits)), 0]
+    if step == 0.0:
+        return 1.0
+    span = float(row.max()) - float(row.min())
     return float(min(FLOAT_BITS, np.log2(span / step + 1)))
 
 
