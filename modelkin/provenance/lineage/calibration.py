@@ -42,6 +42,9 @@ class ParentModel:
     # (slope, offset): P(some candidate is the parent) = σ(slope · (best utility − none) + offset), so that "no
     # registered parent" depends on the best candidate, not on how many look-alikes share the mass
     has_parent: tuple[float, ...] = ()
+    # (slope, offset): a verdict's reported confidence is σ(slope · logit(p) + offset) of its raw probability p,
+    # fitted on the calibration zoo's verdicts (tie-breaks, merges and "related" move the raw numbers)
+    confidence_map: tuple[float, ...] = ()
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Raw ``Comparison.features`` rows (EDGE then DIRECTION) -> the choice model's FEATURES rows."""
@@ -69,10 +72,19 @@ class ParentModel:
         choice = np.exp(utilities - utilities.max())
         return none, (1.0 - none) * choice / choice.sum()
 
+    def confidence(self, p: float) -> float:
+        """A verdict's reported confidence from its raw probability (identity when no map is fitted)."""
+        if not self.confidence_map:
+            return p
+        slope, offset = self.confidence_map
+        q = min(max(p, 1e-6), 1 - 1e-6)
+        return float(np.exp(_log_sigmoid(np.asarray(slope * np.log(q / (1 - q)) + offset))))
+
     def to_json(self) -> dict[str, Any]:
         return {"features": list(FEATURES), "coef": list(self.coef), "none": self.none,
                 "direction_features": list(DIRECTION), "direction": list(self.direction),
-                "has_parent": list(self.has_parent), "provenance": self.provenance}  # fmt: skip
+                "has_parent": list(self.has_parent), "confidence_map": list(self.confidence_map),
+                "provenance": self.provenance}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ParentModel:
@@ -82,7 +94,8 @@ class ParentModel:
             raise ValueError("the fitted lineage model was made for other features; refit it")
         return cls(tuple(float(c) for c in data["coef"]), float(data["none"]),
                    tuple(float(w) for w in data["direction"]), dict(data.get("provenance", {})),
-                   tuple(float(w) for w in data.get("has_parent", ())))  # fmt: skip
+                   tuple(float(w) for w in data.get("has_parent", ())),
+                   tuple(float(w) for w in data.get("confidence_map", ())))  # fmt: skip
 
     @classmethod
     def load(cls, path: Path = FITTED) -> ParentModel:
@@ -156,6 +169,18 @@ def fit_has_parent(queries: Sequence[Query], coef: np.ndarray, none: float) -> t
         return 1.0, 0.0
     fitted = LogisticRegression(C=100.0).fit(best, truth)
     return max(0.0, float(fitted.coef_[0][0])), float(fitted.intercept_[0])
+
+
+def fit_confidence(raw: Sequence[float], correct: Sequence[bool]) -> tuple[float, float]:
+    """Platt scaling of verdict probabilities: (slope, offset) on their logits against being right."""
+    from sklearn.linear_model import LogisticRegression
+
+    p = np.clip(np.asarray(raw, dtype=np.float64), 1e-6, 1 - 1e-6)
+    y = np.asarray(correct, dtype=bool)
+    if y.all() or not y.any():
+        return 1.0, 0.0
+    fitted = LogisticRegression(C=100.0).fit(np.log(p / (1 - p))[:, None], y)
+    return float(fitted.coef_[0][0]), float(fitted.intercept_[0])
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:

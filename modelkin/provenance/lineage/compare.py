@@ -31,6 +31,8 @@ TINY = 64
 AGREE = 1.0  # independent tensors sit near √2; one below 1 kept (some of) a common ancestor's content
 RANK_TOLERANCE = 1e-3  # singular values below this share of the largest are numerical noise
 MIN_RANK_DIM = 8
+MERGE_EXACT = 1e-3  # relative residual of a merge whose weights are an exact average (float rounding aside)
+MERGE_MIN_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
@@ -188,15 +190,11 @@ class MergeFit:
     single: float  # the best one-parent relative residual (a scaled copy of one candidate)
 
 
-def fit_merge(
+def _stacked(
     query: ModelSketch, candidates: Sequence[ModelSketch], pairs: Sequence[Sequence[Pair]]
-) -> MergeFit | None:
-    """The best non-negative two-parent fit θ_q ≈ w₁θ₁ + w₂θ₂ over the tensors every candidate shares.
-
-    Sketches are linear, so the fit on sketches is the fit on the weights. A pair whose unconstrained least
-    squares weights are not both positive has its non-negative optimum at a single parent, so it is skipped.
-    """
-    if len(candidates) < 2:
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(query vector, one column per candidate) over the tensors every candidate shares with the query."""
+    if not candidates:
         return None
     common = set.intersection(*({p.a for p in ps if query.tensors[p.a].numel >= TINY} for ps in pairs))
     if not common:
@@ -207,7 +205,46 @@ def fit_merge(
     for cand, ps in zip(candidates, pairs, strict=True):
         by_a = {p.a: p for p in ps}
         columns.append(np.concatenate([_values(cand.tensors[by_a[i].b], by_a[i].transposed) for i in order]))
-    m = np.stack(columns, axis=1).astype(np.float64)
+    return target, np.stack(columns, axis=1).astype(np.float64)
+
+
+def merge_children(query: ModelSketch, candidates: Sequence[ModelSketch], pairs: Sequence[Sequence[Pair]]) -> set[int]:
+    """Candidates that are an exact average of the query and another candidate: the query's merged children.
+
+    Such a candidate c = w·q + (1 − w)·o lies on the segment from the query to o, so it is closer to the query
+    than the query's own parent, and weights alone would otherwise read it as the parent.
+    """
+    stacked = _stacked(query, candidates, pairs)
+    if stacked is None or stacked[1].shape[1] < 2:
+        return set()
+    target, m = stacked
+    moves = m - target[:, None]  # each candidate's displacement from the query
+    gram = moves.T @ moves
+    out = set()
+    for i in range(m.shape[1]):
+        for j in range(m.shape[1]):
+            if i == j or gram[j, j] <= 0 or gram[i, i] <= 0:
+                continue
+            share = gram[i, j] / gram[j, j]  # c_i − q = share · (c_j − q) for a merge of q and c_j
+            residual = max(0.0, gram[i, i] - share * gram[i, j]) / gram[i, i]
+            if MERGE_MIN_WEIGHT <= share <= 1 - MERGE_MIN_WEIGHT and np.sqrt(residual) <= MERGE_EXACT:
+                out.add(i)
+                break
+    return out
+
+
+def fit_merge(
+    query: ModelSketch, candidates: Sequence[ModelSketch], pairs: Sequence[Sequence[Pair]]
+) -> MergeFit | None:
+    """The best non-negative two-parent fit θ_q ≈ w₁θ₁ + w₂θ₂ over the tensors every candidate shares.
+
+    Sketches are linear, so the fit on sketches is the fit on the weights. A pair whose unconstrained least
+    squares weights are not both positive has its non-negative optimum at a single parent, so it is skipped.
+    """
+    stacked = _stacked(query, candidates, pairs) if len(candidates) >= 2 else None
+    if stacked is None:
+        return None
+    target, m = stacked
     yy = float(target @ target)
     if yy == 0:
         return None

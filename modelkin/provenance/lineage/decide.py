@@ -17,14 +17,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelkin.provenance.lineage.calibration import ParentModel
-from modelkin.provenance.lineage.compare import AGREE, Comparison, compare, fit_merge
+from modelkin.provenance.lineage.compare import (
+    AGREE,
+    MERGE_EXACT,
+    MERGE_MIN_WEIGHT,
+    Comparison,
+    compare,
+    fit_merge,
+    merge_children,
+)
 from modelkin.provenance.lineage.pairing import pair_tensors
 from modelkin.provenance.lineage.sketch import ModelSketch
 
 MERGE_GAIN = 0.5  # the two-parent residual must be below this share of the best single-parent one
-MERGE_MIN_WEIGHT = 0.1
 MERGE_CANDIDATES = 12
-MERGE_EXACT = 1e-3  # relative residual of a merge whose weights are an exact average (float rounding aside)
 MIN_AGREEING = 0.5  # below this share of kept parameters a close candidate is "related", not a parent
 NEAR_COPY = 1e-3  # relative distance under which two models are near-copies (weights alone cannot order them)
 TIE = 5e-3  # candidates whose distances differ by less than this share are indistinguishable to the query
@@ -34,8 +40,9 @@ TIE = 5e-3  # candidates whose distances differ by less than this share are indi
 class Candidate:
     key: Hashable
     utility: float  # calibrated log-odds of being the parent against "no registered parent"
-    probability: float
+    probability: float  # the parent model's probability (what the tree's costs add up)
     comparison: Comparison
+    confidence: float  # the probability as reported: mapped by the confidence calibration
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,10 @@ def decide(
     comps = [(key, compare(query, sketch), sketch) for key, sketch in candidates]
     duplicates = tuple(key for key, c, _ in comps if c.identical)
     live = [(key, c, s) for key, c, s in comps if not c.identical and c.shared > 0]
+    whole = [r for r in live if r[1].coverage >= 0.99]
+    merged = merge_children(query, [s for _, _, s in whole], [c.pairs for _, c, _ in whole])
+    children = {whole[i][0] for i in merged}  # the query's own merged children are never its parents
+    live = [r for r in live if r[0] not in children]
     merge = _merge(query, live, pool)
     wanted = set(merge[0]) - {key for key, _, _ in comps} if merge is not None else set()
     live += [(key, compare(query, s), s) for key, s in pool if key in wanted]
@@ -106,20 +117,23 @@ def decide(
         ties = [i for i in ranked if _alike(live[i][1], live[ranked[0]][1])]
         first = min(ties, key=lambda i: order.get(live[i][0], 1 << 62))
         ranked = [first] + [i for i in ranked if i != first]
-    cands = tuple(Candidate(live[i][0], float(utility[i]), float(p[i]), live[i][1]) for i in ranked)
+    cands = tuple(
+        Candidate(live[i][0], float(utility[i]), float(p[i]), live[i][1], model.confidence(float(p[i]))) for i in ranked
+    )
     if merge is not None and all(any(c.key == m for c in cands) for m in merge[0]):
         # "no registered parent" is as likely as the fit is inexact: an exact average of two registered models
         # does not arise by chance, however the single-parent model splits its mass between them
         keys, explained = merge
         none = p_none * explained
-        return Verdict(keys, "merge", 1.0 - none, none, cands, duplicates)
+        return Verdict(keys, "merge", model.confidence(1.0 - none), none, cands, duplicates)
     best = cands[0]
     if p_none >= 0.5:  # "some registered model is the parent" is the complement, however the mass is split
         related = best.comparison.agreeing > 0 and best.comparison.distance < AGREE
-        return Verdict((), "related" if related else None, p_none, p_none, cands, duplicates)
+        return Verdict((), "related" if related else None, model.confidence(p_none), p_none, cands, duplicates)
     if best.comparison.agreeing < MIN_AGREEING:
-        return Verdict((), "related", 1.0 - best.probability, p_none, cands, duplicates)
-    return Verdict((best.key,), relation_of(best.comparison), best.probability, p_none, cands, duplicates)
+        return Verdict((), "related", model.confidence(1.0 - best.probability), p_none, cands, duplicates)
+    confidence = model.confidence(best.probability)
+    return Verdict((best.key,), relation_of(best.comparison), confidence, p_none, cands, duplicates)
 
 
 def _merge(

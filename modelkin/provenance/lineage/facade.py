@@ -275,7 +275,7 @@ def _report(query: str, verdict: Verdict, refs: dict[int, str], k: int) -> Paren
         parents=tuple(refs[_id(p)] for p in verdict.parents),
         relation=verdict.relation,
         confidence=verdict.confidence,
-        candidates=tuple(CandidateScore(refs[_id(c.key)], c.utility, c.probability) for c in verdict.candidates[:k]),
+        candidates=tuple(CandidateScore(refs[_id(c.key)], c.utility, c.confidence) for c in verdict.candidates[:k]),
         duplicates=tuple(refs[_id(d)] for d in verdict.duplicates),
         method=METHOD + ("+merge-fit" if verdict.relation == "merge" else ""),
     )

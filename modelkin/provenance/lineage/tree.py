@@ -65,7 +65,7 @@ def recover_forest(nodes: Sequence[Hashable], verdicts: Mapping[Hashable, Verdic
         for c in verdict.candidates:
             if c.key in order and c.key != v and (not merged or c.key in verdict.parents):
                 later = order[c.key] > order[v]
-                p = verdict.confidence if merged else c.probability  # a merge's parents are chosen jointly
+                p = 1.0 - verdict.none_probability if merged else c.probability  # a merge's parents come jointly
                 graph.add_edge(c.key, v, weight=_cost(p) + _TIE * later)
     tree = nx.minimum_spanning_arborescence(graph, attr="weight", preserve_attrs=False)
     by_key = {v: {c.key: c for c in verdicts[v].candidates} for v in nodes}
@@ -83,7 +83,7 @@ def recover_forest(nodes: Sequence[Hashable], verdicts: Mapping[Hashable, Verdic
             if other in order and not nx.has_path(tree, v, other):
                 tree.add_edge(other, v)
                 edges.append(TreeEdge(other, v, "merge", verdict.confidence))
-        edges.append(TreeEdge(parent, v, "merge" if merged else relation_of(cand.comparison), cand.probability))
+        edges.append(TreeEdge(parent, v, "merge" if merged else relation_of(cand.comparison), cand.confidence))
     return Forest(tuple(edges), tuple(roots))
 
 
