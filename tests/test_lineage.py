@@ -306,6 +306,52 @@ def test_sketches_of_an_older_format_are_made_again(family: Any, cli: Any, regis
     assert {json.loads(np.load(io.BytesIO(b))["meta"].tobytes())["format"] for b in stored} == {FORMAT}
 
 
+def _near_copy(parent: Tensors, seed: int) -> Tensors:
+    """A few tiny optimiser steps away: every weight moved by about 1e-5, none kept."""
+    rng = np.random.default_rng(seed)
+    return {k: (w + 3e-5 * rng.choice([-1.0, 1.0], w.shape)).astype(np.float32) for k, w in parent.items()}
+
+
+def test_exact_signatures_tell_the_parent_from_its_near_copy() -> None:
+    """Distance cannot separate a parent from its near-copy; what a transform leaves can, whatever the order."""
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.compare import compare
+    from modelkin.provenance.lineage.decide import decide
+
+    base = pretrained(0)
+    copy = _near_copy(base, 1)
+    rng = np.random.default_rng(2)
+    lora = {k: w + (0.05 * rng.standard_normal((w.shape[0], 2)) @ rng.standard_normal((2, w.shape[1]))
+                    ).astype(np.float32) if w.ndim == 2 else w for k, w in base.items()}  # fmt: skip
+    models = {"base": base, "copy": copy, "int4": quantized(base, 4), "pruned": pruned(base), "lora": lora}
+    sk = {n: sketch_model(t.items()) for n, t in models.items()}
+    for child, signature in (("int4", "levels"), ("pruned", "pruned_from"), ("lora", "lowrank_fit")):
+        right, near = compare(sk[child], sk["base"]), compare(sk[child], sk["copy"])
+        assert getattr(right, signature) > getattr(near, signature), child
+        for first in ("base", "copy"):  # the near-copy registered first or last: the same answer
+            order = {"base": 0 if first == "base" else 1, "copy": 1 if first == "base" else 0, child: 2}
+            v = decide(sk[child], [("copy", sk["copy"]), ("base", sk["base"])], ParentModel.load(), order, 2)
+            assert v.candidates[0].key == "base", (child, first)
+    again = _near_copy(quantized(base, 8), 3)  # trained a little from a quantised model: it still sits on its grid
+    q8 = sketch_model(quantized(base, 8).items())
+    assert compare(sketch_model(again.items()), q8).snap > 0.5 > -0.5 > compare(q8, sketch_model(again.items())).snap
+
+
+def test_a_merged_child_is_never_its_parents_parent() -> None:
+    """A soup of the query and its sibling sits closer to the query than its parent, and is its child."""
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.decide import decide
+
+    base = pretrained(0)
+    a, b = finetuned(base, 1), finetuned(base, 2)
+    soup = {k: (0.6 * a[k] + 0.4 * b[k]).astype(np.float32) for k in a}
+    sk = {n: sketch_model(t.items()) for n, t in {"base": base, "a": a, "b": b, "soup": soup}.items()}
+    v = decide(sk["a"], [(n, sk[n]) for n in ("soup", "b", "base")], ParentModel.load())
+    assert "soup" not in {c.key for c in v.candidates} and v.candidates[0].key == "base"
+    merge = decide(sk["soup"], [(n, sk[n]) for n in ("a", "b", "base")], ParentModel.load())
+    assert merge.relation == "merge" and set(merge.parents) == {"a", "b"}
+
+
 # -- bad input -------------------------------------------------------------------------------------------------
 
 
