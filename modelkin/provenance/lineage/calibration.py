@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 EDGE = ("closeness", "coverage", "agreeing", "lowrank", "equal", "mean_closeness", "levels")
-DIRECTION = ("pruned_from", "bits", "kurtosis", "log_norm", "snap")
+DIRECTION = ("pruned_from", "requantised", "kurtosis", "log_norm", "snap")
 FEATURES = (*EDGE, "direction")
 FITTED = Path(__file__).with_name("fitted.json")
 _L2 = 1e-3

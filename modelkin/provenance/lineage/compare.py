@@ -25,7 +25,7 @@ from modelkin.provenance.lineage.signatures import (
     rows,
     snap,
 )
-from modelkin.provenance.lineage.sketch import FLOAT_BITS, ModelSketch, TensorSketch
+from modelkin.provenance.lineage.sketch import ModelSketch, TensorSketch
 
 TINY = 64
 AGREE = 1.0  # independent tensors sit near √2; one below 1 kept (some of) a common ancestor's content
@@ -56,6 +56,7 @@ class Comparison:
     levels: float = 0.0  # 1: a quantised query's levels are the candidate's re-quantised on its grid (signatures)
     lowrank_fit: float = 0.0  # how exactly low-rank the changed matrices' differences are (signatures)
     snap: float = 0.0  # +1: the query sits on the quantised candidate's grid (trained a little from it); -1: reverse
+    reverse_levels: float = 0.0  # 1: the quantised candidate is the query re-quantised on its grid (its child)
 
     @property
     def features(self) -> list[float]:
@@ -65,8 +66,14 @@ class Comparison:
         plain = float(abs(self.zeros) < 0.05 and abs(self.bits) < 1)
         return [-np.log(self.distance + 1e-4), self.coverage, self.agreeing, self.lowrank_fit, self.equal,
                 -np.log(self.mean_distance + 1e-4), self.levels,
-                self.pruned_from, (1 - abs(self.snap)) * self.bits / FLOAT_BITS, plain * np.tanh(self.kurtosis / 10),
-                plain * self.log_norm, self.snap]  # fmt: skip
+                self.pruned_from, self.requantised, plain * np.tanh(self.kurtosis / 10), plain * self.log_norm,
+                self.snap]  # fmt: skip
+
+    @property
+    def requantised(self) -> float:
+        """+1: the query is the candidate re-quantised; -1: the candidate is the query re-quantised (a model
+        trained a little from a quantised one also rounds back onto its levels: its snap overrides)."""
+        return self.levels - self.reverse_levels * (1.0 - max(self.snap, 0.0))
 
 
 NOTHING_SHARED = Comparison(float("inf"), 0.0, 0, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ())
@@ -89,19 +96,30 @@ def _mean(values: list[float], weights: list[float]) -> float:
     return float(np.dot(values, w) / w.sum()) if len(values) and w.sum() > 0 else 0.0
 
 
-def _grid_evidence(tq: TensorSketch, tc: TensorSketch, transposed: bool) -> tuple[float | None, float | None]:
-    """(levels, snap) of one pair of matrices: the quantisation signatures, where one side is quantised."""
+def _level_score(mismatch: float | None) -> float | None:
+    """1 when every level matches (an exact re-quantisation), falling to 0 as the mismatched share grows."""
+    return None if mismatch is None else float(np.clip(-np.log10(mismatch + 1e-5) / 5, 0.0, 1.0))
+
+
+def _grid_evidence(
+    tq: TensorSketch, tc: TensorSketch, transposed: bool
+) -> tuple[float | None, float | None, float | None]:
+    """(levels, reverse levels, snap) of one pair of matrices, where one side is quantised.
+
+    levels: the query is quantised and the candidate, re-quantised on the query's grid, gives its levels;
+    reverse: the candidate is quantised and is the query re-quantised on the candidate's grid (the query's
+    quantised child); snap: the query sits on the quantised candidate's grid (+, trained a little from it) or
+    the candidate on the query's (−).
+    """
     x, y = rows(tq), rows(tc, transposed)
     if x is None or y is None or x.shape != y.shape:
-        return None, None
+        return None, None, None
     if tq.bits <= GRID_BITS < tc.bits and (steps := grid_steps(tq)) is not None:
-        mismatch = level_mismatch(x, y, steps)  # the query is quantised: is it the candidate, rounded?
-        against = snap(y, steps)  # or is the candidate a model trained a little from the query?
-        levels = None if mismatch is None else float(np.clip(-np.log10(mismatch + 1e-5) / 5, 0.0, 1.0))
-        return levels, None if against is None else -against
+        against = snap(y, steps)
+        return _level_score(level_mismatch(x, y, steps)), None, None if against is None else -against
     if tc.bits <= GRID_BITS < tq.bits and not transposed and (steps := grid_steps(tc)) is not None:
-        return None, snap(x, steps)  # the candidate is quantised: was the query trained a little from it?
-    return None, None
+        return None, _level_score(level_mismatch(y, x, steps)), snap(x, steps)
+    return None, None, None
 
 
 def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | None = None) -> Comparison:
@@ -124,6 +142,8 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
     equal, counted = 0.0, 0.0
     levels: list[float] = []
     level_w: list[float] = []
+    reverse: list[float] = []
+    reverse_w: list[float] = []
     snaps: list[float] = []
     snap_w: list[float] = []
     signatures: list[float] = []
@@ -136,10 +156,13 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
         x, y = rows(tq), rows(tc, p.transposed)
         if x is None or y is None or x.shape != y.shape:
             continue
-        lv, sn = _grid_evidence(tq, tc, p.transposed)
+        lv, rev, sn = _grid_evidence(tq, tc, p.transposed)
         if lv is not None:
             levels.append(lv)
             level_w.append(tq.numel)
+        if rev is not None:
+            reverse.append(rev)
+            reverse_w.append(tq.numel)
         if sn is not None:
             snaps.append(sn)
             snap_w.append(tq.numel)
@@ -177,6 +200,7 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
         mean_distance=float(np.dot(np.minimum(dist, DISTANCE_CAP), root) / root.sum()),
         equal=equal / counted if counted else 0.0,
         levels=_mean(levels, level_w),
+        reverse_levels=_mean(reverse, reverse_w),
         lowrank_fit=float(np.mean(fits)) if fits else 0.0,
         snap=_mean(snaps, snap_w),
     )
@@ -220,17 +244,13 @@ def merge_children(query: ModelSketch, candidates: Sequence[ModelSketch], pairs:
     target, m = stacked
     moves = m - target[:, None]  # each candidate's displacement from the query
     gram = moves.T @ moves
-    out = set()
-    for i in range(m.shape[1]):
-        for j in range(m.shape[1]):
-            if i == j or gram[j, j] <= 0 or gram[i, i] <= 0:
-                continue
-            share = gram[i, j] / gram[j, j]  # c_i − q = share · (c_j − q) for a merge of q and c_j
-            residual = max(0.0, gram[i, i] - share * gram[i, j]) / gram[i, i]
-            if MERGE_MIN_WEIGHT <= share <= 1 - MERGE_MIN_WEIGHT and np.sqrt(residual) <= MERGE_EXACT:
-                out.add(i)
-                break
-    return out
+    d = np.diag(gram)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = gram / d[None, :]  # c_i − q = share[i, j] · (c_j − q) for a merge of q and c_j
+        residual = np.maximum(0.0, 1.0 - gram**2 / np.outer(d, d))  # squared sine of the angle between them
+    fits = (share >= MERGE_MIN_WEIGHT) & (share <= 1 - MERGE_MIN_WEIGHT) & (np.sqrt(residual) <= MERGE_EXACT)
+    fits &= np.outer(d > 0, d > 0) & ~np.eye(len(d), dtype=bool)
+    return {int(i) for i in np.flatnonzero(fits.any(axis=1))}
 
 
 def fit_merge(
@@ -249,23 +269,20 @@ def fit_merge(
     if yy == 0:
         return None
     gram, proj = m.T @ m, m.T @ target  # every fit below is a small solve on these (one pass over the weights)
-
-    def residual(idx: list[int], w: np.ndarray) -> float:
-        sub = gram[np.ix_(idx, idx)]
-        return float(np.sqrt(max(0.0, yy - 2 * w @ proj[idx] + w @ sub @ w) / yy))
-
-    singles = [residual([k], np.array([max(0.0, proj[k] / gram[k, k])])) if gram[k, k] > 0 else 1.0
-               for k in range(m.shape[1])]  # fmt: skip
-    best: MergeFit | None = None
-    for i in range(m.shape[1]):
-        for j in range(i + 1, m.shape[1]):
-            try:
-                w = np.linalg.solve(gram[np.ix_([i, j], [i, j])], proj[[i, j]])
-            except np.linalg.LinAlgError:
-                continue
-            if (w <= 0).any():  # the non-negative optimum lies on an edge: a one-parent fit, not a merge
-                continue
-            res = residual([i, j], w)
-            if best is None or res < best.residual:
-                best = MergeFit((i, j), (float(w[0]), float(w[1])), res, min(singles))
-    return best
+    g = np.diag(gram)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        single_w = np.where(g > 0, np.maximum(0.0, proj / g), 0.0)
+        singles = np.sqrt(np.maximum(0.0, yy - 2 * single_w * proj + single_w**2 * g) / yy)
+        # every pair's 2x2 normal equations at once (Cramer's rule), upper triangle only
+        det = np.outer(g, g) - gram**2
+        wi = (g[None, :] * proj[:, None] - gram * proj[None, :]) / det
+        wj = (g[:, None] * proj[None, :] - gram * proj[:, None]) / det
+        res2 = yy - 2 * (wi * proj[:, None] + wj * proj[None, :]) + wi**2 * g[:, None] + wj**2 * g[None, :]
+        res2 += 2 * wi * wj * gram
+    # a pair whose weights are not both positive has its non-negative optimum at one parent: not a merge
+    ok = np.triu(det > 1e-12 * np.outer(g, g), 1) & (wi > 0) & (wj > 0)
+    if not ok.any():
+        return None
+    res = np.where(ok, np.sqrt(np.maximum(0.0, res2) / yy), np.inf)
+    i, j = np.unravel_index(int(np.argmin(res)), res.shape)
+    return MergeFit((int(i), int(j)), (float(wi[i, j]), float(wj[i, j])), float(res[i, j]), float(singles.min()))

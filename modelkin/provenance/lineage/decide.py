@@ -34,6 +34,7 @@ MERGE_CANDIDATES = 12
 MIN_AGREEING = 0.5  # below this share of kept parameters a close candidate is "related", not a parent
 NEAR_COPY = 1e-3  # relative distance under which two models are near-copies (weights alone cannot order them)
 TIE = 5e-3  # candidates whose distances differ by less than this share are indistinguishable to the query
+TIE_UTILITY = 0.05  # ... and whose fitted utilities differ by less than this (a 5% likelihood ratio)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ def decide(
     utility = model.utilities(features) - model.none
     ranked = sorted(range(len(live)), key=lambda i: -p[i])
     if order is not None and ranked:
-        ties = [i for i in ranked if _alike(live[i][1], live[ranked[0]][1])]
+        top = ranked[0]  # a tie: the same evidence and (so) the same utility under the fitted model
+        ties = [i for i in ranked if _alike(live[i][1], live[top][1]) and utility[top] - utility[i] <= TIE_UTILITY]
         first = min(ties, key=lambda i: order.get(live[i][0], 1 << 62))
         ranked = [first] + [i for i in ranked if i != first]
     cands = tuple(

@@ -23,7 +23,7 @@ import numpy as np
 
 from modelkin.provenance.lineage.sketch import TensorSketch, row_step
 
-GRID_BITS = 16.0  # a tensor with at most this many grid bits is quantised (floats measure FLOAT_BITS)
+GRID_BITS = 8.5  # at most this many grid bits: integer-quantised (int8, int4); float16 values measure 11 or more
 SNAP = 0.05  # within this share of a step of a level, a value sits on the grid
 RANK_SHARE = 4  # a low-rank update has rank at most min(shape) / RANK_SHARE
 _STEPS: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
@@ -73,12 +73,15 @@ def level_mismatch(child: np.ndarray, parent: np.ndarray, steps: np.ndarray) -> 
 
 def snap(values: np.ndarray, steps: np.ndarray) -> float | None:
     """How much more than chance ``values`` sit on another tensor's grid: 1 for a model trained a little from it,
-    about 0 for anything else (a parent's values fall anywhere between the levels)."""
+    about 0 for anything else (a parent's values fall anywhere between the levels). Exact zeros are left out."""
     ok = np.isfinite(steps) & (steps > 0)
     if not ok.any():
         return None
     ratio = values[ok] / steps[ok][:, None]
-    close = float(np.mean(np.abs(ratio - np.round(ratio)) < SNAP))
+    live = values[ok] != 0  # an exact zero (a pruned weight) sits on every grid and says nothing
+    if not live.any():
+        return None
+    close = float(np.mean(np.abs(ratio - np.round(ratio))[live] < SNAP))
     chance = 2 * SNAP
     return float(np.clip((close - chance) / (1 - chance), 0.0, 1.0))
 
