@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +44,23 @@ from sklearn.metrics import roc_auc_score
 
 from modelkin import Registry
 from modelkin.provenance.lineage import storage
-from modelkin.provenance.lineage.calibration import EDGE, ParentModel, Query, expected_calibration_error, fit
-from modelkin.provenance.lineage.compare import compare
+from modelkin.provenance.lineage.calibration import (
+    EDGE,
+    ParentModel,
+    Query,
+    expected_calibration_error,
+    fit,
+    fit_confidence,
+)
+from modelkin.provenance.lineage.compare import compare, merge_children
 from modelkin.provenance.lineage.decide import decide, near_copy
-from modelkin.provenance.lineage.facade import SEARCH
+from modelkin.provenance.lineage.facade import MERGE_POOL, SEARCH
 from modelkin.provenance.lineage.index import CandidateIndex, Entry
 from modelkin.provenance.lineage.neural import neural_lineage_scores
 from modelkin.provenance.lineage.sketch import ModelSketch, sketch_model
 from modelkin.provenance.lineage.tree import Forest, ancestors
 from modelkin.registry.architectures import build_module
-from modelkin.zoo.registration import register_zoo
+from modelkin.zoo.registration import register_zoo, registration_order
 
 ORDERS = ("shuffled", "topological")
 PROBES = 128
@@ -131,6 +139,10 @@ def calibrate(zoo: Zoo, command: str) -> ParentModel:
         live = [
             (k, c) for k, c in comps if not c.identical and c.shared > 0 and not (near_copy(c) and n in zoo.parents(k))
         ]
+        # the query's exact merged children are set aside by decide() before the model sees them
+        whole = [(k, c) for k, c in live if c.coverage >= 0.99]
+        merged = {whole[i][0] for i in merge_children(sk[n], [sk[k] for k, _ in whole], [c.pairs for _, c in whole])}
+        live = [(k, c) for k, c in live if k not in merged]
         keys = [k for k, _ in live]
         want = zoo.parents(n)
         if not live or (want and want[0] not in keys):
@@ -141,7 +153,19 @@ def calibrate(zoo: Zoo, command: str) -> ParentModel:
              for p in zoo.parents(c)]  # fmt: skip
     provenance = {"zoo": zoo.dir.name, "size": zoo.truth["size"], "seed": zoo.truth["seed"],
                   "queries": len(queries), "edges": len(edges), "command": command}  # fmt: skip
-    return fit(queries, np.array(edges), provenance)
+    model = fit(queries, np.array(edges), provenance)
+    # the reported confidence: Platt scaling of the verdicts a registry of this zoo gives, in shuffled order
+    order = {n: i for i, n in enumerate(registration_order(zoo.models, "shuffled", 0))}
+    raw, right = [], []
+    for n in zoo.names:
+        if zoo.distilled(n):
+            continue
+        found = [k for k, _ in index.search(sk[n], max(SEARCH, MERGE_POOL), exclude={n})]
+        v = decide(sk[n], [(k, sk[k]) for k in found[:SEARCH]], model, order, order[n],
+                   pool=[(k, sk[k]) for k in found[SEARCH:]])  # fmt: skip
+        raw.append(v.confidence)
+        right.append(tuple(sorted(v.parents)) == zoo.parents(n))
+    return replace(model, confidence_map=fit_confidence(raw, right))
 
 
 # -- baselines ---------------------------------------------------------------------------------------------------

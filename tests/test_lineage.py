@@ -7,6 +7,7 @@ quantised), beside independent models of the same shapes.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
+from sqlalchemy import select
 
 from modelkin import Registry
+from modelkin.db.engine import write_session
+from modelkin.db.schema import LineageSketch
 from modelkin.provenance.lineage.pairing import pair_tensors
-from modelkin.provenance.lineage.sketch import from_bytes, sketch_model, sketch_tensor, to_bytes
+from modelkin.provenance.lineage.sketch import FORMAT, from_bytes, sketch_model, sketch_tensor, to_bytes
 
 Tensors = dict[str, np.ndarray]
 
@@ -254,6 +258,98 @@ def test_sketches_round_trip_and_estimate_distances() -> None:
     model = sketch_model({"w": w, "ids": np.arange(5)}.items())
     again = from_bytes(to_bytes(model))
     assert [t.name for t in again.tensors] == ["w"] and np.array_equal(again.tensors[0].values, s.values)
+
+
+def test_a_memory_mapped_file_sketches_like_its_tensors(tmp_path: Path) -> None:
+    """The registration path (a memory-mapped file, digests from registration) gives the in-memory sketch."""
+    from modelkin.provenance.lineage.weights import mapped_tensors
+
+    rng = np.random.default_rng(1)
+    tensors = {"big.weight": rng.standard_normal((700, 300)).astype(np.float32),
+               "long.bias": rng.standard_normal(20000).astype(np.float32),
+               "half.weight": rng.standard_normal((40, 30)).astype(np.float16),
+               "ids": np.arange(4)}  # fmt: skip
+    path = write(tmp_path / "m.safetensors", tensors)
+    mapped = sketch_model((n, a) for n, a, _ in mapped_tensors(path))
+    direct = sketch_model(sorted(tensors.items()))
+    assert [t.name for t in mapped.tensors] == ["big.weight", "half.weight", "long.bias"]
+    for a, b in zip(mapped.tensors, direct.tensors, strict=True):
+        assert a.digest == b.digest and np.array_equal(a.values, b.values) and a.norm == pytest.approx(b.norm)
+    big = direct.tensors[0]
+    assert not big.exact and big.values.shape == (64, 64)
+    assert big.norm == pytest.approx(float(np.linalg.norm(tensors["big.weight"])), rel=0.05)  # from its block
+    again = from_bytes(to_bytes(direct)).tensors
+    assert [(t.name, t.values.shape) for t in again] == [(t.name, t.values.shape) for t in direct.tensors]
+    for a, b in zip(again, direct.tensors, strict=True):
+        assert np.array_equal(a.values, b.values) and a.digest == b.digest
+
+
+def _as_format_one(data: bytes) -> bytes:
+    """A stored sketch rewritten as the previous format would have stored a projected model."""
+    blob = dict(np.load(io.BytesIO(data)))
+    meta = json.loads(blob["meta"].tobytes())
+    meta = {**meta, "format": 1, "tensors": [{**t, "exact": False} for t in meta["tensors"]]}
+    blob["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **blob)
+    return buf.getvalue()
+
+
+def test_sketches_of_an_older_format_are_made_again(family: Any, cli: Any, registry: Registry) -> None:
+    """A stored sketch of the previous format (whole-matrix projections) is sketched again, not misread."""
+    with write_session(registry.engine) as s:
+        for row in s.scalars(select(LineageSketch)):
+            row.sketch = _as_format_one(row.sketch)
+    assert parent_of(cli, "ft")["parent"] == "base:1"
+    with registry.engine.connect() as conn:
+        stored = list(conn.execute(select(LineageSketch.sketch)).scalars())
+    assert {json.loads(np.load(io.BytesIO(b))["meta"].tobytes())["format"] for b in stored} == {FORMAT}
+
+
+def _near_copy(parent: Tensors, seed: int) -> Tensors:
+    """A few tiny optimiser steps away: every weight moved by about 1e-5, none kept."""
+    rng = np.random.default_rng(seed)
+    return {k: (w + 3e-5 * rng.choice([-1.0, 1.0], w.shape)).astype(np.float32) for k, w in parent.items()}
+
+
+def test_exact_signatures_tell_the_parent_from_its_near_copy() -> None:
+    """Distance cannot separate a parent from its near-copy; what a transform leaves can, whatever the order."""
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.compare import compare
+    from modelkin.provenance.lineage.decide import decide
+
+    base = pretrained(0)
+    copy = _near_copy(base, 1)
+    rng = np.random.default_rng(2)
+    lora = {k: w + (0.05 * rng.standard_normal((w.shape[0], 2)) @ rng.standard_normal((2, w.shape[1]))
+                    ).astype(np.float32) if w.ndim == 2 else w for k, w in base.items()}  # fmt: skip
+    models = {"base": base, "copy": copy, "int4": quantized(base, 4), "pruned": pruned(base), "lora": lora}
+    sk = {n: sketch_model(t.items()) for n, t in models.items()}
+    for child, signature in (("int4", "levels"), ("pruned", "pruned_from"), ("lora", "lowrank_fit")):
+        right, near = compare(sk[child], sk["base"]), compare(sk[child], sk["copy"])
+        assert getattr(right, signature) > getattr(near, signature), child
+        for first in ("base", "copy"):  # the near-copy registered first or last: the same answer
+            order = {"base": 0 if first == "base" else 1, "copy": 1 if first == "base" else 0, child: 2}
+            v = decide(sk[child], [("copy", sk["copy"]), ("base", sk["base"])], ParentModel.load(), order, 2)
+            assert v.candidates[0].key == "base", (child, first)
+    again = _near_copy(quantized(base, 8), 3)  # trained a little from a quantised model: it still sits on its grid
+    q8 = sketch_model(quantized(base, 8).items())
+    assert compare(sketch_model(again.items()), q8).snap > 0.5 > -0.5 > compare(q8, sketch_model(again.items())).snap
+
+
+def test_a_merged_child_is_never_its_parents_parent() -> None:
+    """A soup of the query and its sibling sits closer to the query than its parent, and is its child."""
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.decide import decide
+
+    base = pretrained(0)
+    a, b = finetuned(base, 1), finetuned(base, 2)
+    soup = {k: (0.6 * a[k] + 0.4 * b[k]).astype(np.float32) for k in a}
+    sk = {n: sketch_model(t.items()) for n, t in {"base": base, "a": a, "b": b, "soup": soup}.items()}
+    v = decide(sk["a"], [(n, sk[n]) for n in ("soup", "b", "base")], ParentModel.load())
+    assert "soup" not in {c.key for c in v.candidates} and v.candidates[0].key == "base"
+    merge = decide(sk["soup"], [(n, sk[n]) for n in ("a", "b", "base")], ParentModel.load())
+    assert merge.relation == "merge" and set(merge.parents) == {"a", "b"}
 
 
 # -- bad input -------------------------------------------------------------------------------------------------

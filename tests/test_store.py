@@ -47,12 +47,16 @@ def test_blob_store_contract(blob_store: BlobStore, tmp_path: Path) -> None:
     assert [b.size for b in blob_store.iter_blobs()] == [1000]
     with blob_store.local_path(digest) as path:
         assert path.read_bytes() == data
+    with blob_store.written_path(digest) as path:  # what registration-time indexers read
+        assert path.read_bytes() == data
     blob_store.copy_verified(digest, tmp_path / "copy")
     assert (tmp_path / "copy").read_bytes() == data
     blob_store.delete(digest)
     assert not blob_store.exists(digest)
     with pytest.raises(IntegrityError, match="missing"):
         blob_store.read_verified(digest)
+    with pytest.raises(IntegrityError, match="missing"), blob_store.written_path(digest):
+        pass
     assert not list(Settings.resolve().staging.glob("*"))  # staging files go with the write that made them
 
 

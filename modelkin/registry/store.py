@@ -104,6 +104,13 @@ class BlobStore(ABC):
     def local_path(self, digest: str) -> Iterator[Path]:
         """A local file holding the blob's verified bytes, for loaders that want a path (safetensors mmap)."""
 
+    def written_path(self, digest: str) -> AbstractContextManager[Path]:
+        """A local file with a blob this process has just written and hashed (registration-time indexers).
+
+        A local store skips a second hash of bytes it hashed a moment ago; a remote one copies them verified.
+        """
+        return self.local_path(digest)
+
     @abstractmethod
     def check(self) -> None:
         """Write, read back and delete a probe; raise StoreUnavailable saying in one sentence what is wrong."""
@@ -286,6 +293,13 @@ class LocalStore(BlobStore):
             raise _missing(digest)
         if actual != digest:
             raise _changed(digest, actual)
+        yield path
+
+    @contextmanager
+    def written_path(self, digest: str) -> Iterator[Path]:
+        path = self._path(digest)
+        if not path.is_file():
+            raise _missing(digest)
         yield path
 
     def check(self) -> None:

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-EDGE = ("closeness", "coverage", "agreeing", "lowrank")
-DIRECTION = ("pruned_from", "bits", "kurtosis", "log_norm")
+EDGE = ("closeness", "coverage", "agreeing", "lowrank", "equal", "mean_closeness", "levels")
+DIRECTION = ("pruned_from", "requantised", "kurtosis", "log_norm", "snap")
 FEATURES = (*EDGE, "direction")
 FITTED = Path(__file__).with_name("fitted.json")
 _L2 = 1e-3
@@ -39,6 +39,12 @@ class ParentModel:
     none: float
     direction: tuple[float, ...]  # one per DIRECTION entry
     provenance: dict[str, Any] = field(default_factory=dict)
+    # (slope, offset): P(some candidate is the parent) = σ(slope · (best utility − none) + offset), so that "no
+    # registered parent" depends on the best candidate, not on how many look-alikes share the mass
+    has_parent: tuple[float, ...] = ()
+    # (slope, offset): a verdict's reported confidence is σ(slope · logit(p) + offset) of its raw probability p,
+    # fitted on the calibration zoo's verdicts (tie-breaks, merges and "related" move the raw numbers)
+    confidence_map: tuple[float, ...] = ()
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Raw ``Comparison.features`` rows (EDGE then DIRECTION) -> the choice model's FEATURES rows."""
@@ -55,14 +61,29 @@ class ParentModel:
 
     def probabilities(self, features: np.ndarray) -> tuple[float, np.ndarray]:
         """(P(no registered parent), P(candidate i is the parent) for each row of ``features``)."""
-        u = np.concatenate([[self.none], self.utilities(features)])
-        p = np.exp(u - u.max())
-        p /= p.sum()
-        return float(p[0]), p[1:]
+        utilities = self.utilities(features)
+        if not self.has_parent or not utilities.size:
+            u = np.concatenate([[self.none], utilities])
+            p = np.exp(u - u.max())
+            p /= p.sum()
+            return float(p[0]), p[1:]
+        slope, offset = self.has_parent
+        none = float(np.exp(_log_sigmoid(-(slope * (utilities.max() - self.none) + offset))))
+        choice = np.exp(utilities - utilities.max())
+        return none, (1.0 - none) * choice / choice.sum()
+
+    def confidence(self, p: float) -> float:
+        """A verdict's reported confidence from its raw probability (identity when no map is fitted)."""
+        if not self.confidence_map:
+            return p
+        slope, offset = self.confidence_map
+        q = min(max(p, 1e-6), 1 - 1e-6)
+        return float(np.exp(_log_sigmoid(np.asarray(slope * np.log(q / (1 - q)) + offset))))
 
     def to_json(self) -> dict[str, Any]:
         return {"features": list(FEATURES), "coef": list(self.coef), "none": self.none,
                 "direction_features": list(DIRECTION), "direction": list(self.direction),
+                "has_parent": list(self.has_parent), "confidence_map": list(self.confidence_map),
                 "provenance": self.provenance}  # fmt: skip
 
     @classmethod
@@ -72,7 +93,9 @@ class ParentModel:
         ):
             raise ValueError("the fitted lineage model was made for other features; refit it")
         return cls(tuple(float(c) for c in data["coef"]), float(data["none"]),
-                   tuple(float(w) for w in data["direction"]), dict(data.get("provenance", {})))  # fmt: skip
+                   tuple(float(w) for w in data["direction"]), dict(data.get("provenance", {})),
+                   tuple(float(w) for w in data.get("has_parent", ())),
+                   tuple(float(w) for w in data.get("confidence_map", ())))  # fmt: skip
 
     @classmethod
     def load(cls, path: Path = FITTED) -> ParentModel:
@@ -101,7 +124,7 @@ def fit_direction(edges: np.ndarray) -> tuple[float, ...]:
 
 def fit(queries: Sequence[Query], edges: np.ndarray, provenance: dict[str, Any] | None = None) -> ParentModel:
     """Direction weights first (``edges``: DIRECTION rows of true edges), then the conditional logit by maximum
-    likelihood with a small ridge (keeps θ finite on separable data)."""
+    likelihood with a small ridge (keeps θ finite on separable data) and non-negative feature weights."""
     from scipy.optimize import minimize
 
     direction = fit_direction(edges)
@@ -127,9 +150,37 @@ def fit(queries: Sequence[Query], edges: np.ndarray, provenance: dict[str, Any] 
         total += _L2 * float(theta @ theta)
         return total / len(queries), (grad + 2 * _L2 * theta) / len(queries)
 
-    result = minimize(loss, np.zeros(width + 1), jac=True, method="L-BFGS-B")
-    return ParentModel(tuple(float(c) for c in result.x[:width]), float(result.x[width]), direction,
-                       dict(provenance or {}))  # fmt: skip
+    # every feature is built so that more means "more like the parent": a fit on one zoo may not learn that
+    # being closer, sharing more or matching a signature makes a candidate less likely (monotone, not zoo-tuned)
+    bounds = [(0.0, None)] * width + [(None, None)]
+    result = minimize(loss, np.zeros(width + 1), jac=True, method="L-BFGS-B", bounds=bounds)
+    coef, none = result.x[:width], float(result.x[width])
+    return ParentModel(tuple(float(c) for c in coef), none, direction, dict(provenance or {}),
+                       fit_has_parent(queries, coef, none))  # fmt: skip
+
+
+def fit_has_parent(queries: Sequence[Query], coef: np.ndarray, none: float) -> tuple[float, float]:
+    """(slope, offset) of "some candidate is the parent" against the best candidate's utility over "none"."""
+    from sklearn.linear_model import LogisticRegression
+
+    best = np.array([[float((q.features.reshape(-1, len(coef)) @ coef).max()) - none] for q in queries])
+    truth = np.array([q.truth >= 0 for q in queries])
+    if truth.all() or not truth.any():
+        return 1.0, 0.0
+    fitted = LogisticRegression(C=100.0).fit(best, truth)
+    return max(0.0, float(fitted.coef_[0][0])), float(fitted.intercept_[0])
+
+
+def fit_confidence(raw: Sequence[float], correct: Sequence[bool]) -> tuple[float, float]:
+    """Platt scaling of verdict probabilities: (slope, offset) on their logits against being right."""
+    from sklearn.linear_model import LogisticRegression
+
+    p = np.clip(np.asarray(raw, dtype=np.float64), 1e-6, 1 - 1e-6)
+    y = np.asarray(correct, dtype=bool)
+    if y.all() or not y.any():
+        return 1.0, 0.0
+    fitted = LogisticRegression(C=100.0).fit(np.log(p / (1 - p))[:, None], y)
+    return float(fitted.coef_[0][0]), float(fitted.intercept_[0])
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:

@@ -15,12 +15,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelkin.provenance.lineage.pairing import Pair, _values, content_distance, pair_tensors
-from modelkin.provenance.lineage.sketch import FLOAT_BITS, ModelSketch
+from modelkin.provenance.lineage.signatures import (
+    GRID_BITS,
+    equal_share,
+    grid_steps,
+    level_mismatch,
+    lowrank_fit,
+    mask_fit,
+    rows,
+    snap,
+)
+from modelkin.provenance.lineage.sketch import ModelSketch, TensorSketch
 
 TINY = 64
 AGREE = 1.0  # independent tensors sit near √2; one below 1 kept (some of) a common ancestor's content
 RANK_TOLERANCE = 1e-3  # singular values below this share of the largest are numerical noise
 MIN_RANK_DIM = 8
+MERGE_EXACT = 1e-3  # relative residual of a merge whose weights are an exact average (float rounding aside)
+MERGE_MIN_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,12 @@ class Comparison:
     log_norm: float  # log of the query's shared norm over the candidate's
     pruned_from: float  # +1: the query's zeros sit on the candidate's smallest weights (pruned from it); -1: reverse
     pairs: tuple[Pair, ...]
+    mean_distance: float = float("inf")  # √numel-weighted mean of the (capped) per-tensor distances, small ones too
+    equal: float = 0.0  # share of the query's non-zero kept entries equal to the candidate's, bit for bit
+    levels: float = 0.0  # 1: a quantised query's levels are the candidate's re-quantised on its grid (signatures)
+    lowrank_fit: float = 0.0  # how exactly low-rank the changed matrices' differences are (signatures)
+    snap: float = 0.0  # +1: the query sits on the quantised candidate's grid (trained a little from it); -1: reverse
+    reverse_levels: float = 0.0  # 1: the quantised candidate is the query re-quantised on its grid (its child)
 
     @property
     def features(self) -> list[float]:
@@ -46,28 +64,20 @@ class Comparison:
         # weight statistics speak only where no pruning or quantisation separates the two models: those
         # change kurtosis and norm for reasons of their own
         plain = float(abs(self.zeros) < 0.05 and abs(self.bits) < 1)
-        return [-np.log(self.distance + 1e-4), self.coverage, self.agreeing, self.lowrank, self.pruned_from,
-                self.bits / FLOAT_BITS, plain * np.tanh(self.kurtosis / 10),
-                plain * self.log_norm]  # fmt: skip
+        return [-np.log(self.distance + 1e-4), self.coverage, self.agreeing, self.lowrank_fit, self.equal,
+                -np.log(self.mean_distance + 1e-4), self.levels,
+                self.pruned_from, self.requantised, plain * np.tanh(self.kurtosis / 10), plain * self.log_norm,
+                self.snap]  # fmt: skip
+
+    @property
+    def requantised(self) -> float:
+        """+1: the query is the candidate re-quantised; -1: the candidate is the query re-quantised (a model
+        trained a little from a quantised one also rounds back onto its levels: its snap overrides)."""
+        return self.levels - self.reverse_levels * (1.0 - max(self.snap, 0.0))
 
 
 NOTHING_SHARED = Comparison(float("inf"), 0.0, 0, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ())
-
-
-def magnitude_signature(child: np.ndarray, parent: np.ndarray) -> float | None:
-    """1 when the child's zeros sit exactly on the parent's smallest-magnitude weights (magnitude pruning), else 0.
-
-    The test is exact: pruning's mask separates the parent's magnitudes perfectly, while a dense model regrown
-    from a sparse one (the reverse edge) leaves small weights on both sides of any threshold. None when the
-    child has (almost) no new zeros to explain.
-    """
-    zeros = child == 0
-    k = int(zeros.sum()) - int((parent == 0).sum())
-    if k < max(4, 0.05 * child.size) or k >= child.size:
-        return None
-    magnitude = np.abs(parent)
-    threshold = np.partition(magnitude.reshape(-1), k - 1)[k - 1]
-    return float(np.mean(magnitude[zeros & (parent != 0)] <= threshold * (1 + 1e-6)) >= 0.999)
+DISTANCE_CAP = 2.0  # per-tensor distances above this say "unrelated" as well as any larger value
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -79,6 +89,37 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
 def _numerical_rank(m: np.ndarray) -> int:
     s = np.linalg.svd(m.astype(np.float64), compute_uv=False)
     return int(np.count_nonzero(s > RANK_TOLERANCE * s[0])) if s.size and s[0] > 0 else 0
+
+
+def _mean(values: list[float], weights: list[float]) -> float:
+    w = np.asarray(weights, dtype=np.float64)
+    return float(np.dot(values, w) / w.sum()) if len(values) and w.sum() > 0 else 0.0
+
+
+def _level_score(mismatch: float | None) -> float | None:
+    """1 when every level matches (an exact re-quantisation), falling to 0 as the mismatched share grows."""
+    return None if mismatch is None else float(np.clip(-np.log10(mismatch + 1e-5) / 5, 0.0, 1.0))
+
+
+def _grid_evidence(
+    tq: TensorSketch, tc: TensorSketch, transposed: bool
+) -> tuple[float | None, float | None, float | None]:
+    """(levels, reverse levels, snap) of one pair of matrices, where one side is quantised.
+
+    levels: the query is quantised and the candidate, re-quantised on the query's grid, gives its levels;
+    reverse: the candidate is quantised and is the query re-quantised on the candidate's grid (the query's
+    quantised child); snap: the query sits on the quantised candidate's grid (+, trained a little from it) or
+    the candidate on the query's (−).
+    """
+    x, y = rows(tq), rows(tc, transposed)
+    if x is None or y is None or x.shape != y.shape:
+        return None, None, None
+    if tq.bits <= GRID_BITS < tc.bits and (steps := grid_steps(tq)) is not None:
+        against = snap(y, steps)
+        return _level_score(level_mismatch(x, y, steps)), None, None if against is None else -against
+    if tc.bits <= GRID_BITS < tq.bits and not transposed and (steps := grid_steps(tc)) is not None:
+        return None, _level_score(level_mismatch(y, x, steps)), snap(x, steps)
+    return None, None, None
 
 
 def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | None = None) -> Comparison:
@@ -97,28 +138,47 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
         and not any(p.transposed for p in pairs)
     )  # fmt: skip
     low, changed = 0, 0
-    for p, d in zip(pairs, dist, strict=True):
-        x, y = q[p.a].matrix, c[p.b].matrix
-        if x is None or y is None or d < 1e-6 or min(x.shape) < MIN_RANK_DIM:
-            continue
-        diff = x - (y.T if p.transposed else y)
-        if diff.shape != x.shape:
-            continue
-        changed += 1
-        low += _numerical_rank(diff) <= min(diff.shape) // 2
-    mats = [p for p in pairs if len(q[p.a].shape) >= 2]
+    fits: list[float] = []
+    equal, counted = 0.0, 0.0
+    levels: list[float] = []
+    level_w: list[float] = []
+    reverse: list[float] = []
+    reverse_w: list[float] = []
+    snaps: list[float] = []
+    snap_w: list[float] = []
     signatures: list[float] = []
-    for p in mats:
+    for p, d in zip(pairs, dist, strict=True):
         tq, tc = q[p.a], c[p.b]
-        if not p.transposed and (tq.sample is None) == (tc.sample is None):
-            forward, backward = magnitude_signature(tq.kept, tc.kept), magnitude_signature(tc.kept, tq.kept)
+        if tq.exact == tc.exact:
+            same, live = equal_share(tq.kept, _values(tc, p.transposed))
+            equal += tq.numel * same / max(1, tq.kept.size)
+            counted += tq.numel * live / max(1, tq.kept.size)
+        x, y = rows(tq), rows(tc, p.transposed)
+        if x is None or y is None or x.shape != y.shape:
+            continue
+        lv, rev, sn = _grid_evidence(tq, tc, p.transposed)
+        if lv is not None:
+            levels.append(lv)
+            level_w.append(tq.numel)
+        if rev is not None:
+            reverse.append(rev)
+            reverse_w.append(tq.numel)
+        if sn is not None:
+            snaps.append(sn)
+            snap_w.append(tq.numel)
+        if not p.transposed and tq.exact == tc.exact:
+            forward, backward = mask_fit(tq.kept, tc.kept), mask_fit(tc.kept, tq.kept)
             if forward is not None or backward is not None:
                 signatures.append((forward or 0.0) - (backward or 0.0))
-    mat_w = np.array([q[p.a].numel for p in mats], dtype=np.float64)
-
-    def mean(values: list[float], w: np.ndarray) -> float:
-        return float(np.dot(values, w) / w.sum()) if len(values) and w.sum() > 0 else 0.0
-
+        if d < 1e-6 or min(x.shape) < MIN_RANK_DIM:
+            continue
+        changed += 1
+        diff = x - y
+        low += _numerical_rank(diff) <= min(diff.shape) // 2
+        fits.append(lowrank_fit(diff))
+    mats = [p for p in pairs if len(q[p.a].shape) >= 2]
+    mat_w = [q[p.a].numel for p in mats]
+    root = np.sqrt(sizes)
     return Comparison(
         distance=distance,
         coverage=float(shared / max(1, query.parameters)),
@@ -126,9 +186,9 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
         agreeing=float(sizes[dist < AGREE].sum() / shared),
         identical=bool(identical and distance == 0.0),
         lowrank=low / changed if changed else 0.0,
-        zeros=mean([q[p.a].zeros - c[p.b].zeros for p in mats], mat_w),
-        bits=mean([c[p.b].bits - q[p.a].bits for p in mats], mat_w),
-        kurtosis=mean([q[p.a].kurtosis - c[p.b].kurtosis for p in mats], mat_w),
+        zeros=_mean([q[p.a].zeros - c[p.b].zeros for p in mats], mat_w),
+        bits=_mean([c[p.b].bits - q[p.a].bits for p in mats], mat_w),
+        kurtosis=_mean([q[p.a].kurtosis - c[p.b].kurtosis for p in mats], mat_w),
         log_norm=float(
             np.log(
                 (np.sqrt(sum(q[p.a].norm ** 2 for p in pairs)) + 1e-12)
@@ -137,6 +197,12 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
         ),
         pruned_from=float(np.mean(signatures)) if signatures else 0.0,
         pairs=pairs,
+        mean_distance=float(np.dot(np.minimum(dist, DISTANCE_CAP), root) / root.sum()),
+        equal=equal / counted if counted else 0.0,
+        levels=_mean(levels, level_w),
+        reverse_levels=_mean(reverse, reverse_w),
+        lowrank_fit=float(np.mean(fits)) if fits else 0.0,
+        snap=_mean(snaps, snap_w),
     )
 
 
@@ -148,15 +214,11 @@ class MergeFit:
     single: float  # the best one-parent relative residual (a scaled copy of one candidate)
 
 
-def fit_merge(
+def _stacked(
     query: ModelSketch, candidates: Sequence[ModelSketch], pairs: Sequence[Sequence[Pair]]
-) -> MergeFit | None:
-    """The best non-negative two-parent fit θ_q ≈ w₁θ₁ + w₂θ₂ over the tensors every candidate shares.
-
-    Sketches are linear, so the fit on sketches is the fit on the weights. A pair whose unconstrained least
-    squares weights are not both positive has its non-negative optimum at a single parent, so it is skipped.
-    """
-    if len(candidates) < 2:
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(query vector, one column per candidate) over the tensors every candidate shares with the query."""
+    if not candidates:
         return None
     common = set.intersection(*({p.a for p in ps if query.tensors[p.a].numel >= TINY} for ps in pairs))
     if not common:
@@ -167,28 +229,60 @@ def fit_merge(
     for cand, ps in zip(candidates, pairs, strict=True):
         by_a = {p.a: p for p in ps}
         columns.append(np.concatenate([_values(cand.tensors[by_a[i].b], by_a[i].transposed) for i in order]))
-    m = np.stack(columns, axis=1).astype(np.float64)
+    return target, np.stack(columns, axis=1).astype(np.float64)
+
+
+def merge_children(query: ModelSketch, candidates: Sequence[ModelSketch], pairs: Sequence[Sequence[Pair]]) -> set[int]:
+    """Candidates that are an exact average of the query and another candidate: the query's merged children.
+
+    Such a candidate c = w·q + (1 − w)·o lies on the segment from the query to o, so it is closer to the query
+    than the query's own parent, and weights alone would otherwise read it as the parent.
+    """
+    stacked = _stacked(query, candidates, pairs)
+    if stacked is None or stacked[1].shape[1] < 2:
+        return set()
+    target, m = stacked
+    moves = m - target[:, None]  # each candidate's displacement from the query
+    gram = moves.T @ moves
+    d = np.diag(gram)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = gram / d[None, :]  # c_i − q = share[i, j] · (c_j − q) for a merge of q and c_j
+        residual = np.maximum(0.0, 1.0 - gram**2 / np.outer(d, d))  # squared sine of the angle between them
+    fits = (share >= MERGE_MIN_WEIGHT) & (share <= 1 - MERGE_MIN_WEIGHT) & (np.sqrt(residual) <= MERGE_EXACT)
+    fits &= np.outer(d > 0, d > 0) & ~np.eye(len(d), dtype=bool)
+    return {int(i) for i in np.flatnonzero(fits.any(axis=1))}
+
+
+def fit_merge(
+    query: ModelSketch, candidates: Sequence[ModelSketch], pairs: Sequence[Sequence[Pair]]
+) -> MergeFit | None:
+    """The best non-negative two-parent fit θ_q ≈ w₁θ₁ + w₂θ₂ over the tensors every candidate shares.
+
+    Sketches are linear, so the fit on sketches is the fit on the weights. A pair whose unconstrained least
+    squares weights are not both positive has its non-negative optimum at a single parent, so it is skipped.
+    """
+    stacked = _stacked(query, candidates, pairs) if len(candidates) >= 2 else None
+    if stacked is None:
+        return None
+    target, m = stacked
     yy = float(target @ target)
     if yy == 0:
         return None
     gram, proj = m.T @ m, m.T @ target  # every fit below is a small solve on these (one pass over the weights)
-
-    def residual(idx: list[int], w: np.ndarray) -> float:
-        sub = gram[np.ix_(idx, idx)]
-        return float(np.sqrt(max(0.0, yy - 2 * w @ proj[idx] + w @ sub @ w) / yy))
-
-    singles = [residual([k], np.array([max(0.0, proj[k] / gram[k, k])])) if gram[k, k] > 0 else 1.0
-               for k in range(m.shape[1])]  # fmt: skip
-    best: MergeFit | None = None
-    for i in range(m.shape[1]):
-        for j in range(i + 1, m.shape[1]):
-            try:
-                w = np.linalg.solve(gram[np.ix_([i, j], [i, j])], proj[[i, j]])
-            except np.linalg.LinAlgError:
-                continue
-            if (w <= 0).any():  # the non-negative optimum lies on an edge: a one-parent fit, not a merge
-                continue
-            res = residual([i, j], w)
-            if best is None or res < best.residual:
-                best = MergeFit((i, j), (float(w[0]), float(w[1])), res, min(singles))
-    return best
+    g = np.diag(gram)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        single_w = np.where(g > 0, np.maximum(0.0, proj / g), 0.0)
+        singles = np.sqrt(np.maximum(0.0, yy - 2 * single_w * proj + single_w**2 * g) / yy)
+        # every pair's 2x2 normal equations at once (Cramer's rule), upper triangle only
+        det = np.outer(g, g) - gram**2
+        wi = (g[None, :] * proj[:, None] - gram * proj[None, :]) / det
+        wj = (g[:, None] * proj[None, :] - gram * proj[:, None]) / det
+        res2 = yy - 2 * (wi * proj[:, None] + wj * proj[None, :]) + wi**2 * g[:, None] + wj**2 * g[None, :]
+        res2 += 2 * wi * wj * gram
+    # a pair whose weights are not both positive has its non-negative optimum at one parent: not a merge
+    ok = np.triu(det > 1e-12 * np.outer(g, g), 1) & (wi > 0) & (wj > 0)
+    if not ok.any():
+        return None
+    res = np.where(ok, np.sqrt(np.maximum(0.0, res2) / yy), np.inf)
+    i, j = np.unravel_index(int(np.argmin(res)), res.shape)
+    return MergeFit((int(i), int(j)), (float(wi[i, j]), float(wj[i, j])), float(res[i, j]), float(singles.min()))

@@ -17,23 +17,33 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelkin.provenance.lineage.calibration import ParentModel
-from modelkin.provenance.lineage.compare import AGREE, Comparison, compare, fit_merge
+from modelkin.provenance.lineage.compare import (
+    AGREE,
+    MERGE_EXACT,
+    MERGE_MIN_WEIGHT,
+    Comparison,
+    compare,
+    fit_merge,
+    merge_children,
+)
+from modelkin.provenance.lineage.pairing import pair_tensors
 from modelkin.provenance.lineage.sketch import ModelSketch
 
 MERGE_GAIN = 0.5  # the two-parent residual must be below this share of the best single-parent one
-MERGE_MIN_WEIGHT = 0.1
 MERGE_CANDIDATES = 12
 MIN_AGREEING = 0.5  # below this share of kept parameters a close candidate is "related", not a parent
 NEAR_COPY = 1e-3  # relative distance under which two models are near-copies (weights alone cannot order them)
 TIE = 5e-3  # candidates whose distances differ by less than this share are indistinguishable to the query
+TIE_UTILITY = 0.05  # ... and whose fitted utilities differ by less than this (a 5% likelihood ratio)
 
 
 @dataclass(frozen=True)
 class Candidate:
     key: Hashable
     utility: float  # calibrated log-odds of being the parent against "no registered parent"
-    probability: float
+    probability: float  # the parent model's probability (what the tree's costs add up)
     comparison: Comparison
+    confidence: float  # the probability as reported: mapped by the confidence calibration
 
 
 @dataclass(frozen=True)
@@ -58,13 +68,19 @@ def relation_of(c: Comparison) -> str:
 
 
 def _alike(a: Comparison, b: Comparison) -> bool:
-    """Two comparisons the weights cannot tell apart: same distance, same quantisation and sparsity evidence."""
-    close = abs(a.distance - b.distance) <= TIE * max(a.distance, b.distance) + 1e-7
-    return close and abs(a.bits - b.bits) < 1 and abs(a.zeros - b.zeros) < 0.01
+    """Two comparisons the weights cannot tell apart: same distances (median and mean), same exact signatures."""
+
+    def same(x: float, y: float) -> bool:
+        return abs(x - y) <= TIE * max(x, y) + 1e-7
+
+    close = same(a.distance, b.distance) and same(a.mean_distance, b.mean_distance)
+    exact = abs(a.equal - b.equal) < 0.01 and abs(a.levels - b.levels) < 0.05 and abs(a.snap - b.snap) < 0.05
+    return close and exact and abs(a.bits - b.bits) < 1 and abs(a.zeros - b.zeros) < 0.01
 
 
 def near_copy(c: Comparison) -> bool:
-    return c.distance < NEAR_COPY and abs(c.bits) < 1 and abs(c.zeros) < 0.01
+    """Every tensor moved a little and none kept exactly: the two cannot be ordered from the weights."""
+    return c.mean_distance < NEAR_COPY and c.equal < 0.5 and abs(c.bits) < 1 and abs(c.zeros) < 0.01
 
 
 def decide(
@@ -73,11 +89,23 @@ def decide(
     model: ParentModel,
     order: Mapping[Hashable, int] | None = None,
     query_order: int | None = None,
+    pool: Sequence[tuple[Hashable, ModelSketch]] = (),
 ) -> Verdict:
-    """``order`` (registration order of the candidates and the query) is used only as the tie-break above."""
+    """``order`` (registration order of the candidates and the query) is used only as the tie-break above.
+
+    ``pool``: more distant models that only the two-parent fit considers (a merge of two relatives can sit far
+    from one of them); a merge parent found there is compared like any candidate.
+    """
     comps = [(key, compare(query, sketch), sketch) for key, sketch in candidates]
     duplicates = tuple(key for key, c, _ in comps if c.identical)
     live = [(key, c, s) for key, c, s in comps if not c.identical and c.shared > 0]
+    whole = [r for r in live if r[1].coverage >= 0.99]
+    merged = merge_children(query, [s for _, _, s in whole], [c.pairs for _, c, _ in whole])
+    children = {whole[i][0] for i in merged}  # the query's own merged children are never its parents
+    live = [r for r in live if r[0] not in children]
+    merge = _merge(query, live, pool)
+    wanted = set(merge[0]) - {key for key, _, _ in comps} if merge is not None else set()
+    live += [(key, compare(query, s), s) for key, s in pool if key in wanted]
     if order is not None and query_order is not None:
         live = [(k, c, s) for k, c, s in live if not (near_copy(c) and order.get(k, -1) > query_order)]
     if not live:
@@ -87,32 +115,58 @@ def decide(
     utility = model.utilities(features) - model.none
     ranked = sorted(range(len(live)), key=lambda i: -p[i])
     if order is not None and ranked:
-        ties = [i for i in ranked if _alike(live[i][1], live[ranked[0]][1])]
+        top = ranked[0]  # a tie: the same evidence and (so) the same utility under the fitted model
+        ties = [i for i in ranked if _alike(live[i][1], live[top][1]) and utility[top] - utility[i] <= TIE_UTILITY]
         first = min(ties, key=lambda i: order.get(live[i][0], 1 << 62))
         ranked = [first] + [i for i in ranked if i != first]
-    cands = tuple(Candidate(live[i][0], float(utility[i]), float(p[i]), live[i][1]) for i in ranked)
-    merge = _merge(query, [live[i] for i in ranked])
-    if merge is not None:
-        joint = sum(c.probability for c in cands if c.key in merge)
-        return Verdict(merge, "merge", min(1.0, joint), p_none, cands, duplicates)
+    cands = tuple(
+        Candidate(live[i][0], float(utility[i]), float(p[i]), live[i][1], model.confidence(float(p[i]))) for i in ranked
+    )
+    if merge is not None and all(any(c.key == m for c in cands) for m in merge[0]):
+        # "no registered parent" is as likely as the fit is inexact: an exact average of two registered models
+        # does not arise by chance, however the single-parent model splits its mass between them
+        keys, explained = merge
+        none = p_none * explained
+        return Verdict(keys, "merge", model.confidence(1.0 - none), none, cands, duplicates)
     best = cands[0]
     if p_none >= 0.5:  # "some registered model is the parent" is the complement, however the mass is split
         related = best.comparison.agreeing > 0 and best.comparison.distance < AGREE
-        return Verdict((), "related" if related else None, p_none, p_none, cands, duplicates)
+        return Verdict((), "related" if related else None, model.confidence(p_none), p_none, cands, duplicates)
     if best.comparison.agreeing < MIN_AGREEING:
-        return Verdict((), "related", 1.0 - best.probability, p_none, cands, duplicates)
-    return Verdict((best.key,), relation_of(best.comparison), best.probability, p_none, cands, duplicates)
+        return Verdict((), "related", model.confidence(1.0 - best.probability), p_none, cands, duplicates)
+    confidence = model.confidence(best.probability)
+    return Verdict((best.key,), relation_of(best.comparison), confidence, p_none, cands, duplicates)
 
 
 def _merge(
-    query: ModelSketch, ranked: Sequence[tuple[Hashable, Comparison, ModelSketch]]
-) -> tuple[Hashable, Hashable] | None:
-    """The keys of the two candidates the query is a merge of, or None."""
-    full = sorted((r for r in ranked if r[1].coverage >= 0.99), key=lambda r: r[1].distance)[:MERGE_CANDIDATES]
-    fit = fit_merge(query, [s for _, _, s in full], [c.pairs for _, c, _ in full])
+    query: ModelSketch,
+    live: Sequence[tuple[Hashable, Comparison, ModelSketch]],
+    pool: Sequence[tuple[Hashable, ModelSketch]] = (),
+) -> tuple[tuple[Hashable, Hashable], float] | None:
+    """The keys of the two candidates the query is a merge of and how inexact the fit is (0: exact, 1: no better
+    than the bar), or None.
+
+    The nearest candidates that cover the whole query enter the fit, then the pool's (paired by tensor only);
+    a fit that needs a pool model must be exact (a merge's weights are an exact average of its parents').
+    """
+    full = sorted((r for r in live if r[1].coverage >= 0.99), key=lambda r: r[1].distance)[:MERGE_CANDIDATES]
+    keys = [k for k, _, _ in full]
+    sketches = [s for _, _, s in full]
+    pairs = [c.pairs for _, c, _ in full]
+    for key, sketch in pool:
+        found = pair_tensors(query, sketch)
+        covered = sum(query.tensors[p.a].numel for p in found)
+        if key not in keys and covered >= 0.99 * query.parameters:
+            keys.append(key)
+            sketches.append(sketch)
+            pairs.append(found)
+    fit = fit_merge(query, sketches, pairs)
     if fit is None or fit.residual > MERGE_GAIN * fit.single:
+        return None
+    if max(fit.parents) >= len(full) and fit.residual > MERGE_EXACT:
         return None
     total = sum(fit.weights)  # a merge is a weighted average: its weights sum to about one
     if not 0.8 <= total <= 1.2 or min(fit.weights) / total < MERGE_MIN_WEIGHT:
         return None
-    return full[fit.parents[0]][0], full[fit.parents[1]][0]
+    inexact = fit.residual / (MERGE_GAIN * fit.single) if fit.single > 0 else 1.0
+    return (keys[fit.parents[0]], keys[fit.parents[1]]), float(min(1.0, inexact))

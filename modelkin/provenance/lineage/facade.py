@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Iterator, Sequence
+from contextlib import ExitStack
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -31,6 +33,8 @@ from modelkin.provenance.lineage.reports import (
 from modelkin.provenance.lineage.sketch import ModelSketch, sketch_model
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from modelkin.provenance.lineage.calibration import ParentModel
     from modelkin.provenance.lineage.decide import Verdict
     from modelkin.provenance.lineage.tree import Forest
@@ -41,6 +45,7 @@ METHOD = "weights"
 TREE_METHOD = "weights-tree"
 SEARCH = 24  # candidates that get the precise comparison
 TREE_SEARCH = 12  # per model when recovering a whole tree (each node's parent is among its nearest)
+MERGE_POOL = 64  # nearest models the two-parent fit may draw a merge's second parent from
 
 
 class Lineage:
@@ -63,9 +68,12 @@ class Lineage:
 
     # -- sketches --------------------------------------------------------------------------------------------
 
-    def index_version(self, version: ModelVersion) -> str | None:
-        """Sketch a registered version and store it; a reason string when there is nothing to sketch."""
-        sketch = sketch_model(self.host.iter_tensors(version.ref))
+    def index_version(self, version: ModelVersion, just_written: bool = False) -> str | None:
+        """Sketch a registered version and store it; a reason string when there is nothing to sketch.
+
+        ``just_written``: registration hashed these blobs a moment ago, so they are not hashed again here.
+        """
+        sketch = self._sketch_version(version, just_written)
         vid = self._ids_by_ref()[version.ref]
         storage.save_sketch(self.host.engine, vid, sketch)  # an empty sketch too: it is not read again
         self._sketches[vid] = sketch
@@ -73,6 +81,19 @@ class Lineage:
             why = "NaN or infinite values" if sketch.skipped else "no floating-point tensors"
             return f"nothing to compare: {why}"
         return None
+
+    def _sketch_version(self, version: ModelVersion, just_written: bool) -> ModelSketch:
+        from modelkin.provenance.lineage.weights import mapped_tensors
+
+        store = self.host.store
+        digests = {t["name"]: t["sha256"] for t in self.host.manifest(version.ref)["tensors"]}
+        with ExitStack() as stack:
+            tensors = []
+            for f in version.files:
+                if f.path.endswith(".safetensors"):
+                    path = stack.enter_context((store.written_path if just_written else store.local_path)(f.sha256))
+                    tensors.append(mapped_tensors(path, f.path, digests))
+            return sketch_model(((name, array) for name, array, _ in chain(*tensors)), digests)
 
     def _ids_by_ref(self) -> dict[str, int]:
         return {v.ref: v.id for v in storage.versions(self.host.engine).values()}
@@ -95,7 +116,14 @@ class Lineage:
 
     def _load(self, ids: Sequence[int]) -> dict[int, ModelSketch]:
         missing = [i for i in ids if i not in self._sketches]
-        self._sketches.update(storage.load_sketches(self.host.engine, missing))
+        loaded = storage.load_sketches(self.host.engine, missing)
+        stale = [i for i, sketch in loaded.items() if sketch is None]
+        if stale:  # made by an older sketch format: sketch those versions again (their index rows change too)
+            refs = {v.id: v.ref for v in storage.versions(self.host.engine).values()}
+            for i in stale:
+                self.index_version(self.host.get(refs[i]))
+            self._index = None
+        self._sketches.update((i, sketch) for i, sketch in loaded.items() if sketch is not None)
         return {i: self._sketches[i] for i in ids if i in self._sketches}
 
     def _verdict(
@@ -104,12 +132,14 @@ class Lineage:
         from modelkin.provenance.lineage.decide import decide
 
         index = index or self._candidate_index()
-        found = index.search(sketch, search, exclude={exclude} if exclude is not None else set())
+        found = index.search(sketch, max(search, MERGE_POOL), exclude={exclude} if exclude is not None else set())
         ids = [_id(key) for key, _ in found]
         sketches = self._load(ids)
         # version ids grow with registration: the order decide() may use as a tie-break between near-copies
         order: dict[Hashable, int] = {i: i for i in ids}
-        return decide(sketch, [(i, sketches[i]) for i in ids if i in sketches], self.model, order, exclude)
+        near, far = [i for i in ids[:search] if i in sketches], [i for i in ids[search:] if i in sketches]
+        return decide(sketch, [(i, sketches[i]) for i in near], self.model, order, exclude,
+                      pool=[(i, sketches[i]) for i in far])  # fmt: skip
 
     # -- queries ---------------------------------------------------------------------------------------------
 
@@ -207,7 +237,7 @@ class LineageIndexer:
         self.lineage = Lineage(host)
 
     def on_registered(self, version: ModelVersion) -> str | None:
-        reason = self.lineage.index_version(version)
+        reason = self.lineage.index_version(version, just_written=True)
         if reason is None:
             self.lineage.detect_and_store(version)
         return reason
@@ -239,7 +269,7 @@ def _report(query: str, verdict: Verdict, refs: dict[int, str], k: int) -> Paren
         parents=tuple(refs[_id(p)] for p in verdict.parents),
         relation=verdict.relation,
         confidence=verdict.confidence,
-        candidates=tuple(CandidateScore(refs[_id(c.key)], c.utility, c.probability) for c in verdict.candidates[:k]),
+        candidates=tuple(CandidateScore(refs[_id(c.key)], c.utility, c.confidence) for c in verdict.candidates[:k]),
         duplicates=tuple(refs[_id(d)] for d in verdict.duplicates),
         method=METHOD + ("+merge-fit" if verdict.relation == "merge" else ""),
     )
@@ -270,17 +300,15 @@ def _as_path(target: str | os.PathLike[str]) -> Path | None:
 
 def sketch_path(path: Path) -> ModelSketch:
     """Sketch an unregistered weights file or model folder (checked like a registration, nothing stored)."""
-    sketch = sketch_model(_read_tensors(path))
+    sketch = sketch_model((name, array) for name, array, _ in _read_tensors(path))
     if not sketch.tensors:
         what = "only NaN or infinite values" if sketch.skipped else "no floating-point tensors"
         raise InvalidModelFile(f"{path} holds {what}, so there is nothing to compare.")
     return sketch
 
 
-def _read_tensors(path: Path) -> Iterator[tuple[str, Any]]:
-    from safetensors import SafetensorError, safe_open
-
-    from modelkin.registry.safetensors_header import read_header_from_path
+def _read_tensors(path: Path) -> Iterator[tuple[str, np.ndarray, str]]:
+    from modelkin.provenance.lineage.weights import mapped_tensors
     from modelkin.registry.sources import collect
 
     files = [f for f in collect(path, allow_pickle=False).files if f.kind == "safetensors"]
@@ -288,10 +316,4 @@ def _read_tensors(path: Path) -> Iterator[tuple[str, Any]]:
         raise InvalidModelFile(f"{path} is not a model: it holds no .safetensors weights.",
                                hint="give a .safetensors file or a Hugging Face-format folder")  # fmt: skip
     for f in files:
-        read_header_from_path(f.path, f.shown)
-        try:
-            with safe_open(str(f.path), framework="pt") as st:
-                for key in sorted(st.keys()):
-                    yield key, st.get_tensor(key)
-        except SafetensorError as exc:
-            raise InvalidModelFile(f"{f.shown} cannot be read as safetensors ({exc}).") from None
+        yield from mapped_tensors(f.path, f.shown)

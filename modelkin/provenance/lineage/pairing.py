@@ -61,7 +61,7 @@ def content_distance(x: TensorSketch, y: TensorSketch, transposed: bool = False)
     weights it kept (its sparsity is direction evidence of its own, not distance). A sparse ``y`` is not
     masked: on a pruned candidate's support every relative of its parent would look closer than it is.
     """
-    if x.zeros > 0 and not transposed and (x.sample is None) == (y.sample is None):
+    if x.zeros > 0 and not transposed and x.exact == y.exact:
         a, b = x.kept.astype(np.float64), y.kept.astype(np.float64)  # same coordinates: mask what x dropped
         kept = a != 0
         if kept.any():

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, delete, select
 from modelkin.db.engine import write_session
 from modelkin.db.schema import LineageEdge, LineageSketch, Model, Version
 from modelkin.provenance.lineage.index import Entry
-from modelkin.provenance.lineage.sketch import COARSE, ModelSketch, coarse, from_bytes, to_bytes
+from modelkin.provenance.lineage.sketch import COARSE, ModelSketch, StaleSketch, coarse, from_bytes, to_bytes
 
 DETECTED = "detected"
 
@@ -69,16 +69,21 @@ def index_entries(engine: Engine) -> list[Entry]:
         return out
 
 
-def load_sketches(engine: Engine, ids: Iterable[int]) -> dict[int, ModelSketch]:
+def load_sketches(engine: Engine, ids: Iterable[int]) -> dict[int, ModelSketch | None]:
+    """The stored sketches of ``ids``; None for one an older sketch format made (it must be made again)."""
     wanted = list(ids)
-    out: dict[int, ModelSketch] = {}
+    out: dict[int, ModelSketch | None] = {}
     with engine.connect() as conn:
         for i in range(0, len(wanted), 500):
             chunk = wanted[i : i + 500]
             rows = conn.execute(
                 select(LineageSketch.version_id, LineageSketch.sketch).where(LineageSketch.version_id.in_(chunk))
             )
-            out.update((vid, from_bytes(data)) for vid, data in rows)
+            for vid, data in rows:
+                try:
+                    out[vid] = from_bytes(data)
+                except StaleSketch:
+                    out[vid] = None
     return out
 
 

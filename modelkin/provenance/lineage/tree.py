@@ -3,8 +3,10 @@
 Each model's verdict gives a calibrated distribution over its parent (each nearby candidate, or "no registered
 parent"). Edge c -> v costs -log P(parent of v = c) and ROOT -> v costs -log P(v has no registered parent), so
 the arborescence (Edmonds' algorithm) is the most probable forest in which every model has one parent and no
-cycles, and "no known parent" is a real answer. A merge verdict adds its second parent afterwards. Registration
-order enters only as a tie-break of 1e-9.
+cycles, and "no known parent" is a real answer. As in a single verdict, a model whose no-parent probability is
+below one half keeps a parent: its root edge costs as much as an edge ten times less likely than "no parent",
+so it is taken to break a cycle, not to avoid a plausible edge. A merge verdict adds its
+second parent afterwards. Registration order enters only as a tie-break of 1e-9.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from modelkin.provenance.lineage.decide import Verdict, relation_of
 
 ROOT = ("__virtual_root__",)
 _TIE = 1e-9
+_CUT = float(np.log(10.0))  # a model likely to have a parent is made a root only instead of a 10x weaker edge
 
 
 @dataclass(frozen=True)
@@ -54,11 +57,16 @@ def recover_forest(nodes: Sequence[Hashable], verdicts: Mapping[Hashable, Verdic
     graph.add_nodes_from(nodes)
     for v in nodes:
         verdict = verdicts[v]
-        graph.add_edge(ROOT, v, weight=_cost(verdict.none_probability))
+        # a model more likely than not to have a registered parent is a root only to break a cycle: its
+        # parent probability may be split between look-alike candidates, none of which beats "no parent" alone
+        rooted = verdict.none_probability >= 0.5
+        graph.add_edge(ROOT, v, weight=_cost(verdict.none_probability) + (0.0 if rooted else _CUT))
+        merged = verdict.relation == "merge"  # a merge's tree edge comes from one of its two parents
         for c in verdict.candidates:
-            if c.key in order and c.key != v:
+            if c.key in order and c.key != v and (not merged or c.key in verdict.parents):
                 later = order[c.key] > order[v]
-                graph.add_edge(c.key, v, weight=_cost(c.probability) + _TIE * later)
+                p = 1.0 - verdict.none_probability if merged else c.probability  # a merge's parents come jointly
+                graph.add_edge(c.key, v, weight=_cost(p) + _TIE * later)
     tree = nx.minimum_spanning_arborescence(graph, attr="weight", preserve_attrs=False)
     by_key = {v: {c.key: c for c in verdicts[v].candidates} for v in nodes}
     edges: list[TreeEdge] = []
@@ -75,7 +83,7 @@ def recover_forest(nodes: Sequence[Hashable], verdicts: Mapping[Hashable, Verdic
             if other in order and not nx.has_path(tree, v, other):
                 tree.add_edge(other, v)
                 edges.append(TreeEdge(other, v, "merge", verdict.confidence))
-        edges.append(TreeEdge(parent, v, "merge" if merged else relation_of(cand.comparison), cand.probability))
+        edges.append(TreeEdge(parent, v, "merge" if merged else relation_of(cand.comparison), cand.confidence))
     return Forest(tuple(edges), tuple(roots))
 
 
