@@ -428,3 +428,16 @@ def test_usage_errors(registry: Registry, cli: Any, tmp_path: Path) -> None:
     assert cli("lineage", "ancestors", "bad ref!").exit_code == 2
     assert cli("lineage", "tree", "--filter", "nonsense ===").exit_code == 2
     assert cli("lineage", "audit", "nope:3").exit_code == 1
+
+
+def test_a_mismatch_reports_its_confidence_on_the_calibrated_scale() -> None:
+    from modelkin.provenance.lineage.audit import judge
+    from modelkin.provenance.lineage.decide import Candidate, Verdict
+
+    comparison: Any = None  # judge reads only keys and probabilities
+    cands = (Candidate("a", 2.0, 0.7, comparison, 0.6), Candidate("b", 0.5, 0.2, comparison, 0.3))
+    verdict = Verdict(("a",), "finetune", 0.6, 0.1, cands, ())
+    assert judge(["a"], verdict, lambda p: p / 2) == ("confirmed", 0.6)
+    status, confidence = judge(["b"], verdict, lambda p: p / 2)
+    assert status == "mismatch" and confidence == pytest.approx(0.4)  # the map applied to 1 - P(b)
+    assert judge(["b"], verdict)[1] == pytest.approx(0.8)  # identity when no map is given

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from modelkin.provenance.lineage.decide import Verdict
 
@@ -10,12 +10,17 @@ STATUSES = ("confirmed", "mismatch", "undeclared", "no-parent", "duplicate", "un
 FLAGGED = ("mismatch", "undeclared")  # what ``audit --strict`` fails on
 
 
-def judge(declared: Sequence[Hashable | None], verdict: Verdict | None) -> tuple[str, float | None]:
+def judge(
+    declared: Sequence[Hashable | None],
+    verdict: Verdict | None,
+    calibrate: Callable[[float], float] = lambda p: p,
+) -> tuple[str, float | None]:
     """(status, confidence) for a version.
 
     ``declared`` holds the declared parents as candidate keys, None for one that is not registered (an external
     id no registered version answers to); ``verdict`` is None when the version has nothing to compare (no
-    floating-point weights).
+    floating-point weights). ``calibrate`` maps a raw probability to a reported confidence, the map the verdict's
+    own confidences went through, so a mismatch reads on the same scale as every other finding.
     """
     if verdict is None:
         return "unverifiable", None
@@ -33,4 +38,4 @@ def judge(declared: Sequence[Hashable | None], verdict: Verdict | None) -> tuple
     p_declared = min(1.0, sum(probability.get(d, 0.0) for d in known))
     if verdict.parents and set(known) <= set(verdict.parents):
         return "confirmed", verdict.confidence
-    return "mismatch", 1.0 - p_declared
+    return "mismatch", calibrate(1.0 - p_declared)

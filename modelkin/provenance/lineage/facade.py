@@ -220,7 +220,7 @@ class Lineage:
             sketch = self._load([vid]).get(vid)
             verdict = self._verdict(sketch, vid) if sketch is not None and sketch.tensors else None
             declared = [_declared_key(d, by_ref, infos) for d in v.declared_parents]
-            status, confidence = judge(declared, verdict)
+            status, confidence = judge(declared, verdict, self.model.confidence)
             detected = tuple(infos[_id(p)].ref for p in verdict.parents) if verdict else ()
             if status == "duplicate" and verdict is not None:
                 detected = tuple(infos[_id(d)].ref for d in verdict.duplicates)
