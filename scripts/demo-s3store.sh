@@ -4,6 +4,7 @@
 # Uses the tiny zoo that scripts/demo.sh built in .demo/zoo; the team registry gets a home of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"  # run straight after `make demo`, as the README says, without activating .venv
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 try() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@" || printf '(exit %s, as expected)\n' "$?"; }
