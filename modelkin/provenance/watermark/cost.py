@@ -20,13 +20,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from modelkin.provenance.watermark.layer import depth_key
+
 # calibrated with DEFAULT_MARGIN on zoo seed 0 (benchmarks/results/ownership.md)
 DEFAULT_FLOOR = 0.2
 DEFAULT_TOGETHER = 0.5
-
-
-def _natural(name: str) -> list[object]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def _pattern(name: str) -> str:
@@ -39,7 +37,7 @@ def consumer(shapes: Mapping[str, Sequence[int]], layer: str) -> str | None:
     input width (dim 1) equals ``layer``'s output width (dim 0). Else None, and every entry costs the same: where
     names do not follow the order of computation (a transformer block's residual stream has many readers), the
     next name says nothing about who reads the outputs."""
-    weights = sorted((n for n, s in shapes.items() if len(s) >= 2), key=_natural)
+    weights = sorted((n for n, s in shapes.items() if len(s) >= 2), key=depth_key)
     later = weights[weights.index(layer) + 1 :]
     if not later or _pattern(later[0]) != _pattern(layer):
         return None

@@ -45,7 +45,8 @@ def plan_rounds(numel: int, bits: np.ndarray, rows: int) -> tuple[int, int]:
     return 1, sizes[1]  # a small tensor: one round keeps the most entries per slot
 
 
-def _natural(name: str) -> list[object]:
+def depth_key(name: str) -> list[object]:
+    """Sort key putting tensor names in depth order: indices compare as numbers (``trunk.10`` after ``trunk.2``)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
@@ -65,6 +66,6 @@ def choose_layer(shapes: Mapping[str, tuple[Sequence[int], str]], bits: np.ndarr
     if not candidates:
         raise ValueError(f"no weight matrix is large enough for a {rows}-row key (each needs >= {2 * rows} entries)")
     best = max((c[0], c[1]) for c in candidates)
-    ties = sorted((c for c in candidates if (c[0], c[1]) == best), key=lambda c: _natural(c[2]))
+    ties = sorted((c for c in candidates if (c[0], c[1]) == best), key=lambda c: depth_key(c[2]))
     _, _, name, rounds, m = ties[(len(ties) - 1) // 2]
     return Plan(name, rounds, m)
