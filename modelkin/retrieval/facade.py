@@ -569,7 +569,8 @@ class Retrieval:
         outputs = self._pool_outputs(serving.pool, vids)
         knowledge, learned, truth = [], [], []
         for held in folds(len(examples)):
-            rest = [e for i, e in enumerate(examples) if i not in set(held.tolist())]
+            out = set(held.tolist())
+            rest = [e for i, e in enumerate(examples) if i not in out]
             fold, _ = train(free, list(feats.values()), rest, epochs=epochs, seed=seed)
             vectors = fold.model_vectors(list(feats.values()))
             for i in held:
