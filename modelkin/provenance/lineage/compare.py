@@ -86,8 +86,8 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
 
 
-def _numerical_rank(m: np.ndarray) -> int:
-    s = np.linalg.svd(m.astype(np.float64), compute_uv=False)
+def _numerical_rank(s: np.ndarray) -> int:
+    """The rank singular values ``s`` (descending) show, up to RANK_TOLERANCE of the largest."""
     return int(np.count_nonzero(s > RANK_TOLERANCE * s[0])) if s.size and s[0] > 0 else 0
 
 
@@ -174,8 +174,9 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
             continue
         changed += 1
         diff = x - y
-        low += _numerical_rank(diff) <= min(diff.shape) // 2
-        fits.append(lowrank_fit(diff))
+        singular = np.linalg.svd(diff.astype(np.float64), compute_uv=False)  # one SVD serves both rank tests
+        low += _numerical_rank(singular) <= min(diff.shape) // 2
+        fits.append(lowrank_fit(singular, min(diff.shape)))
     mats = [p for p in pairs if len(q[p.a].shape) >= 2]
     mat_w = [q[p.a].numel for p in mats]
     root = np.sqrt(sizes)

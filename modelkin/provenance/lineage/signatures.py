@@ -103,12 +103,12 @@ def mask_fit(child: np.ndarray, parent: np.ndarray) -> float | None:
     return float(np.clip(-np.log10(outside + 1e-4) / 4, 0.0, 1.0))
 
 
-def lowrank_fit(diff: np.ndarray) -> float:
-    """1 when a difference is exactly low-rank (its energy beyond rank min(shape)/4 is numerical noise), towards
-    0 as that energy grows: an exact LoRA update scores 1, the same update seen from a near-copy less."""
-    s = np.linalg.svd(diff.astype(np.float64), compute_uv=False)
+def lowrank_fit(s: np.ndarray, side: int) -> float:
+    """1 when a difference is exactly low-rank (its energy beyond rank side/4 is numerical noise), towards 0 as
+    that energy grows: an exact LoRA update scores 1, the same update seen from a near-copy less. ``s``: the
+    difference's singular values, descending; ``side``: its smaller dimension."""
     total = float(np.sum(s**2))
     if total == 0:
         return 0.0
-    tail = float(np.sum(s[max(1, min(diff.shape) // RANK_SHARE) :] ** 2)) / total
+    tail = float(np.sum(s[max(1, side // RANK_SHARE) :] ** 2)) / total
     return float(np.clip(-np.log10(tail + 1e-10) / 10, 0.0, 1.0))
