@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 
 from modelkin.config import Settings
 from modelkin.db import migrate
-from modelkin.db.engine import database_error, make_engine, read_connection
+from modelkin.db.engine import database_error, make_engine, read_connection, redact_url
 from modelkin.db.tables import aliases, lineage_edges, models, versions
 from modelkin.errors import AmbiguousRef, ModelNotFound, RegistryNotFound, SchemaOutdated
 from modelkin.refs import ModelRef
@@ -50,7 +50,7 @@ def open_database(
         raise database_error(exc) or exc from None
     if current is None:
         engine.dispose()
-        where = engine.url.render_as_string(hide_password=True)
+        where = redact_url(settings.database_url)
         raise RegistryNotFound(f"no registry in {where}.", hint="run `modelkin init` to create one")
     if current != migrate.SCHEMA_HEAD:
         engine.dispose()

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from modelkin.config import Settings
 from modelkin.db import migrate
-from modelkin.db.engine import database_error, make_engine, read_session, write_session
+from modelkin.db.engine import database_error, make_engine, read_session, redact_url, write_session
 from modelkin.db.schema import Alias, Event, File, LineageEdge, Model, Tag, TensorRow, Version
 from modelkin.errors import (
     InvalidModelFile,
@@ -149,7 +149,11 @@ class Registry:
         return Ownership(self)
 
     def describe(self) -> dict[str, str]:
-        return {"home": str(self.settings.home), "database": _safe_url(self.engine), "store": self.store.location}
+        return {
+            "home": str(self.settings.home),
+            "database": redact_url(self.settings.database_url),
+            "store": self.store.location,
+        }
 
     # -- registration --------------------------------------------------------------------------------------
 
@@ -595,10 +599,6 @@ def check_tag_value(value: str) -> str:
 def _default_name(path: Path) -> str:
     stem = path.name.split(".")[0] if path.is_file() else path.absolute().name
     return stem or "model"
-
-
-def _safe_url(engine: Engine) -> str:
-    return engine.url.render_as_string(hide_password=True)
 
 
 def _convert_pickles(src: ModelSource, tmp: Path) -> ModelSource:
