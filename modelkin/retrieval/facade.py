@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 NAME = "retrieval"
 SPACE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")  # also names the index file under HOME/retrieval
-RERANK_ESTIMATOR = "logme"
+RERANK = "rerank"
 SHORTLIST = 1000  # vector-search candidates rescored from stored knowledge (no forward passes)
 KNOWLEDGE = "knowledge-logme"
 
@@ -352,8 +352,8 @@ class Retrieval:
 
         Three stages: faiss vector search (inside the filter) for the top ``max(k, rerank, shortlist)``; the
         shortlist rescored by LogME on each model's stored outputs at the query's nearest probes (zero forward
-        passes; ``shortlist=0`` keeps the vector order); then, with ``rerank`` N, the top N rescored by LogME on
-        the models' real outputs (N forward passes).
+        passes; ``shortlist=0`` keeps the vector order); then, with ``rerank`` N, N stage-2 leaders picked for
+        recall run on the samples and are ranked by LogME, kNN and their stage-2 score (N forward passes).
         """
         start = time.perf_counter()
         if k < 1:
@@ -384,10 +384,10 @@ class Retrieval:
         passes = 0
         notes: list[str] = []
         if rerank:
-            ranked, passes, notes = self._rerank(ranked, rerank, x, y)
+            ranked, passes, notes = self._rerank(serving, ranked, rerank, x, y)
         results = [{"ref": r["ref"], "score": r["score"], "rank": n, "scored_by": r["scored_by"]}
                    for n, r in enumerate(ranked[:k], 1)]  # fmt: skip
-        name += f"+{RERANK_ESTIMATOR}" if rerank else ""
+        name += f"+{RERANK}" if rerank else ""
         return SearchResult(results, name, passes, round((time.perf_counter() - start) * 1000, 2), notes)
 
     def _knowledge_rescore(self, serving: _Serving, ids: np.ndarray, ranked: list[dict[str, Any]], x: np.ndarray,
@@ -421,13 +421,21 @@ class Retrieval:
                 cache[vid] = kstore.from_bytes(self.host.store.read_verified(digest)).pool_logits
         return {v: cache[v] for v in vids}
 
-    def _rerank(self, ranked: list[dict[str, Any]], n: int, x: np.ndarray, y: np.ndarray
+    def _rerank(self, serving: _Serving, ranked: list[dict[str, Any]], n: int, x: np.ndarray, y: np.ndarray
                 ) -> tuple[list[dict[str, Any]], int, list[str]]:  # fmt: skip
-        from modelkin.retrieval.baselines import ESTIMATORS, USES_FEATURES
+        """Run ``n`` stage-2 leaders picked for recall and rank them by real estimators (see ``rerank``)."""
+        from modelkin.retrieval.baselines import knn, logme
+        from modelkin.retrieval.rerank import WINDOW, combine, pick
         from modelkin.retrieval.runner import features_and_probs, one_thread
 
-        head, tail = ranked[:n], ranked[n:]
-        rescored: list[dict[str, Any]] = []
+        refs = self._refs()
+        stage = [r for r in ranked if r["scored_by"] == ranked[0]["scored_by"]]  # the stage that ordered the list
+        window = [refs[r["ref"]] for r in stage[:WINDOW]]
+        outputs = self._pool_outputs(serving.pool, window)
+        chosen = pick(np.array([r["score"] for r in stage]), [outputs[v].argmax(axis=1) for v in window], n)
+        head = [stage[i] for i in chosen]
+        tail = [r for i, r in enumerate(ranked) if i not in set(chosen)]
+        ran: list[tuple[dict[str, Any], float, float]] = []
         notes: list[str] = []
         passes = 0
         for r in head:
@@ -435,12 +443,17 @@ class Retrieval:
                 module = self.host.load_module(r["ref"])
                 passes += 1
                 with one_thread():
-                    feats, probs = features_and_probs(module, x, r["ref"])
+                    feats, _ = features_and_probs(module, x, r["ref"])
             except ModelkinError as exc:
                 notes.append(f"skipped {r['ref']} in the rerank: {exc}")
                 continue
-            value = ESTIMATORS[RERANK_ESTIMATOR](feats if USES_FEATURES[RERANK_ESTIMATOR] else probs, y)
-            rescored.append({"ref": r["ref"], "score": round(value, 6), "scored_by": RERANK_ESTIMATOR})
+            ran.append((r, logme(feats, y), knn(feats, y)))
+        scores = np.zeros(0)
+        if ran:
+            table = np.array([(a, b, r["score"]) for r, a, b in ran], dtype=np.float64)
+            scores = combine(table[:, 0], table[:, 1], table[:, 2])
+        rescored = [{"ref": r["ref"], "score": round(float(v), 6), "scored_by": RERANK}
+                    for (r, _, _), v in zip(ran, scores, strict=True)]  # fmt: skip
         rescored.sort(key=lambda r: -r["score"])
         return rescored + tail, passes, notes
 
