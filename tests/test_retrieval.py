@@ -240,7 +240,8 @@ def test_cli_search_json_contract(cli: Callable[..., Any], home: Path, tiny_zoo:
     assert scores == sorted(scores, reverse=True)
     reranked = json.loads(cli("search", "--data", data, "--rerank", "3", "--k", "2", "--json").stdout)
     assert reranked["forward_passes"] == 3 and len(reranked["results"]) == 2
-    assert {r["ref"] for r in reranked["results"]} <= {r["ref"] for r in out["results"][:3]}
+    assert reranked["scorer"] == "training-free+knowledge-logme+rerank"
+    assert {r["scored_by"] for r in reranked["results"]} == {"rerank"}
     everything = json.loads(cli("search", "--data", data, "--k", "1000", "--json").stdout)
     assert len(everything["results"]) == 24  # k beyond the candidates returns all of them
     x, y = _xy(data)
@@ -301,6 +302,8 @@ def test_train_from_a_registered_zoo_then_serve_new_models_without_retraining(
     report = json.loads(trained.stdout)["encoders"][0]
     assert report["encoder"] == 1 and report["tasks"] == 2 and report["indexed"] == 24
     assert report["knowledge_mix"] == 0.0 and report["knowledge_mix_fit"] == {}  # 2 tasks: too few to cross-fit
+    assert report["unseen_family_mix"] == 0.0 and report["unseen_family_mix_fit"] == {}
+    assert report["families"] == ["cnn", "mlp"]
     status = json.loads(cli("index", "status", "--json").stdout)["spaces"][0]
     assert (status["scorer"], status["encoder"]) == ("learned", 1)
     data = _data(tiny_zoo)

@@ -127,3 +127,60 @@ def test_the_mix_weight_follows_the_score_that_ranks_held_out_tasks() -> None:
     assert np.allclose(mix(k * 10 + 3, v, 0.3), mix(k, v * 2, 0.3))  # z-scored: scales do not matter
     assert np.allclose(mix(k, np.ones(10), 0.5), mix(k, v, 0.0))  # a constant score adds nothing
     assert folds(3) == [] and sorted(np.concatenate(folds(7)).tolist()) == list(range(7))
+
+
+def _trained_scorer(seed: int = 0) -> tuple[object, object]:
+    """A small Learned scorer, trained for a few epochs on random model and query features, and its space."""
+    from modelkin.retrieval.features import ModelFeatures
+    from modelkin.retrieval.scorers import TrainingFree
+    from modelkin.retrieval.training import TaskExample, train
+
+    rng = np.random.default_rng(seed)
+    space = fit_space(rng.random((200, 12)), dims=6, landmarks=8)
+    free = TrainingFree(6, 8, space.bandwidth)
+    models = [ModelFeatures(rng.random((3, 8)), rng.random((2, 8)), rng.random(8), rng.random(5)) for _ in range(6)]
+    x, y = _clusters(seed, d=12, n=4)
+    task = TaskExample([query_features(x, y, space)], np.arange(6), rng.random(6))
+    learned, _ = train(free, models, [task], epochs=3, seed=seed, hidden=8, out=4)
+    return learned, space
+
+
+def test_the_numpy_query_encoder_equals_the_torch_one_and_survives_a_round_trip() -> None:
+    from modelkin.retrieval.encoder import layout
+    from modelkin.retrieval.scorers import Learned
+    from modelkin.retrieval.training import query_vectors
+
+    learned, space = _trained_scorer()
+    shapes = {k: tuple(v.shape) for k, v in learned.net.state_dict().items()}
+    assert shapes == layout(learned.config)
+    again = Learned.from_bytes(learned.to_bytes(), learned.free)
+    for seed in range(3):
+        x, y = _clusters(seed + 10, d=12, n=3 + seed)
+        q = query_features(x, y, space)
+        torch_vec = query_vectors(learned, [q])[0]
+        assert np.allclose(learned.query_vector(q), torch_vec, atol=1e-6)
+        assert np.allclose(again.query_vector(q), torch_vec, atol=1e-6)  # numpy weights read back, torch never built
+    assert again._net is None
+    assert np.allclose(again.net.state_dict()["qout.weight"].numpy(), learned.state["qout.weight"])
+
+
+def test_the_rerank_picks_leaders_that_disagree_and_combines_three_scores() -> None:
+    from modelkin.retrieval.rerank import combine, pick
+
+    copy = np.zeros(50, np.int64)
+    other = np.ones(50, np.int64)
+    scores = np.array([3.0, 2.9, 2.8, 0.0, -1.0])
+    preds = [copy, copy, other, other, copy]
+    assert pick(scores, preds, 2) == [0, 2]  # the runner-up is a copy of the leader: the next distinct one runs
+    assert pick(scores, [np.arange(50) + i * 100 for i in range(5)], 3) == [0, 1, 2]  # all distinct: score order
+    assert len(pick(scores, preds, 9)) == 5
+    best = combine(np.array([1.0, 0.0, 0.5]), np.array([0.0, 1.0, 0.9]), np.array([0.0, 0.0, 1.0]))
+    assert int(np.argmax(best)) == 2  # second on LogME, on kNN and first on stage 2 beats one estimator's favourite
+
+
+def test_models_of_a_family_absent_from_training_get_the_unseen_family_weight() -> None:
+    learned, _ = _trained_scorer()
+    learned.config.update(knowledge_mix=0.75, unseen_family_mix=0.1, families=["mlp"])
+    assert learned.mix_weight("mlp") == 0.75 and learned.mix_weight("cnn") == 0.1 and learned.mix_weight(None) == 0.1
+    del learned.config["families"]  # an encoder trained before families were recorded: one weight for all
+    assert learned.mix_weight("cnn") == 0.75

@@ -30,7 +30,7 @@ from modelkin.retrieval import knowledge as kstore
 from modelkin.retrieval.features import ModelFeatures, check_query, model_features, query_features
 from modelkin.retrieval.files import read_pool, read_query
 from modelkin.retrieval.index import VectorIndex, build
-from modelkin.retrieval.scorers import Learned, TrainingFree
+from modelkin.retrieval.scorers import UNNAMED, Learned, TrainingFree
 from modelkin.retrieval.space import Space, fit_space
 
 if TYPE_CHECKING:
@@ -400,9 +400,10 @@ class Retrieval:
         outputs = self._pool_outputs(serving.pool, [int(i) for i in ids])
         head = ranked[: len(ids)]
         scores = knowledge_logme([outputs[int(i)] for i in ids], nearest, y)
-        weight = serving.scorer.knowledge_mix
-        if weight > 0:
-            scores = mix(scores, np.array([r["score"] for r in head]), weight)
+        if serving.scorer.knowledge_mix > 0:
+            families = self._families([int(i) for i in ids])
+            weights = np.array([serving.scorer.mix_weight(families.get(int(i))) for i in ids])
+            scores = mix(scores, np.array([r["score"] for r in head]), weights)
         rescored = [{"ref": r["ref"], "score": round(float(v), 6), "scored_by": KNOWLEDGE}
                     for r, v in zip(head, scores, strict=True)]  # fmt: skip
         rescored.sort(key=lambda r: -r["score"])
@@ -557,9 +558,13 @@ class Retrieval:
             raise RetrievalUnavailable("no training task has scores for 2 or more captured models.")
         free = TrainingFree(serving.space.components.shape[0], len(serving.space.landmarks), serving.space.bandwidth)
         weight, by_weight = self._fit_mix(serving, feats, kept, examples, free, train, epochs, seed)
+        families = self._families(list(feats))
+        unseen, by_unseen = self._fit_unseen_mix(serving, feats, families, kept, examples, free, train, epochs, seed)
         learned, summary = train(free, list(feats.values()), examples, epochs=epochs, seed=seed)
-        learned.config["knowledge_mix"] = weight
-        summary = {**summary, "knowledge_mix": weight, "knowledge_mix_fit": by_weight}
+        trained = sorted({families.get(v) or UNNAMED for v in feats})
+        learned.config.update(knowledge_mix=weight, unseen_family_mix=unseen, families=trained)
+        summary = {**summary, "knowledge_mix": weight, "knowledge_mix_fit": by_weight, "unseen_family_mix": unseen,
+                   "unseen_family_mix_fit": by_unseen, "families": trained}  # fmt: skip
         digest = self.host.store.put_bytes(learned.to_bytes())
         with write_session(self.host.engine) as s:
             row = RetrievalEncoder(pool_id=pool.id, digest=digest, summary=summary)
@@ -576,23 +581,67 @@ class Retrieval:
         """Cross-fit the learned score's weight in search's second stage (``mixing``): fold encoders score the
         tasks held out of their training, beside knowledge LogME on the same tasks."""
         from modelkin.retrieval.mixing import fit_weight, folds
-        from modelkin.retrieval.proxy import knowledge_logme, nearest_probes
 
         vids = list(feats)
         outputs = self._pool_outputs(serving.pool, vids)
-        knowledge, learned, truth = [], [], []
+        scored: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
         for held in folds(len(examples)):
             out = set(held.tolist())
             rest = [e for i, e in enumerate(examples) if i not in out]
             fold, _ = train(free, list(feats.values()), rest, epochs=epochs, seed=seed)
-            vectors = fold.model_vectors(list(feats.values()))
-            for i in held:
-                t, e = tasks[i], examples[i]
-                learned.append(vectors[e.models] @ fold.query_vector(query_features(t.x, t.y, serving.space)))
-                nearest = nearest_probes(serving.space.encode(t.x), serving.pool_phi)
-                knowledge.append(knowledge_logme([outputs[vids[m]] for m in e.models], nearest, t.y))
-                truth.append(e.scores)
-        return fit_weight(knowledge, learned, truth) if truth else (0.0, {})
+            self._score_held_out(serving, fold, feats, outputs, [(tasks[i], examples[i], None) for i in held], scored)
+        return fit_weight(*scored) if scored[2] else (0.0, {})
+
+    def _fit_unseen_mix(self, serving: _Serving, feats: dict[int, ModelFeatures], families: dict[int, str | None],
+                        tasks: Sequence[Any], examples: Sequence[Any], free: TrainingFree, train: Any, epochs: int,
+                        seed: int) -> tuple[float, dict[str, float]]:  # fmt: skip
+        """Cross-fit the learned score's weight for models of a family the encoders never saw: for each family,
+        encoders trained on one task fold without that family's models score its models on the other fold's
+        tasks. With fewer than two families nothing measures it, and the weight is 0: knowledge LogME reads
+        outputs and needs no training, the learned score is only known to help on families it was trained on."""
+        from modelkin.retrieval.mixing import fit_weight, folds
+        from modelkin.retrieval.training import TaskExample
+
+        vids = list(feats)
+        names = np.array([families.get(v) or UNNAMED for v in vids])
+        split = folds(len(examples))
+        if len(set(names)) < 2 or not split:
+            return 0.0, {}
+        train_on, score_on = split[0], split[1]
+        outputs = self._pool_outputs(serving.pool, vids)
+        scored: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+        for family in sorted(set(names)):
+            members = np.flatnonzero(names == family)
+            rest = []
+            for i in train_on:
+                keep = ~np.isin(examples[i].models, members)
+                if keep.sum() >= 2:
+                    e = examples[i]
+                    rest.append(TaskExample(e.views, e.models[keep], e.scores[keep]))
+            if not rest:
+                continue
+            fold, _ = train(free, list(feats.values()), rest, epochs=epochs, seed=seed)
+            held = [(tasks[i], examples[i], np.isin(examples[i].models, members)) for i in score_on]
+            self._score_held_out(serving, fold, feats, outputs, held, scored)
+        return fit_weight(*scored) if scored[2] else (0.0, {})
+
+    def _score_held_out(self, serving: _Serving, fold: Learned, feats: dict[int, ModelFeatures],
+                        outputs: dict[int, np.ndarray], held: Sequence[tuple[Any, Any, np.ndarray | None]],
+                        scored: tuple[list[Any], list[Any], list[Any]]) -> None:  # fmt: skip
+        """Append knowledge LogME, the fold encoder's score and the truth of each held-out task (restricted to
+        the models a mask keeps, when there is one) to ``scored``."""
+        from modelkin.retrieval.proxy import knowledge_logme, nearest_probes
+
+        vids = list(feats)
+        vectors = fold.model_vectors(list(feats.values()))
+        for t, e, keep in held:
+            models, truth = (e.models, e.scores) if keep is None else (e.models[keep], e.scores[keep])
+            if len(models) < 2:
+                continue
+            scored[1].append(vectors[models] @ fold.query_vector(query_features(t.x, t.y, serving.space)))
+            nearest = nearest_probes(serving.space.encode(t.x), serving.pool_phi)
+            scored[0].append(knowledge_logme([outputs[vids[m]] for m in models], nearest, t.y))
+            scored[2].append(truth)
 
     def _versions_by_file_digest(self) -> dict[str, int]:
         """File sha256 -> the first version holding it: how a zoo's files are matched to registered versions."""
@@ -606,6 +655,10 @@ class Retrieval:
         with read_session(self.host.engine) as s:
             query = select(LoggedScore.data_digest, LoggedScore.version_id, LoggedScore.score)
             return [(str(d), int(v), float(sc)) for d, v, sc in s.execute(query.order_by(LoggedScore.id))]
+
+    def _families(self, vids: Sequence[int]) -> dict[int, str | None]:
+        with read_session(self.host.engine) as s:
+            return dict(s.execute(select(Version.id, Version.family).where(Version.id.in_(list(vids)))).all())
 
     def _family_ids(self, families: Sequence[str]) -> set[int]:
         if not families:

@@ -24,8 +24,9 @@ def zscore(values: np.ndarray) -> np.ndarray:
     return (v - v.mean()) / sd if sd > 1e-12 else np.zeros_like(v)
 
 
-def mix(knowledge: np.ndarray, learned: np.ndarray, weight: float) -> np.ndarray:
-    """The stage-2 score of each shortlisted model: z(knowledge) + weight · z(learned)."""
+def mix(knowledge: np.ndarray, learned: np.ndarray, weight: float | np.ndarray) -> np.ndarray:
+    """The stage-2 score of each shortlisted model: z(knowledge) + weight · z(learned) (one weight, or one per
+    model)."""
     return zscore(knowledge) + weight * zscore(learned)
 
 

@@ -27,6 +27,7 @@ from modelkin.retrieval.features import ModelFeatures, QueryFeatures
 RFF = 128
 KERNEL_WIDTH = 0.5  # in units of the space's bandwidth (median probe-to-landmark distance)
 ENCODER_FORMAT = "modelkin.encoder/1"
+UNNAMED = "?"  # the family of versions that declare none
 _RFF_SEED = 20240607  # a constant: the features are part of the scorer's definition, not a random state
 
 
@@ -42,6 +43,9 @@ class TrainingFree:
     @property
     def dim(self) -> int:
         return RFF
+
+    def mix_weight(self, family: str | None) -> float:
+        return self.knowledge_mix
 
     def _rff(self, z: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng(_RFF_SEED)
@@ -63,12 +67,25 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 class Learned:
-    """A trained scorer; inference is a pure function of its stored weights (no dropout, no random state)."""
+    """A trained scorer; inference is a pure function of its stored weights (no dropout, no random state).
+
+    It holds the weights as arrays: a query is encoded in numpy (:mod:`modelkin.retrieval.encoder`), and the
+    torch module, needed only to encode models, is built on first use.
+    """
 
     name = "learned"
 
-    def __init__(self, net: Any, free: TrainingFree, config: dict[str, Any]) -> None:
-        self.net, self.free, self.config = net, free, config
+    def __init__(self, state: dict[str, np.ndarray], free: TrainingFree, config: dict[str, Any], net: Any = None
+                 ) -> None:  # fmt: skip
+        self.state, self.free, self.config, self._net = state, free, config, net
+
+    @property
+    def net(self) -> Any:
+        if self._net is None:
+            from modelkin.retrieval.training import net_from_state
+
+            self._net = net_from_state(self.config, self.state)
+        return self._net
 
     @property
     def dim(self) -> int:
@@ -80,31 +97,39 @@ class Learned:
         was fitted)."""
         return float(self.config.get("knowledge_mix", 0.0))
 
+    def mix_weight(self, family: str | None) -> float:
+        """The learned score's weight for a model of ``family``: the cross-fitted weight for families the
+        encoders were trained on, the one fitted for unseen families otherwise (encoders trained before
+        families were recorded use one weight for all)."""
+        trained = self.config.get("families")
+        if trained is None or (family or UNNAMED) in trained:
+            return self.knowledge_mix
+        return float(self.config.get("unseen_family_mix", 0.0))
+
     def model_vectors(self, ms: list[ModelFeatures]) -> np.ndarray:
         from modelkin.retrieval.training import model_vectors
 
         return model_vectors(self, ms)
 
     def query_vector(self, q: QueryFeatures) -> np.ndarray:
-        from modelkin.retrieval.training import query_vectors
+        from modelkin.retrieval.encoder import query_vector
 
-        return query_vectors(self, [q])[0]
+        return query_vector(self.state, q, self.free.bandwidth, self.free.query_vector(q))
 
     def model_vector(self, m: ModelFeatures) -> np.ndarray:
         return self.model_vectors([m])[0]
 
     def to_bytes(self) -> bytes:
-        from safetensors.torch import save
+        from safetensors.numpy import save
 
-        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
         meta = {ENCODER_FORMAT: json.dumps(self.config, sort_keys=True)}  # one key: a fixed byte order
-        return bytes(save(state, metadata=meta))
+        return bytes(save({k: np.array(v, order="C") for k, v in self.state.items()}, metadata=meta))
 
     @classmethod
     def from_bytes(cls, data: bytes, free: TrainingFree) -> Learned:
-        from safetensors.torch import load
+        from safetensors.numpy import load
 
-        from modelkin.retrieval.training import build_net
+        from modelkin.retrieval.encoder import layout
 
         (n,) = struct.unpack("<Q", data[:8])
         meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
@@ -112,11 +137,15 @@ class Learned:
             raise InvalidModelFile(f"a stored encoder is not in the {ENCODER_FORMAT} format.")
         try:
             config = json.loads(meta[ENCODER_FORMAT])
-            net = build_net(config)
-            net.load_state_dict(load(data))
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # an encoder of another layout or version
+            state = load(data)
+            fits = {k: tuple(v.shape) for k, v in state.items()} == layout(config)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # an encoder of another layout or version
+            fits, reason = False, type(exc).__name__
+        else:
+            reason = "its weights have other names or shapes"
+        if not fits:
             raise InvalidModelFile(
-                f"the stored retrieval encoder does not fit this modelkin's encoder layout ({type(exc).__name__}).",
+                f"the stored retrieval encoder does not fit this modelkin's encoder layout ({reason}).",
                 hint="retrain it with `modelkin retrieval train`",
-            ) from None
-        return cls(net.eval(), free, config)
+            )
+        return cls(state, free, config)

@@ -68,6 +68,13 @@ def build_net(config: dict[str, Any]) -> _Net:
     return _Net(int(config["dims"]), int(config["landmarks"]), int(config["hidden"]), int(config["out"]))
 
 
+def net_from_state(config: dict[str, Any], state: dict[str, np.ndarray]) -> _Net:
+    """The encoders of ``config`` holding the stored weights, in inference mode."""
+    net = build_net(config)
+    net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    return net.eval()
+
+
 def _padded(rows: Sequence[np.ndarray], scale: np.ndarray) -> tuple[Tensor, Tensor]:
     width = max(len(r) for r in rows)
     out = np.zeros((len(rows), max(width, 1), rows[0].shape[1]), np.float32)
@@ -166,7 +173,8 @@ def train(
         torch.set_num_threads(threads)
     summary = {"tasks": len(tasks), "models": len(models), "epochs": epochs, "first_loss": round(losses[0], 4),
                "final_loss": round(losses[-1], 4)}  # fmt: skip
-    return Learned(net.eval(), free, config), summary
+    state = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+    return Learned(state, free, config, net.eval()), summary
 
 
 def _target(scores: np.ndarray) -> Tensor:
