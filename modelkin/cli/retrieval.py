@@ -98,7 +98,7 @@ def search(
     k: Annotated[int, typer.Option("--k", min=1, help="How many models to return.")] = 5,
     filter: Filter = None,
     rerank: Annotated[
-        int, typer.Option("--rerank", min=0, help="Rescore the top N with LogME on the samples (runs N models).")
+        int, typer.Option("--rerank", min=0, help="Run N leading models on the samples and rerank them (LogME, kNN).")
     ] = 0,
     json_out: Json = False,
 ) -> None:
