@@ -473,3 +473,25 @@ def test_search_on_postgresql_and_sqlite(registry: Registry, tiny_zoo: Path) -> 
     x, y = _xy(_data(tiny_zoo))
     results = registry.retrieval.search(x, y, k=5).results
     assert sorted(r["ref"] for r in results) == ["cnn-005:1", "mlp-l-003:1", "mlp-s-011:1"]
+
+
+def test_a_family_left_out_of_training_is_ranked_by_knowledge_alone(reg: Any, tiny_zoo: Path, tmp_path: Path) -> None:
+    from modelkin.retrieval.mixing import WEIGHTS, zscore
+
+    truth = json.loads((tiny_zoo / "ground_truth.json").read_text())
+    lines = [json.dumps({"ref": f"{model}:1", "data": str(tiny_zoo / "tasks" / f"{name}.npz"), "score": s["finetune"]})
+             for name, task in sorted(truth["tasks"].items()) for model, s in task["scores"].items()]  # fmt: skip
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text("\n".join(lines))
+    x, y = _xy(_data(tiny_zoo))
+    cnn = "family = 'cnn'"
+    before = reg.retrieval.search(x, y, k=100, filter=cnn).results  # knowledge LogME alone
+    report = reg.retrieval.train(scores=scores, epochs=20)["encoders"][0]
+    assert report["tasks"] >= 4 and report["families"] == ["cnn", "mlp"]
+    assert report["unseen_family_mix"] in WEIGHTS and set(report["unseen_family_mix_fit"]) == {str(w) for w in WEIGHTS}
+    report = reg.retrieval.train(scores=scores, epochs=20, exclude_families=["cnn"])["encoders"][0]
+    assert report["families"] == ["mlp"] and (report["unseen_family_mix"], report["unseen_family_mix_fit"]) == (0.0, {})
+    assert report["knowledge_mix"] > 0  # seen families would mix in the learned score
+    after = reg.retrieval.search(x, y, k=100, filter=cnn)
+    assert after.scorer == "learned+knowledge-logme" and [r["ref"] for r in after.results] == [r["ref"] for r in before]
+    assert np.allclose([r["score"] for r in after.results], zscore(np.array([r["score"] for r in before])), atol=1e-5)

@@ -434,8 +434,8 @@ class Retrieval:
         window = [refs[r["ref"]] for r in stage[:WINDOW]]
         outputs = self._pool_outputs(serving.pool, window)
         chosen = pick(np.array([r["score"] for r in stage]), [outputs[v].argmax(axis=1) for v in window], n)
-        head = [stage[i] for i in chosen]
-        tail = [r for i, r in enumerate(ranked) if i not in set(chosen)]
+        head, picked = [stage[i] for i in chosen], set(chosen)
+        tail = [r for i, r in enumerate(ranked) if i not in picked]  # stage is ranked's prefix
         ran: list[tuple[dict[str, Any], float, float]] = []
         notes: list[str] = []
         passes = 0
