@@ -180,6 +180,8 @@ def test_search_filters_inside_the_vector_search(reg: Any, tiny_zoo: Path) -> No
     one = reg.retrieval.search(x, y, k=5, filter="name = 'mlp-s-000'").results
     assert [r["ref"] for r in one] == ["mlp-s-000:1"]
     assert reg.retrieval.search(x, y, k=5, filter="name = 'nothing'").results == []
+    nothing = reg.retrieval.search(x, y, k=5, filter="name = 'nothing'", rerank=3)
+    assert (nothing.results, nothing.forward_passes) == ([], 0)
     reg.yank("cnn-005:1", "broken")  # a yanked version is never offered
     assert "cnn-005:1" not in [r["ref"] for r in reg.retrieval.search(x, y, k=100).results]
 

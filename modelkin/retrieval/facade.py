@@ -429,6 +429,8 @@ class Retrieval:
         from modelkin.retrieval.rerank import WINDOW, combine, pick
         from modelkin.retrieval.runner import features_and_probs, one_thread
 
+        if not ranked:
+            return ranked, 0, []
         refs = self._refs()
         stage = [r for r in ranked if r["scored_by"] == ranked[0]["scored_by"]]  # the stage that ordered the list
         window = [refs[r["ref"]] for r in stage[:WINDOW]]
