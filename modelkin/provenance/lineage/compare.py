@@ -139,7 +139,7 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
     )  # fmt: skip
     low, changed = 0, 0
     fits: list[float] = []
-    equal, counted = 0.0, 0.0
+    equal = 0.0
     levels: list[float] = []
     level_w: list[float] = []
     reverse: list[float] = []
@@ -147,6 +147,9 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
     snaps: list[float] = []
     snap_w: list[float] = []
     signatures: list[float] = []
+    paired = {p.a for p in pairs}
+    # an unpaired tensor of the query (a replaced head of another shape) holds nothing equal to the candidate
+    counted = sum(t.numel * (1.0 - t.zeros) for i, t in enumerate(q) if i not in paired)
     for p, d in zip(pairs, dist, strict=True):
         tq, tc = q[p.a], c[p.b]
         if tq.exact == tc.exact:
@@ -170,8 +173,8 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
             forward, backward = mask_fit(tq.kept, tc.kept), mask_fit(tc.kept, tq.kept)
             if forward is not None or backward is not None:
                 signatures.append((forward or 0.0) - (backward or 0.0))
-        if d < 1e-6 or min(x.shape) < MIN_RANK_DIM:
-            continue
+        if d < 1e-6 or d >= AGREE or min(x.shape) < MIN_RANK_DIM:
+            continue  # unchanged, or replaced (a new head is no update: its rank says nothing)
         changed += 1
         diff = x - y
         singular = np.linalg.svd(diff.astype(np.float64), compute_uv=False)  # one SVD serves both rank tests

@@ -28,6 +28,7 @@ from modelkin.provenance.lineage.compare import (
 )
 from modelkin.provenance.lineage.pairing import pair_tensors
 from modelkin.provenance.lineage.sketch import ModelSketch
+from modelkin.provenance.lineage.twins import original, own_tensors
 
 MERGE_GAIN = 0.5  # the two-parent residual must be below this share of the best single-parent one
 MERGE_CANDIDATES = 12
@@ -35,6 +36,7 @@ MIN_AGREEING = 0.5  # below this share of kept parameters a close candidate is "
 NEAR_COPY = 1e-3  # relative distance under which two models are near-copies (weights alone cannot order them)
 TIE = 5e-3  # candidates whose distances differ by less than this share are indistinguishable to the query
 TIE_UTILITY = 0.05  # ... and whose fitted utilities differ by less than this (a 5% likelihood ratio)
+PARSIMONY = 0.1  # a tied re-headed twin the family does not single out keeps this share of its probability
 
 
 @dataclass(frozen=True)
@@ -108,17 +110,26 @@ def decide(
     live += [(key, compare(query, s), s) for key, s in pool if key in wanted]
     if order is not None and query_order is not None:
         live = [(k, c, s) for k, c, s in live if not (near_copy(c) and order.get(k, -1) > query_order)]
+    live = _without_reheaded_children(query, live)
     if not live:
         return Verdict((), None, 1.0, 1.0, (), duplicates)
     features = np.array([c.features for _, c, _ in live])
     p_none, p = model.probabilities(features)
     utility = model.utilities(features) - model.none
     ranked = sorted(range(len(live)), key=lambda i: -p[i])
-    if order is not None and ranked:
+    if ranked:
         top = ranked[0]  # a tie: the same evidence and (so) the same utility under the fitted model
         ties = [i for i in ranked if _alike(live[i][1], live[top][1]) and utility[top] - utility[i] <= TIE_UTILITY]
-        first = min(ties, key=lambda i: order.get(live[i][0], 1 << 62))
-        ranked = [first] + [i for i in ranked if i != first]
+        elected = _elect(query, live, top)
+        if elected:
+            p = p.copy()
+            for i in elected[1:]:
+                p[elected[0]] += (1 - PARSIMONY) * p[i]
+                p[i] *= PARSIMONY
+            first = elected[0]
+        else:
+            first = min(ties, key=lambda i: order.get(live[i][0], 1 << 62)) if order is not None else top
+        ranked = [first] + sorted((i for i in ranked if i != first), key=lambda i: -p[i])
     cands = tuple(
         Candidate(live[i][0], float(utility[i]), float(p[i]), live[i][1], model.confidence(float(p[i]))) for i in ranked
     )
@@ -136,6 +147,37 @@ def decide(
         return Verdict((), "related", model.confidence(1.0 - best.probability), p_none, cands, duplicates)
     confidence = model.confidence(best.probability)
     return Verdict((best.key,), relation_of(best.comparison), confidence, p_none, cands, duplicates)
+
+
+Live = list[tuple[Hashable, Comparison, ModelSketch]]
+
+
+def _without_reheaded_children(query: ModelSketch, live: Live) -> Live:
+    """Drop candidates that are the query's re-headed children: one trunk with the query, and the family carries
+    the query's head (it is the original), not theirs."""
+    twins = [i for i, (_, c, s) in enumerate(live) if own_tensors(query, s, c) is not None]
+    if not twins:
+        return live
+    family = [s for i, (_, _, s) in enumerate(live) if i not in twins]
+    if original([query, *(live[i][2] for i in twins)], family) != 0:
+        return live
+    return [r for i, r in enumerate(live) if i not in twins]
+
+
+def _elect(query: ModelSketch, live: Live, top: int) -> list[int]:
+    """The top candidate's re-headed twins among the candidates, the one the query descends from first, else [].
+
+    The query carries one twin's head: that twin. It carries none (the weights cannot choose): the original, the
+    twin whose head the rest of the family carries (parsimony: the others' only contribution is not in the query).
+    """
+    group = [top] + [i for i in range(len(live)) if i != top and own_tensors(live[top][2], live[i][2]) is not None]
+    if len(group) < 2:
+        return []
+    found = original([live[i][2] for i in group], [query])  # the query carries one of the heads: its parent's
+    if found is None:
+        tied = set(group)
+        found = original([live[i][2] for i in group], [s for i, (_, _, s) in enumerate(live) if i not in tied])
+    return [] if found is None else [group[found]] + [i for i in group if i != group[found]]
 
 
 def _merge(
