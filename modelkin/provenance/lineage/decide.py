@@ -3,10 +3,11 @@
 Identical weights are duplicates, never parents. Two parents are reported when the query is (almost exactly)
 a non-negative combination of two candidates that explains it far better than any one of them (a merge).
 
-Weights cannot tell which of two near-copies (a few tiny optimiser steps apart) came first: their distance is
-symmetric and their statistics agree. Only there does registration order decide, as a tie-break: a near-copy
-registered after the query is taken for its child, and among candidates the query cannot tell apart the
-earliest registered is named first.
+A pair's own weights cannot order two near-copies (a few tiny optimiser steps apart) nor two re-headed twins
+(one trunk, two heads); the family around them can (copies.py, twins.py), and a query that carries nothing of
+either is read as the original's child (parsimony). Only where the family is silent too does registration order
+decide, as a tie-break: a near-copy registered after the query is taken for its child, and among candidates the
+query cannot tell apart the earliest registered is named first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from modelkin.provenance.lineage.compare import (
     fit_merge,
     merge_children,
 )
+from modelkin.provenance.lineage.copies import near_copy, upstream
 from modelkin.provenance.lineage.pairing import pair_tensors
 from modelkin.provenance.lineage.sketch import ModelSketch
 from modelkin.provenance.lineage.twins import original, own_tensors
@@ -33,7 +35,6 @@ from modelkin.provenance.lineage.twins import original, own_tensors
 MERGE_GAIN = 0.5  # the two-parent residual must be below this share of the best single-parent one
 MERGE_CANDIDATES = 12
 MIN_AGREEING = 0.5  # below this share of kept parameters a close candidate is "related", not a parent
-NEAR_COPY = 1e-3  # relative distance under which two models are near-copies (weights alone cannot order them)
 TIE = 5e-3  # candidates whose distances differ by less than this share are indistinguishable to the query
 TIE_UTILITY = 0.05  # ... and whose fitted utilities differ by less than this (a 5% likelihood ratio)
 PARSIMONY = 0.1  # a tied re-headed twin the family does not single out keeps this share of its probability
@@ -80,11 +81,6 @@ def _alike(a: Comparison, b: Comparison) -> bool:
     return close and exact and abs(a.bits - b.bits) < 1 and abs(a.zeros - b.zeros) < 0.01
 
 
-def near_copy(c: Comparison) -> bool:
-    """Every tensor moved a little and none kept exactly: the two cannot be ordered from the weights."""
-    return c.mean_distance < NEAR_COPY and c.equal < 0.5 and abs(c.bits) < 1 and abs(c.zeros) < 0.01
-
-
 def decide(
     query: ModelSketch,
     candidates: Sequence[tuple[Hashable, ModelSketch]],
@@ -108,8 +104,7 @@ def decide(
     merge = _merge(query, live, pool)
     wanted = set(merge[0]) - {key for key, _, _ in comps} if merge is not None else set()
     live += [(key, compare(query, s), s) for key, s in pool if key in wanted]
-    if order is not None and query_order is not None:
-        live = [(k, c, s) for k, c, s in live if not (near_copy(c) and order.get(k, -1) > query_order)]
+    live = _without_copied_children(query, live, order, query_order)
     live = _without_reheaded_children(query, live)
     if not live:
         return Verdict((), None, 1.0, 1.0, (), duplicates)
@@ -164,6 +159,23 @@ def _without_reheaded_children(query: ModelSketch, live: Live) -> Live:
     return [r for i, r in enumerate(live) if i not in twins]
 
 
+def _without_copied_children(
+    query: ModelSketch, live: Live, order: Mapping[Hashable, int] | None, query_order: int | None
+) -> Live:
+    """Drop candidates that are the query's near-copy children: the family names the query the original of
+    their cluster (copies.upstream) or, when it cannot, they were registered after the query (a tie-break)."""
+    copies = [i for i, (_, c, _) in enumerate(live) if near_copy(c)]
+    if not copies:
+        return live
+    family = [s for i, (_, _, s) in enumerate(live) if i not in copies]
+    found = upstream([query, *(live[i][2] for i in copies)], family)
+    if found is None and order is not None and query_order is not None:
+        later = {i for i in copies if order.get(live[i][0], -1) > query_order}
+    else:
+        later = set(copies) if found == 0 else set()
+    return [r for i, r in enumerate(live) if i not in later]
+
+
 def _elect(query: ModelSketch, live: Live, top: int) -> list[int]:
     """The top candidate's re-headed twins among the candidates, the one the query descends from first, else [].
 
@@ -172,11 +184,27 @@ def _elect(query: ModelSketch, live: Live, top: int) -> list[int]:
     """
     group = [top] + [i for i in range(len(live)) if i != top and own_tensors(live[top][2], live[i][2]) is not None]
     if len(group) < 2:
-        return []
+        return _elect_copy(live, top)
     found = original([live[i][2] for i in group], [query])  # the query carries one of the heads: its parent's
     if found is None:
         tied = set(group)
         found = original([live[i][2] for i in group], [s for i, (_, _, s) in enumerate(live) if i not in tied])
+    return [] if found is None else [group[found]] + [i for i in group if i != group[found]]
+
+
+def _elect_copy(live: Live, top: int) -> list[int]:
+    """The top candidate's near-copies among the candidates, their original first, else [] (copies.upstream).
+    Only those the query cannot tell apart (no exact signature says which it came from), and only for a query
+    that is not itself their near-copy: a query trained further carries no trace of their few steps."""
+    c = live[top][1]
+    if near_copy(c):
+        return []
+    near = [i for i, (_, ci, _) in enumerate(live) if i != top and _alike(ci, c)]  # no exact evidence either way
+    group = [top] + [i for i in near if near_copy(compare(live[top][2], live[i][2]))]
+    if len(group) < 2:
+        return []
+    tied = set(group)
+    found = upstream([live[i][2] for i in group], [s for i, (_, _, s) in enumerate(live) if i not in tied])
     return [] if found is None else [group[found]] + [i for i in group if i != group[found]]
 
 
