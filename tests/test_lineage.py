@@ -352,6 +352,62 @@ def test_a_merged_child_is_never_its_parents_parent() -> None:
     assert merge.relation == "merge" and set(merge.parents) == {"a", "b"}
 
 
+def _orders(keys: list[str], query: str) -> list[dict[str, int]]:
+    """Registration orders with the candidates first-to-last and last-to-first, the query last."""
+    return [{k: i for i, k in enumerate([*ks, query])} for ks in (keys, keys[::-1])]
+
+
+def test_reheaded_twins_are_ordered_by_the_head_the_family_kept() -> None:
+    """A head-only child shares its original's whole trunk bit for bit: the pair alone cannot be ordered, but the
+    original's head is the one its fine-tuned children kept, so it is the parent whatever the registration order."""
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.decide import decide
+
+    base = pretrained(0)
+    fresh = pretrained(7)  # a head initialised and trained afresh: unrelated to base's
+    headonly = {**base, "head.weight": fresh["head.weight"], "head.bias": fresh["head.bias"]}
+    newhead = {**finetuned(base, 3), "head.weight": pretrained(8)["head.weight"]}
+    models = {"base": base, "headonly": headonly, "a": finetuned(base, 1), "b": finetuned(base, 2), "q": newhead}
+    sk = {n: sketch_model(t.items()) for n, t in models.items()}
+    model = ParentModel.load()
+    for query, keys in (("q", ["headonly", "base", "a", "b"]), ("headonly", ["base", "a", "b"])):
+        for order in _orders(keys, query):
+            v = decide(sk[query], [(k, sk[k]) for k in keys], model, order, order[query])
+            assert v.candidates[0].key == "base", (query, order)
+    for order in _orders(["headonly", "a", "b"], "base"):  # the original never takes its re-headed child as parent
+        v = decide(sk["base"], [(k, sk[k]) for k in ("headonly", "a", "b")], model, order, order["base"])
+        assert "headonly" not in {c.key for c in v.candidates}
+
+
+def test_near_copies_are_ordered_by_the_family() -> None:
+    """A near-copy is a few steps down the loss its original's other children went further down: the original is
+    the end the family is farther from, whatever the registration order, and the original's own verdict drops it."""
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.decide import decide
+
+    base = pretrained(0)
+    rng = np.random.default_rng(5)
+    downhill = {k: rng.standard_normal(w.shape).astype(np.float32) for k, w in base.items()}  # a shared descent
+
+    def trained(seed: int, steps: float) -> Tensors:
+        noise = np.random.default_rng(seed)
+        return {k: (w + steps * (np.sign(downhill[k]) + noise.standard_normal(w.shape))).astype(np.float32)
+                for k, w in base.items()}  # fmt: skip
+
+    copy = {k: (w + 3e-5 * np.sign(downhill[k])).astype(np.float32) for k, w in base.items()}
+    models = {"base": base, "copy": copy, **{f"sib{i}": trained(i, 2e-3) for i in range(4)}}
+    sk = {n: sketch_model(t.items()) for n, t in models.items()}
+    model = ParentModel.load()
+    keys = ["copy", "base", "sib1", "sib2", "sib3"]
+    for order in _orders(keys, "sib0"):
+        v = decide(sk["sib0"], [(k, sk[k]) for k in keys], model, order, order["sib0"])
+        assert v.candidates[0].key == "base", order
+    others = ["copy", "sib0", "sib1", "sib2", "sib3"]
+    for order in _orders(others, "base"):
+        v = decide(sk["base"], [(k, sk[k]) for k in others], model, order, order["base"])
+        assert "copy" not in {c.key for c in v.candidates}, order
+
+
 # -- bad input -------------------------------------------------------------------------------------------------
 
 

@@ -77,8 +77,13 @@ def _alike(a: Comparison, b: Comparison) -> bool:
         return abs(x - y) <= TIE * max(x, y) + 1e-7
 
     close = same(a.distance, b.distance) and same(a.mean_distance, b.mean_distance)
+    return close and _same_signatures(a, b)
+
+
+def _same_signatures(a: Comparison, b: Comparison) -> bool:
+    """No exact signature (kept weights, quantisation levels and grid, sparsity) tells the two apart."""
     exact = abs(a.equal - b.equal) < 0.01 and abs(a.levels - b.levels) < 0.05 and abs(a.snap - b.snap) < 0.05
-    return close and exact and abs(a.bits - b.bits) < 1 and abs(a.zeros - b.zeros) < 0.01
+    return exact and abs(a.bits - b.bits) < 1 and abs(a.zeros - b.zeros) < 0.01
 
 
 def decide(
@@ -194,12 +199,14 @@ def _elect(query: ModelSketch, live: Live, top: int) -> list[int]:
 
 def _elect_copy(live: Live, top: int) -> list[int]:
     """The top candidate's near-copies among the candidates, their original first, else [] (copies.upstream).
-    Only those the query cannot tell apart (no exact signature says which it came from), and only for a query
-    that is not itself their near-copy: a query trained further carries no trace of their few steps."""
+    Only those no exact signature tells apart for the query, and only for a query that is not itself their
+    near-copy: a query trained further carries no trace of their few steps."""
     c = live[top][1]
     if near_copy(c):
         return []
-    near = [i for i, (_, ci, _) in enumerate(live) if i != top and _alike(ci, c)]  # no exact evidence either way
+    # distances cannot tell them apart: they differ by at most the copies' own few steps, which correlated
+    # training moves the query along or against as often as descent would; exact signatures can
+    near = [i for i, (_, ci, _) in enumerate(live) if i != top and _same_signatures(ci, c)]
     group = [top] + [i for i in near if near_copy(compare(live[top][2], live[i][2]))]
     if len(group) < 2:
         return []
