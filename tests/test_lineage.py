@@ -497,3 +497,18 @@ def test_a_mismatch_reports_its_confidence_on_the_calibrated_scale() -> None:
     status, confidence = judge(["b"], verdict, lambda p: p / 2)
     assert status == "mismatch" and confidence == pytest.approx(0.4)  # the map applied to 1 - P(b)
     assert judge(["b"], verdict)[1] == pytest.approx(0.8)  # identity when no map is given
+
+
+def test_the_confidence_map_is_monotone_and_survives_a_round_trip() -> None:
+    """Reported confidence: an isotonic map of the raw verdict probability, fitted on verdicts and stored."""
+    from modelkin.provenance.lineage.calibration import ParentModel, fit_confidence
+
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0, 1, 400)
+    right = rng.uniform(0, 1, 400) < 0.3 + 0.5 * raw  # raw probabilities that overstate how often they are right
+    model = ParentModel((0.0,) * 8, 0.0, (0.0,) * 5, confidence_map=fit_confidence(raw, right))
+    shown = [model.confidence(p) for p in np.linspace(0, 1, 11)]
+    assert shown == sorted(shown) and 0.4 < shown[5] < 0.7 and shown[-1] < 0.95  # how often it is right, not raw
+    again = ParentModel.from_json(json.loads(json.dumps(model.to_json())))
+    assert [again.confidence(p) for p in np.linspace(0, 1, 11)] == shown
+    assert fit_confidence([0.2, 0.9], [True, True]) == ()  # nothing to learn: the raw numbers stand

@@ -27,7 +27,7 @@ from modelkin.provenance.lineage.compare import (
     fit_merge,
     merge_children,
 )
-from modelkin.provenance.lineage.copies import near_copy, upstream
+from modelkin.provenance.lineage.copies import NEAR_COPY, near_copy, upstream
 from modelkin.provenance.lineage.pairing import pair_tensors
 from modelkin.provenance.lineage.sketch import ModelSketch
 from modelkin.provenance.lineage.twins import original, own_tensors
@@ -109,8 +109,9 @@ def decide(
     merge = _merge(query, live, pool)
     wanted = set(merge[0]) - {key for key, _, _ in comps} if merge is not None else set()
     live += [(key, compare(query, s), s) for key, s in pool if key in wanted]
-    live = _without_copied_children(query, live, order, query_order)
-    live = _without_reheaded_children(query, live)
+    keep = set(merge[0]) if merge is not None else set()  # a merge's parents are never set aside as its children
+    rest = _without_copied_children(query, [r for r in live if r[0] not in keep], order, query_order)
+    live = [r for r in live if r[0] in keep] + _without_reheaded_children(query, rest)
     if not live:
         return Verdict((), None, 1.0, 1.0, (), duplicates)
     features = np.array([c.features for _, c, _ in live])
@@ -207,6 +208,7 @@ def _elect_copy(live: Live, top: int) -> list[int]:
     # distances cannot tell them apart: they differ by at most the copies' own few steps, which correlated
     # training moves the query along or against as often as descent would; exact signatures can
     near = [i for i, (_, ci, _) in enumerate(live) if i != top and _same_signatures(ci, c)]
+    near = [i for i in near if abs(live[i][1].mean_distance - c.mean_distance) <= 2 * NEAR_COPY]  # triangle bound
     group = [top] + [i for i in near if near_copy(compare(live[top][2], live[i][2]))]
     if len(group) < 2:
         return []
@@ -223,13 +225,15 @@ def _merge(
     """The keys of the two candidates the query is a merge of and how inexact the fit is (0: exact, 1: no better
     than the bar), or None.
 
-    The nearest candidates that cover the whole query enter the fit, then the pool's (paired by tensor only);
-    a fit that needs a pool model must be exact (a merge's weights are an exact average of its parents').
+    The nearest candidates that cover the whole query enter the fit, then the other candidates and the pool's
+    (paired by tensor only); a fit that needs one beyond the nearest must be exact (a merge's weights are an
+    exact average of its parents').
     """
-    full = sorted((r for r in live if r[1].coverage >= 0.99), key=lambda r: r[1].distance)[:MERGE_CANDIDATES]
-    keys = [k for k, _, _ in full]
-    sketches = [s for _, _, s in full]
-    pairs = [c.pairs for _, c, _ in full]
+    whole = sorted((r for r in live if r[1].coverage >= 0.99), key=lambda r: r[1].distance)
+    full = whole[:MERGE_CANDIDATES]
+    keys = [k for k, _, _ in whole]
+    sketches = [s for _, _, s in whole]
+    pairs = [c.pairs for _, c, _ in whole]
     for key, sketch in pool:
         found = pair_tensors(query, sketch)
         covered = sum(query.tensors[p.a].numel for p in found)

@@ -28,6 +28,8 @@ def own_tensors(a: ModelSketch, b: ModelSketch, c: Comparison | None = None) -> 
     least TINY entries that differs is as far as independent tensors are (a fine-tuned or pruned layer is
     closer, and makes a and b parent and child or relatives, not re-headed twins).
     """
+    if not a.digests & b.digests:  # one trunk shares whole tensors bit for bit: a cheap test before comparing
+        return None
     c = compare(a, b) if c is None else c
     if c.identical or c.equal < MIN_EQUAL:
         return None
