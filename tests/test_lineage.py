@@ -512,3 +512,31 @@ def test_the_confidence_map_is_monotone_and_survives_a_round_trip() -> None:
     again = ParentModel.from_json(json.loads(json.dumps(model.to_json())))
     assert [again.confidence(p) for p in np.linspace(0, 1, 11)] == shown
     assert fit_confidence([0.2, 0.9], [True, True]) == ()  # nothing to learn: the raw numbers stand
+
+
+def test_a_dense_model_a_low_rank_step_from_a_sparse_one_grew_from_it() -> None:
+    """A LoRA merged into a pruned model fills its zeros with a low-rank update: the sparse one is the parent,
+    though its zeros sit on the dense one's smallest weights as a pruning mask would."""
+    from modelkin.provenance.lineage.compare import compare
+
+    sparse = pruned(pretrained(0), 0.7)
+    rng = np.random.default_rng(4)
+    dense = {k: w + (0.01 * rng.standard_normal((w.shape[0], 2)) @ rng.standard_normal((2, w.shape[1]))
+                     ).astype(np.float32) if w.ndim == 2 else w for k, w in sparse.items()}  # fmt: skip
+    child, parent = sketch_model(dense.items()), sketch_model(sparse.items())
+    assert compare(child, parent).pruned_from > 0 > compare(parent, child).pruned_from
+    assert compare(child, parent).lowrank_fit > 0.5
+
+
+def test_a_merge_of_two_near_copies_keeps_both_parents() -> None:
+    """An average of two near-copies is a near-copy of each: they are its parents, not its copied children."""
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.decide import decide
+
+    base = pretrained(0)
+    a, b = _near_copy(base, 1), _near_copy(base, 2)
+    soup = {k: (0.4 * a[k] + 0.6 * b[k]).astype(np.float32) for k in a}
+    sk = {n: sketch_model(t.items()) for n, t in {"base": base, "a": a, "b": b, "soup": soup}.items()}
+    for order in ({"soup": 0, "a": 1, "b": 2}, {"a": 0, "b": 1, "soup": 2}):  # registered before or after them
+        v = decide(sk["soup"], [(n, sk[n]) for n in ("a", "b")], ParentModel.load(), order, order["soup"])
+        assert v.relation == "merge" and set(v.parents) == {"a", "b"}, order
