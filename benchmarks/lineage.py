@@ -154,7 +154,7 @@ def calibrate(zoo: Zoo, command: str) -> ParentModel:
     provenance = {"zoo": zoo.dir.name, "size": zoo.truth["size"], "seed": zoo.truth["seed"],
                   "queries": len(queries), "edges": len(edges), "command": command}  # fmt: skip
     model = fit(queries, np.array(edges), provenance)
-    # the reported confidence: Platt scaling of the verdicts a registry of this zoo gives, in shuffled order
+    # the reported confidence: an isotonic map of the verdicts a registry of this zoo gives, in shuffled order
     order = {n: i for i, n in enumerate(registration_order(zoo.models, "shuffled", 0))}
     raw, right = [], []
     for n in zoo.names:

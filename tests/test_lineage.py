@@ -352,6 +352,62 @@ def test_a_merged_child_is_never_its_parents_parent() -> None:
     assert merge.relation == "merge" and set(merge.parents) == {"a", "b"}
 
 
+def _orders(keys: list[str], query: str) -> list[dict[str, int]]:
+    """Registration orders with the candidates first-to-last and last-to-first, the query last."""
+    return [{k: i for i, k in enumerate([*ks, query])} for ks in (keys, keys[::-1])]
+
+
+def test_reheaded_twins_are_ordered_by_the_head_the_family_kept() -> None:
+    """A head-only child shares its original's whole trunk bit for bit: the pair alone cannot be ordered, but the
+    original's head is the one its fine-tuned children kept, so it is the parent whatever the registration order."""
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.decide import decide
+
+    base = pretrained(0)
+    fresh = pretrained(7)  # a head initialised and trained afresh: unrelated to base's
+    headonly = {**base, "head.weight": fresh["head.weight"], "head.bias": fresh["head.bias"]}
+    newhead = {**finetuned(base, 3), "head.weight": pretrained(8)["head.weight"]}
+    models = {"base": base, "headonly": headonly, "a": finetuned(base, 1), "b": finetuned(base, 2), "q": newhead}
+    sk = {n: sketch_model(t.items()) for n, t in models.items()}
+    model = ParentModel.load()
+    for query, keys in (("q", ["headonly", "base", "a", "b"]), ("headonly", ["base", "a", "b"])):
+        for order in _orders(keys, query):
+            v = decide(sk[query], [(k, sk[k]) for k in keys], model, order, order[query])
+            assert v.candidates[0].key == "base", (query, order)
+    for order in _orders(["headonly", "a", "b"], "base"):  # the original never takes its re-headed child as parent
+        v = decide(sk["base"], [(k, sk[k]) for k in ("headonly", "a", "b")], model, order, order["base"])
+        assert "headonly" not in {c.key for c in v.candidates}
+
+
+def test_near_copies_are_ordered_by_the_family() -> None:
+    """A near-copy is a few steps down the loss its original's other children went further down: the original is
+    the end the family is farther from, whatever the registration order, and the original's own verdict drops it."""
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.decide import decide
+
+    base = pretrained(0)
+    rng = np.random.default_rng(5)
+    downhill = {k: rng.standard_normal(w.shape).astype(np.float32) for k, w in base.items()}  # a shared descent
+
+    def trained(seed: int, steps: float) -> Tensors:
+        noise = np.random.default_rng(seed)
+        return {k: (w + steps * (np.sign(downhill[k]) + noise.standard_normal(w.shape))).astype(np.float32)
+                for k, w in base.items()}  # fmt: skip
+
+    copy = {k: (w + 3e-5 * np.sign(downhill[k])).astype(np.float32) for k, w in base.items()}
+    models = {"base": base, "copy": copy, **{f"sib{i}": trained(i, 2e-3) for i in range(4)}}
+    sk = {n: sketch_model(t.items()) for n, t in models.items()}
+    model = ParentModel.load()
+    keys = ["copy", "base", "sib1", "sib2", "sib3"]
+    for order in _orders(keys, "sib0"):
+        v = decide(sk["sib0"], [(k, sk[k]) for k in keys], model, order, order["sib0"])
+        assert v.candidates[0].key == "base", order
+    others = ["copy", "sib0", "sib1", "sib2", "sib3"]
+    for order in _orders(others, "base"):
+        v = decide(sk["base"], [(k, sk[k]) for k in others], model, order, order["base"])
+        assert "copy" not in {c.key for c in v.candidates}, order
+
+
 # -- bad input -------------------------------------------------------------------------------------------------
 
 
@@ -441,3 +497,46 @@ def test_a_mismatch_reports_its_confidence_on_the_calibrated_scale() -> None:
     status, confidence = judge(["b"], verdict, lambda p: p / 2)
     assert status == "mismatch" and confidence == pytest.approx(0.4)  # the map applied to 1 - P(b)
     assert judge(["b"], verdict)[1] == pytest.approx(0.8)  # identity when no map is given
+
+
+def test_the_confidence_map_is_monotone_and_survives_a_round_trip() -> None:
+    """Reported confidence: an isotonic map of the raw verdict probability, fitted on verdicts and stored."""
+    from modelkin.provenance.lineage.calibration import ParentModel, fit_confidence
+
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0, 1, 400)
+    right = rng.uniform(0, 1, 400) < 0.3 + 0.5 * raw  # raw probabilities that overstate how often they are right
+    model = ParentModel((0.0,) * 8, 0.0, (0.0,) * 5, confidence_map=fit_confidence(raw, right))
+    shown = [model.confidence(p) for p in np.linspace(0, 1, 11)]
+    assert shown == sorted(shown) and 0.4 < shown[5] < 0.7 and shown[-1] < 0.95  # how often it is right, not raw
+    again = ParentModel.from_json(json.loads(json.dumps(model.to_json())))
+    assert [again.confidence(p) for p in np.linspace(0, 1, 11)] == shown
+    assert fit_confidence([0.2, 0.9], [True, True]) == ()  # nothing to learn: the raw numbers stand
+
+
+def test_a_dense_model_a_low_rank_step_from_a_sparse_one_grew_from_it() -> None:
+    """A LoRA merged into a pruned model fills its zeros with a low-rank update: the sparse one is the parent,
+    though its zeros sit on the dense one's smallest weights as a pruning mask would."""
+    from modelkin.provenance.lineage.compare import compare
+
+    sparse = pruned(pretrained(0), 0.7)
+    rng = np.random.default_rng(4)
+    dense = {k: w + (0.01 * rng.standard_normal((w.shape[0], 2)) @ rng.standard_normal((2, w.shape[1]))
+                     ).astype(np.float32) if w.ndim == 2 else w for k, w in sparse.items()}  # fmt: skip
+    child, parent = sketch_model(dense.items()), sketch_model(sparse.items())
+    assert compare(child, parent).pruned_from > 0 > compare(parent, child).pruned_from
+    assert compare(child, parent).lowrank_fit > 0.5
+
+
+def test_a_merge_of_two_near_copies_keeps_both_parents() -> None:
+    """An average of two near-copies is a near-copy of each: they are its parents, not its copied children."""
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.decide import decide
+
+    base = pretrained(0)
+    a, b = _near_copy(base, 1), _near_copy(base, 2)
+    soup = {k: (0.4 * a[k] + 0.6 * b[k]).astype(np.float32) for k in a}
+    sk = {n: sketch_model(t.items()) for n, t in {"base": base, "a": a, "b": b, "soup": soup}.items()}
+    for order in ({"soup": 0, "a": 1, "b": 2}, {"a": 0, "b": 1, "soup": 2}):  # registered before or after them
+        v = decide(sk["soup"], [(n, sk[n]) for n in ("a", "b")], ParentModel.load(), order, order["soup"])
+        assert v.relation == "merge" and set(v.parents) == {"a", "b"}, order

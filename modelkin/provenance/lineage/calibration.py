@@ -42,9 +42,10 @@ class ParentModel:
     # (slope, offset): P(some candidate is the parent) = σ(slope · (best utility − none) + offset), so that "no
     # registered parent" depends on the best candidate, not on how many look-alikes share the mass
     has_parent: tuple[float, ...] = ()
-    # (slope, offset): a verdict's reported confidence is σ(slope · logit(p) + offset) of its raw probability p,
-    # fitted on the calibration zoo's verdicts (tie-breaks, merges and "related" move the raw numbers)
-    confidence_map: tuple[float, ...] = ()
+    # knots (raw, reported) of a monotone map from a verdict's raw probability to its reported confidence, an
+    # isotonic fit of being right on the calibration zoo's verdicts (tie-breaks, merges and "related" move the
+    # raw numbers); linear between knots
+    confidence_map: tuple[tuple[float, float], ...] = ()
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Raw ``Comparison.features`` rows (EDGE then DIRECTION) -> the choice model's FEATURES rows."""
@@ -76,14 +77,13 @@ class ParentModel:
         """A verdict's reported confidence from its raw probability (identity when no map is fitted)."""
         if not self.confidence_map:
             return p
-        slope, offset = self.confidence_map
-        q = min(max(p, 1e-6), 1 - 1e-6)
-        return float(np.exp(_log_sigmoid(np.asarray(slope * np.log(q / (1 - q)) + offset))))
+        raw, reported = zip(*self.confidence_map, strict=True)
+        return float(np.interp(p, raw, reported))
 
     def to_json(self) -> dict[str, Any]:
         return {"features": list(FEATURES), "coef": list(self.coef), "none": self.none,
                 "direction_features": list(DIRECTION), "direction": list(self.direction),
-                "has_parent": list(self.has_parent), "confidence_map": list(self.confidence_map),
+                "has_parent": list(self.has_parent), "confidence_map": [list(k) for k in self.confidence_map],
                 "provenance": self.provenance}  # fmt: skip
 
     @classmethod
@@ -95,7 +95,7 @@ class ParentModel:
         return cls(tuple(float(c) for c in data["coef"]), float(data["none"]),
                    tuple(float(w) for w in data["direction"]), dict(data.get("provenance", {})),
                    tuple(float(w) for w in data.get("has_parent", ())),
-                   tuple(float(w) for w in data.get("confidence_map", ())))  # fmt: skip
+                   tuple((float(x), float(y)) for x, y in data.get("confidence_map", ())))  # fmt: skip
 
     @classmethod
     def load(cls, path: Path = FITTED) -> ParentModel:
@@ -171,16 +171,32 @@ def fit_has_parent(queries: Sequence[Query], coef: np.ndarray, none: float) -> t
     return max(0.0, float(fitted.coef_[0][0])), float(fitted.intercept_[0])
 
 
-def fit_confidence(raw: Sequence[float], correct: Sequence[bool]) -> tuple[float, float]:
-    """Platt scaling of verdict probabilities: (slope, offset) on their logits against being right."""
-    from sklearn.linear_model import LogisticRegression
+def fit_confidence(raw: Sequence[float], correct: Sequence[bool]) -> tuple[tuple[float, float], ...]:
+    """Knots of the isotonic (monotone, otherwise free) fit of being right against a verdict's raw probability.
 
-    p = np.clip(np.asarray(raw, dtype=np.float64), 1e-6, 1 - 1e-6)
-    y = np.asarray(correct, dtype=bool)
-    if y.all() or not y.any():
-        return 1.0, 0.0
-    fitted = LogisticRegression(C=100.0).fit(np.log(p / (1 - p))[:, None], y)
-    return float(fitted.coef_[0][0]), float(fitted.intercept_[0])
+    Platt scaling assumes the miscalibration is a logistic curve; the verdicts' is not (exact signatures give
+    near-certain raw numbers that are right, ties give middling ones that are right about half the time), so
+    a logistic fit flattens everything towards the mean and a monotone one does not. Pool-adjacent-violators
+    blocks, each reported at its rule-of-succession rate (k + 1) / (n + 2): a finite calibration set never
+    makes a verdict certain. One knot per block, at its mean raw probability.
+    """
+    order = np.argsort(np.asarray(raw, dtype=np.float64), kind="stable")
+    x = np.asarray(raw, dtype=np.float64)[order]
+    y = np.asarray(correct, dtype=np.float64)[order]
+    if y.size == 0 or y.all() or not y.any():
+        return ()
+    blocks: list[list[float]] = []  # [sum of raw, right, count]
+    for xi, yi in zip(x, y, strict=True):
+        blocks.append([xi, yi, 1.0])
+        while len(blocks) > 1 and _rate(blocks[-2]) >= _rate(blocks[-1]):
+            last = blocks.pop()
+            blocks[-1] = [a + b for a, b in zip(blocks[-1], last, strict=True)]
+    return tuple((float(b[0] / b[2]), _rate(b)) for b in blocks)
+
+
+def _rate(block: list[float]) -> float:
+    """A block's rate of being right by the rule of succession."""
+    return float((block[1] + 1) / (block[2] + 2))
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:

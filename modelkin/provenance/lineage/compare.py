@@ -33,6 +33,7 @@ RANK_TOLERANCE = 1e-3  # singular values below this share of the largest are num
 MIN_RANK_DIM = 8
 MERGE_EXACT = 1e-3  # relative residual of a merge whose weights are an exact average (float rounding aside)
 MERGE_MIN_WEIGHT = 0.1
+REGROWN_FIT = 0.5  # lowrank_fit at or above this: the difference's energy beyond low rank is below 1e-5
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
     )  # fmt: skip
     low, changed = 0, 0
     fits: list[float] = []
-    equal, counted = 0.0, 0.0
+    equal = 0.0
     levels: list[float] = []
     level_w: list[float] = []
     reverse: list[float] = []
@@ -147,6 +148,9 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
     snaps: list[float] = []
     snap_w: list[float] = []
     signatures: list[float] = []
+    paired = {p.a for p in pairs}
+    # an unpaired tensor of the query (a replaced head of another shape) holds nothing equal to the candidate
+    counted = sum(t.numel * (1.0 - t.zeros) for i, t in enumerate(q) if i not in paired)
     for p, d in zip(pairs, dist, strict=True):
         tq, tc = q[p.a], c[p.b]
         if tq.exact == tc.exact:
@@ -166,17 +170,23 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
         if sn is not None:
             snaps.append(sn)
             snap_w.append(tq.numel)
+        sig = None
         if not p.transposed and tq.exact == tc.exact:
             forward, backward = mask_fit(tq.kept, tc.kept), mask_fit(tc.kept, tq.kept)
             if forward is not None or backward is not None:
-                signatures.append((forward or 0.0) - (backward or 0.0))
-        if d < 1e-6 or min(x.shape) < MIN_RANK_DIM:
-            continue
-        changed += 1
-        diff = x - y
-        singular = np.linalg.svd(diff.astype(np.float64), compute_uv=False)  # one SVD serves both rank tests
-        low += _numerical_rank(singular) <= min(diff.shape) // 2
-        fits.append(lowrank_fit(singular, min(diff.shape)))
+                sig = (forward or 0.0) - (backward or 0.0)
+        if d >= 1e-6 and d < AGREE and min(x.shape) >= MIN_RANK_DIM:  # else unchanged, or replaced (a new head
+            changed += 1  # is no update: its rank says nothing)
+            diff = x - y
+            singular = np.linalg.svd(diff.astype(np.float64), compute_uv=False)  # one SVD serves both rank tests
+            low += _numerical_rank(singular) <= min(diff.shape) // 2
+            fits.append(lowrank_fit(singular, min(diff.shape)))
+            if sig is not None and fits[-1] >= REGROWN_FIT:
+                # an exactly low-rank difference is a merged update, not pruning (which leaves −W on the pruned
+                # entries, full-rank): a dense model a low-rank step from a sparse one grew from it
+                sig = float(np.sign(tc.zeros - tq.zeros))
+        if sig is not None:
+            signatures.append(sig)
     mats = [p for p in pairs if len(q[p.a].shape) >= 2]
     mat_w = [q[p.a].numel for p in mats]
     root = np.sqrt(sizes)

@@ -3,10 +3,11 @@
 Identical weights are duplicates, never parents. Two parents are reported when the query is (almost exactly)
 a non-negative combination of two candidates that explains it far better than any one of them (a merge).
 
-Weights cannot tell which of two near-copies (a few tiny optimiser steps apart) came first: their distance is
-symmetric and their statistics agree. Only there does registration order decide, as a tie-break: a near-copy
-registered after the query is taken for its child, and among candidates the query cannot tell apart the
-earliest registered is named first.
+A pair's own weights cannot order two near-copies (a few tiny optimiser steps apart) nor two re-headed twins
+(one trunk, two heads); the family around them can (copies.py, twins.py), and a query that carries nothing of
+either is read as the original's child (parsimony). Only where the family is silent too does registration order
+decide, as a tie-break: a near-copy registered after the query is taken for its child, and among candidates the
+query cannot tell apart the earliest registered is named first.
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ from modelkin.provenance.lineage.compare import (
     fit_merge,
     merge_children,
 )
+from modelkin.provenance.lineage.copies import NEAR_COPY, near_copy, upstream
 from modelkin.provenance.lineage.pairing import pair_tensors
 from modelkin.provenance.lineage.sketch import ModelSketch
+from modelkin.provenance.lineage.twins import original, own_tensors
 
 MERGE_GAIN = 0.5  # the two-parent residual must be below this share of the best single-parent one
 MERGE_CANDIDATES = 12
 MIN_AGREEING = 0.5  # below this share of kept parameters a close candidate is "related", not a parent
-NEAR_COPY = 1e-3  # relative distance under which two models are near-copies (weights alone cannot order them)
 TIE = 5e-3  # candidates whose distances differ by less than this share are indistinguishable to the query
 TIE_UTILITY = 0.05  # ... and whose fitted utilities differ by less than this (a 5% likelihood ratio)
+PARSIMONY = 0.1  # a tied re-headed twin the family does not single out keeps this share of its probability
 
 
 @dataclass(frozen=True)
@@ -74,13 +77,13 @@ def _alike(a: Comparison, b: Comparison) -> bool:
         return abs(x - y) <= TIE * max(x, y) + 1e-7
 
     close = same(a.distance, b.distance) and same(a.mean_distance, b.mean_distance)
+    return close and _same_signatures(a, b)
+
+
+def _same_signatures(a: Comparison, b: Comparison) -> bool:
+    """No exact signature (kept weights, quantisation levels and grid, sparsity) tells the two apart."""
     exact = abs(a.equal - b.equal) < 0.01 and abs(a.levels - b.levels) < 0.05 and abs(a.snap - b.snap) < 0.05
-    return close and exact and abs(a.bits - b.bits) < 1 and abs(a.zeros - b.zeros) < 0.01
-
-
-def near_copy(c: Comparison) -> bool:
-    """Every tensor moved a little and none kept exactly: the two cannot be ordered from the weights."""
-    return c.mean_distance < NEAR_COPY and c.equal < 0.5 and abs(c.bits) < 1 and abs(c.zeros) < 0.01
+    return exact and abs(a.bits - b.bits) < 1 and abs(a.zeros - b.zeros) < 0.01
 
 
 def decide(
@@ -106,19 +109,28 @@ def decide(
     merge = _merge(query, live, pool)
     wanted = set(merge[0]) - {key for key, _, _ in comps} if merge is not None else set()
     live += [(key, compare(query, s), s) for key, s in pool if key in wanted]
-    if order is not None and query_order is not None:
-        live = [(k, c, s) for k, c, s in live if not (near_copy(c) and order.get(k, -1) > query_order)]
+    keep = set(merge[0]) if merge is not None else set()  # a merge's parents are never set aside as its children
+    rest = _without_copied_children(query, [r for r in live if r[0] not in keep], order, query_order)
+    live = [r for r in live if r[0] in keep] + _without_reheaded_children(query, rest)
     if not live:
         return Verdict((), None, 1.0, 1.0, (), duplicates)
     features = np.array([c.features for _, c, _ in live])
     p_none, p = model.probabilities(features)
     utility = model.utilities(features) - model.none
     ranked = sorted(range(len(live)), key=lambda i: -p[i])
-    if order is not None and ranked:
+    if ranked:
         top = ranked[0]  # a tie: the same evidence and (so) the same utility under the fitted model
         ties = [i for i in ranked if _alike(live[i][1], live[top][1]) and utility[top] - utility[i] <= TIE_UTILITY]
-        first = min(ties, key=lambda i: order.get(live[i][0], 1 << 62))
-        ranked = [first] + [i for i in ranked if i != first]
+        elected = _elect(query, live, top)
+        if elected:
+            p = p.copy()
+            for i in elected[1:]:
+                p[elected[0]] += (1 - PARSIMONY) * p[i]
+                p[i] *= PARSIMONY
+            first = elected[0]
+        else:
+            first = min(ties, key=lambda i: order.get(live[i][0], 1 << 62)) if order is not None else top
+        ranked = [first] + sorted((i for i in ranked if i != first), key=lambda i: -p[i])
     cands = tuple(
         Candidate(live[i][0], float(utility[i]), float(p[i]), live[i][1], model.confidence(float(p[i]))) for i in ranked
     )
@@ -138,6 +150,73 @@ def decide(
     return Verdict((best.key,), relation_of(best.comparison), confidence, p_none, cands, duplicates)
 
 
+Live = list[tuple[Hashable, Comparison, ModelSketch]]
+
+
+def _without_reheaded_children(query: ModelSketch, live: Live) -> Live:
+    """Drop candidates that are the query's re-headed children: one trunk with the query, and the family carries
+    the query's head (it is the original), not theirs."""
+    twins = [i for i, (_, c, s) in enumerate(live) if own_tensors(query, s, c) is not None]
+    if not twins:
+        return live
+    family = [s for i, (_, _, s) in enumerate(live) if i not in twins]
+    if original([query, *(live[i][2] for i in twins)], family) != 0:
+        return live
+    return [r for i, r in enumerate(live) if i not in twins]
+
+
+def _without_copied_children(
+    query: ModelSketch, live: Live, order: Mapping[Hashable, int] | None, query_order: int | None
+) -> Live:
+    """Drop candidates that are the query's near-copy children: the family names the query the original of
+    their cluster (copies.upstream) or, when it cannot, they were registered after the query (a tie-break)."""
+    copies = [i for i, (_, c, _) in enumerate(live) if near_copy(c)]
+    if not copies:
+        return live
+    family = [s for i, (_, _, s) in enumerate(live) if i not in copies]
+    found = upstream([query, *(live[i][2] for i in copies)], family)
+    if found is None and order is not None and query_order is not None:
+        later = {i for i in copies if order.get(live[i][0], -1) > query_order}
+    else:
+        later = set(copies) if found == 0 else set()
+    return [r for i, r in enumerate(live) if i not in later]
+
+
+def _elect(query: ModelSketch, live: Live, top: int) -> list[int]:
+    """The top candidate's re-headed twins among the candidates, the one the query descends from first, else [].
+
+    The query carries one twin's head: that twin. It carries none (the weights cannot choose): the original, the
+    twin whose head the rest of the family carries (parsimony: the others' only contribution is not in the query).
+    """
+    group = [top] + [i for i in range(len(live)) if i != top and own_tensors(live[top][2], live[i][2]) is not None]
+    if len(group) < 2:
+        return _elect_copy(live, top)
+    found = original([live[i][2] for i in group], [query])  # the query carries one of the heads: its parent's
+    if found is None:
+        tied = set(group)
+        found = original([live[i][2] for i in group], [s for i, (_, _, s) in enumerate(live) if i not in tied])
+    return [] if found is None else [group[found]] + [i for i in group if i != group[found]]
+
+
+def _elect_copy(live: Live, top: int) -> list[int]:
+    """The top candidate's near-copies among the candidates, their original first, else [] (copies.upstream).
+    Only those no exact signature tells apart for the query, and only for a query that is not itself their
+    near-copy: a query trained further carries no trace of their few steps."""
+    c = live[top][1]
+    if near_copy(c):
+        return []
+    # distances cannot tell them apart: they differ by at most the copies' own few steps, which correlated
+    # training moves the query along or against as often as descent would; exact signatures can
+    near = [i for i, (_, ci, _) in enumerate(live) if i != top and _same_signatures(ci, c)]
+    near = [i for i in near if abs(live[i][1].mean_distance - c.mean_distance) <= 2 * NEAR_COPY]  # triangle bound
+    group = [top] + [i for i in near if near_copy(compare(live[top][2], live[i][2]))]
+    if len(group) < 2:
+        return []
+    tied = set(group)
+    found = upstream([live[i][2] for i in group], [s for i, (_, _, s) in enumerate(live) if i not in tied])
+    return [] if found is None else [group[found]] + [i for i in group if i != group[found]]
+
+
 def _merge(
     query: ModelSketch,
     live: Sequence[tuple[Hashable, Comparison, ModelSketch]],
@@ -146,13 +225,15 @@ def _merge(
     """The keys of the two candidates the query is a merge of and how inexact the fit is (0: exact, 1: no better
     than the bar), or None.
 
-    The nearest candidates that cover the whole query enter the fit, then the pool's (paired by tensor only);
-    a fit that needs a pool model must be exact (a merge's weights are an exact average of its parents').
+    The nearest candidates that cover the whole query enter the fit, then the other candidates and the pool's
+    (paired by tensor only); a fit that needs one beyond the nearest must be exact (a merge's weights are an
+    exact average of its parents').
     """
-    full = sorted((r for r in live if r[1].coverage >= 0.99), key=lambda r: r[1].distance)[:MERGE_CANDIDATES]
-    keys = [k for k, _, _ in full]
-    sketches = [s for _, _, s in full]
-    pairs = [c.pairs for _, c, _ in full]
+    whole = sorted((r for r in live if r[1].coverage >= 0.99), key=lambda r: r[1].distance)
+    full = whole[:MERGE_CANDIDATES]
+    keys = [k for k, _, _ in whole]
+    sketches = [s for _, _, s in whole]
+    pairs = [c.pairs for _, c, _ in whole]
     for key, sketch in pool:
         found = pair_tensors(query, sketch)
         covered = sum(query.tensors[p.a].numel for p in found)

@@ -1,0 +1,76 @@
+"""Near-copies: models a few tiny optimiser steps apart, and which of them is the original.
+
+Their distance is symmetric and their statistics agree, so the pair's own weights cannot order them. The
+family can, through what training does: a near-copy is a few steps down the loss from its original, and the
+original's other children moved down the same loss, further. So the near-copy sits between its original and
+the rest of the family, and the original is the end the family is farther from (the upstream end).
+Parsimony does the rest: a query far from the cluster carries no trace of a near-copy's few steps (its own
+training swamps them), so it is read as the original's child.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from modelkin.provenance.lineage.compare import AGREE, Comparison
+from modelkin.provenance.lineage.pairing import _values, pair_tensors
+from modelkin.provenance.lineage.signatures import GRID_BITS
+from modelkin.provenance.lineage.sketch import ModelSketch
+
+NEAR_COPY = 1e-3  # relative distance under which two models are near-copies (weights alone cannot order them)
+
+
+def near_copy(c: Comparison) -> bool:
+    """Every tensor moved a little and none kept exactly: the two cannot be ordered from the weights alone. (A
+    model that lacks some of the query's tensors, a head of another shape, is no near-copy however close the
+    rest.)"""
+    near = c.mean_distance < NEAR_COPY and c.coverage >= 0.99
+    return near and c.equal < 0.5 and abs(c.bits) < 1 and abs(c.zeros) < 0.01
+
+
+def _distances(other: ModelSketch, members: Sequence[ModelSketch]) -> np.ndarray | None:
+    """‖other − member‖ / ‖member‖ over the tensors ``other`` shares with every member (the same ones for all)."""
+    found = [{p.a: p for p in pair_tensors(other, m)} for m in members]
+    common = sorted(set.intersection(*(set(f) for f in found)))
+    if not common:
+        return None
+    x = np.concatenate([other.tensors[i].values.reshape(-1) for i in common]).astype(np.float64)
+    out = []
+    for m, f in zip(members, found, strict=True):
+        y = np.concatenate([_values(m.tensors[f[i].b], f[i].transposed) for i in common]).astype(np.float64)
+        out.append(np.linalg.norm(x - y) / max(float(np.linalg.norm(y)), 1e-12))
+    return np.array(out)
+
+
+def _trained_away(other: ModelSketch, members: Sequence[ModelSketch]) -> bool:
+    """A relative whose every weight moved by training (the argument above needs one): it keeps no member's
+    tensor bit for bit (a head-only or frozen child sits at its parent), gained no exact zeros and sits on no
+    integer grid (a pruned or quantised child is its parent rounded or masked, not moved down the loss)."""
+    if any(other.digests & m.digests for m in members):
+        return False
+    zeros = max((t.zeros for t in other.tensors if len(t.shape) >= 2), default=0.0)
+    kept = max((t.zeros for m in members for t in m.tensors if len(t.shape) >= 2), default=0.0)
+    return zeros <= kept + 0.01 and all(t.bits > GRID_BITS for t in other.tensors if len(t.shape) >= 2)
+
+
+def upstream(members: Sequence[ModelSketch], family: Sequence[ModelSketch]) -> int | None:
+    """The index of the original among near-copies of one another, or None when the family does not say.
+
+    Each pair of members is put to the family: a relative votes for the one it is farther from. The original
+    wins every one of its pairs (two near-copies of one original are each downhill from it, in directions of
+    their own, so a plurality over three or more would split).
+    """
+    if len(members) < 2:
+        return None
+    moved = [other for other in family if _trained_away(other, members)]
+    rows = [d for d in (_distances(other, members) for other in moved) if d is not None and d.min() < AGREE]
+    if not rows:
+        return None
+    far = np.array(rows)  # (relatives, members)
+    for a in range(len(members)):
+        if all(np.count_nonzero(far[:, a] > far[:, b]) > np.count_nonzero(far[:, b] > far[:, a])
+               for b in range(len(members)) if b != a):  # fmt: skip
+            return a
+    return None
