@@ -105,6 +105,7 @@ def print_report(report: WatermarkReport, json_out: bool) -> None:
         verdict = "DETECTED" if d.detected else "not detected"
         output.stdout.print(f"{verdict}: {d.matched_bits}/{d.bits} bits in {report.placement.layer}, "
                             f"p = {d.p_value:.3g}{'' if d.hash_ok else ' (key fails its hash check)'}")  # fmt: skip
+    output.info(report.alignment)
     if not d.hash_ok:
         output.info("the key's matrix does not hash to its bits: it was altered or forged")
 

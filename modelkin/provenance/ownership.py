@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,7 +59,11 @@ class Placement:
     layer: str
     rounds: int
     pool: int
-    found_by: str  # record | option | rule
+    found_by: str  # record | option | rule | claim
+    recorded_in: str | None = None  # with found_by "record": the marked version the record belongs to
+
+
+NOT_ALIGNED = "not aligned: no reference and no registry record of this key, so channel permutations are not undone"
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class WatermarkReport:
     detection: Detection
     placement: Placement
     aligned: bool
+    alignment: str = NOT_ALIGNED  # what was done about channel permutations, in one sentence
 
     def to_json(self) -> dict[str, Any]:
         d = self.detection
@@ -192,7 +197,8 @@ def _detect_at(
         detection = detect(weight.reshape(-1), key, placement.rounds, placement.pool, fpr)
     except ValueError as exc:
         raise WatermarkError(f"{placement.layer} is too small for this key: {exc}.") from None
-    return WatermarkReport(detection, placement, reference is not None)
+    return WatermarkReport(detection, placement, reference is not None, "aligned to the reference" if reference
+                           is not None else NOT_ALIGNED)  # fmt: skip
 
 
 def verify_watermark(
@@ -288,9 +294,9 @@ class Ownership:
                   and pool_size(tensors[r.layer].numel(), key.watermark(), r.rounds, key.rows) >= r.pool]  # fmt: skip
         if not usable:
             return None
-        own = [r for r, at in usable if at == ref]
-        r = own[0] if own else usable[0][0]
-        return Placement(r.layer, r.rounds, r.pool, "record")
+        own = [(r, at) for r, at in usable if at == ref]
+        r, at = own[0] if own else usable[0]
+        return Placement(r.layer, r.rounds, r.pool, "record", at)
 
     def embed(
         self,
@@ -302,16 +308,19 @@ class Ownership:
         data: tuple[np.ndarray, np.ndarray] | None = None,
         margin: float | None = None,
     ) -> EmbedResult:
-        """Mark ``ref`` post hoc (healed by a short fine-tune when ``data`` = (x, y) is given) and register the
-        result as the next version of ``name``, a ``watermarked`` child of ``ref``."""
+        """Mark ``ref`` post hoc (healed by a short fine-tune when ``data`` = (x, y) is given, after which every bit
+        is brought back to the margin) and register the result as the next version of ``name``, a
+        ``watermarked`` child of ``ref``."""
         source = self.host.get(ref)
         tensors = self.host.load_state_dict(source.ref)
         placement = place(tensors, key, layer)
         original = tensors[placement.layer]
         margin = DEFAULT_MARGIN if margin is None else margin
         changed = {placement.layer: _to_dtype(mark_weight(tensors, key, placement, margin), original)}
-        if data is not None:
+        if data is not None:  # heal, then top up the bits the fine-tune left below the margin (cheap: few are)
             changed = self._heal(source.ref, {**tensors, **changed}, key, placement, data)
+            healed = {**tensors, **changed}
+            changed[placement.layer] = _to_dtype(mark_weight(healed, key, placement, margin), original)
         new = {**tensors, **changed}
         weight = _as_array(new[placement.layer])
         detection = detect(weight.reshape(-1), key, placement.rounds, placement.pool)
@@ -401,12 +410,32 @@ class Ownership:
         reference: str | None = None,
         fpr: float = DEFAULT_FPR,
     ) -> WatermarkReport:
-        """Is ``key``'s watermark in ``target`` (a REF, or a weights file or folder on disk)?"""
+        """Is ``key``'s watermark in ``target`` (a REF, or a weights file or folder on disk)?
+
+        Channel permutations are undone against ``reference`` when given, else against the marked version of
+        this key's registry record: always, not only when the plain reading fails, so the verdict stays one test
+        and its p-value the exact binomial tail (trying both would need a multiple-test correction). The
+        matching reads weights only, never the key; an unshuffled suspect costs a few matrix products."""
         ref = self.host.get(target).ref if isinstance(target, str) else None
         tensors = self.host.load_state_dict(ref) if ref is not None else read_tensors(Path(target))
         placement = place(tensors, key, layer, self._record(key, tensors, ref))
-        owner = self.host.load_state_dict(self.host.get(reference).ref) if reference is not None else None
-        return _detect_at(tensors, key, placement, _reference_tensor(owner, placement.layer) if owner else None, fpr)
+        if reference is not None:
+            owner_ref = self.host.get(reference).ref
+            owner = self.host.load_state_dict(owner_ref)
+            report = _detect_at(tensors, key, placement, _reference_tensor(owner, placement.layer), fpr)
+            return replace(report, alignment=f"aligned to {owner_ref} (--reference)")
+        recorded = placement.recorded_in
+        if recorded is None:
+            return _detect_at(tensors, key, placement, None, fpr)
+        if recorded == ref:
+            return replace(_detect_at(tensors, key, placement, None, fpr),
+                           alignment=f"not aligned: {ref} is the version this key's record marked")  # fmt: skip
+        marked = self.host.load_state_dict(recorded)[placement.layer]
+        if tuple(marked.shape) != tuple(tensors[placement.layer].shape):
+            return replace(_detect_at(tensors, key, placement, None, fpr), alignment=(
+                f"not aligned: {placement.layer} has another shape in {recorded}, the recorded version"))  # fmt: skip
+        report = _detect_at(tensors, key, placement, _as_array(marked), fpr)
+        return replace(report, alignment=f"aligned to {recorded} (this key's registry record)")
 
     def create_claim(
         self, ref: str, key: WatermarkKey, signing_key: ec.EllipticCurvePrivateKey, claimed_at: str | None = None
