@@ -130,11 +130,21 @@ class Mark:
     rounds: int = 0
     pool: int = 0
     control: State | None = None  # the same training without a watermark: what fidelity is measured against
+    source: State | None = None  # what the mark was made from (the recorded version's parent)
 
     def read_recorded(self, state: State) -> int:
-        """Matched bits as `watermark verify` reads a suspect when the registry holds this key's record: the
-        suspect's tensor aligned to the recorded marked version first (when the shapes agree)."""
-        return self.read(aligned_to(state, self.layer, self.state[self.layer]))
+        """Matched bits as `watermark verify` reads a registered suspect when the registry holds this key's record:
+        as stored, and if that does not detect, aligned to the mark's source; both p-values doubled, which at
+        256 bits leaves the threshold at 200, so the verdict is that of the better reading."""
+        plain = self.read(state)
+        if plain >= THRESHOLD_BITS or self.source is None:
+            return plain
+        return max(plain, self.read(aligned_to(state, self.layer, self.source[self.layer])))
+
+    def readings(self, state: State) -> int:
+        """How many readings verify makes of ``state`` (2 when it can be aligned to the source)."""
+        t, s = state.get(self.layer), (self.source or {}).get(self.layer)
+        return 2 if t is not None and s is not None and tuple(t.shape) == tuple(s.shape) else 1
 
 
 def aligned_to(state: State, layer: str, reference: torch.Tensor) -> State:
@@ -212,6 +222,13 @@ class Setting:
     together: float
 
 
+def with_mark(state: State, key: WatermarkKey, placement: Placement, setting: Setting) -> State:
+    """What `watermark embed` does to a state: the placed tensor with every bit beyond the margin (bits already
+    there cost nothing, so on a trained or healed tensor this tops up the weak ones)."""
+    marked = mark_weight(state, key, placement, setting.margin, setting.floor, setting.together)
+    return {**state, placement.layer: torch.from_numpy(marked.astype(np.float32))}
+
+
 def make_marks(model: ZooModel, seed: int, setting: Setting, training_time: bool = True) -> list[Mark]:
     key = generate_key(ROWS, BITS, seed=f"owner-{model.name}-{seed}".encode())
     plan = choose_layer(shapes(model.state), key.watermark(), ROWS)
@@ -220,12 +237,11 @@ def make_marks(model: ZooModel, seed: int, setting: Setting, training_time: bool
     read = neuralmark_reader(key, layer, rounds, pool)
     placement = Placement(layer, rounds, pool, "rule")
 
-    def top_up(state: State) -> State:  # what `watermark embed` does to a tensor (bits below the margin only)
-        marked = mark_weight(state, key, placement, setting.margin, setting.floor, setting.together)
-        return {**state, layer: torch.from_numpy(marked.astype(np.float32))}
+    def top_up(state: State) -> State:
+        return with_mark(state, key, placement, setting)
 
     posthoc = top_up(model.state)
-    marks = [Mark("NeuralMark data-free", layer, posthoc, read, key, rounds, pool)]
+    marks = [Mark("NeuralMark data-free", layer, posthoc, read, key, rounds, pool, source=model.state)]
     numel = weight.size
     controls: dict[str, State] = {}
     if training_time:
@@ -234,20 +250,22 @@ def make_marks(model: ZooModel, seed: int, setting: Setting, training_time: bool
         healed = train_all(model, posthoc, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed,
                            extra=nm_regulariser(key, layer, rounds, pool, numel, 1.0))  # fmt: skip
         healed = top_up(healed)  # as `watermark embed --data` does after the fine-tune
-        marks.append(Mark("NeuralMark healed", layer, healed, read, key, rounds, pool, controls["heal"]))
+        marks.append(Mark("NeuralMark healed", layer, healed, read, key, rounds, pool, controls["heal"], model.state))
         trained = train_all(model, model.state, TRAINING_LR, ATTACK_EPOCHS, new_head=False, seed=seed,
                             extra=nm_regulariser(key, layer, rounds, pool, numel, 1.0))  # fmt: skip
-        marks.append(Mark("NeuralMark training-time", layer, trained, read, key, rounds, pool, controls["train"]))
+        marks.append(Mark("NeuralMark training-time", layer, trained, read, key, rounds, pool, controls["train"],
+                          model.state))  # fmt: skip
         marks.append(Mark("NeuralMark training-time + embed", layer, top_up(trained), read, key, rounds, pool,
-                          controls["train"]))  # fmt: skip
+                          controls["train"], trained))  # embed's parent: the trained model  # fmt: skip
     ukey = uchida_key(numel, BITS, np.random.default_rng([seed, 7, *model.name.encode()]))
     uread = uchida_reader(ukey, layer)
     uposthoc = {**model.state, layer: torch.from_numpy(uchida_embed(weight, ukey, setting.margin))}
-    marks.append(Mark("Uchida data-free", layer, uposthoc, uread, ukey))
+    marks.append(Mark("Uchida data-free", layer, uposthoc, uread, ukey, source=model.state))
     if training_time:
         utrained = train_all(model, model.state, TRAINING_LR, ATTACK_EPOCHS, new_head=False, seed=seed,
                              extra=uchida_regulariser(ukey, layer, 1.0))  # fmt: skip
-        marks.append(Mark("Uchida training-time", layer, utrained, uread, ukey, control=controls["train"]))
+        marks.append(Mark("Uchida training-time", layer, utrained, uread, ukey, control=controls["train"],
+                          source=model.state))  # fmt: skip
     return marks
 
 
@@ -292,9 +310,7 @@ def overwrite_posthoc(model: ZooModel, mark: Mark, setting: Setting, seed: int) 
     if mark.scheme.startswith("NeuralMark"):
         key = generate_key(ROWS, BITS, seed=f"attacker-{model.name}-{seed}".encode())
         plan = choose_layer(shapes(state), key.watermark(), ROWS)
-        placement = Placement(plan.layer, plan.rounds, plan.pool, "rule")
-        w = mark_weight(state, key, placement, setting.margin, setting.floor, setting.together)
-        return {**state, plan.layer: torch.from_numpy(w.astype(np.float32))}
+        return with_mark(state, key, Placement(plan.layer, plan.rounds, plan.pool, "rule"), setting)
     ukey = uchida_key(state[mark.layer].numel(), BITS, np.random.default_rng([seed, 99, *model.name.encode()]))
     return {**state, mark.layer: torch.from_numpy(uchida_embed(state[mark.layer].numpy(), ukey, setting.margin))}
 
@@ -420,13 +436,14 @@ def run_zoo(root: Path, per_arch: int, setting: Setting, seed: int, log: Callabl
         keys.append((name, nm))
         log(f"  [{i}/{len(names)}] {name}: {time.perf_counter() - t0:.1f} s")
     results["false_positives"] = false_positives(root, truth, keys, seed)
+    results["cnn"] = cnn_capacity(root, per_arch, seed, log)
     return results
 
 
 def read_any(key: WatermarkKey, state: State, recorded: Mark | None = None) -> int | None:
     """Matched bits as `watermark verify` reads them: the recorded layer when the model has it (large enough),
-    aligned to the recorded marked version (automatic alignment), else the embed rule on that model; None when no
-    tensor of the model can hold the key."""
+    read as stored, then aligned to the recorded mark's source (automatic alignment), else the embed rule on that
+    model; None when no tensor of the model can hold the key."""
     if recorded is not None and recorded.read(state):
         return recorded.read_recorded(state)
     try:
@@ -452,6 +469,7 @@ def false_positives(root: Path, truth: dict[str, Any], keys: list[tuple[str, Mar
     matched-bit counts are tested against Binomial(n, 1/2)."""
     states = {n: load_file(str(root / "models" / f"{n}.safetensors")) for n in sorted(truth["models"])}
     owner: list[int] = []
+    looks: list[int] = []  # readings verify makes of each owner pair (p-values multiplied by it)
     kin: list[int] = []  # the marked model's unmarked source (its parent) and the source's relatives (siblings)
     for name, mark in keys:
         related = {name, *truth["models"][name]["parents"]}
@@ -461,6 +479,7 @@ def false_positives(root: Path, truth: dict[str, Any], keys: list[tuple[str, Mar
             if bits is None:
                 continue
             owner.append(bits)
+            looks.append(mark.readings(state) if mark.read(state) else 1)
             if other in related:
                 kin.append(bits)
     fresh: list[int] = []
@@ -471,12 +490,80 @@ def false_positives(root: Path, truth: dict[str, Any], keys: list[tuple[str, Mar
                 fresh.append(bits)
     independent, every = np.array(fresh), np.array(owner + fresh)
     ks = stats.kstest(randomised_pit(independent), "uniform")
-    tails = {f"2^-{e}": float(np.mean(stats.binom.sf(every - 1, BITS, 0.5) < 2.0**-e)) for e in (8, 16)}
+    p_values = np.minimum(1.0, np.array(looks + [1] * len(fresh)) * stats.binom.sf(every - 1, BITS, 0.5))
+    tails = {f"2^-{e}": float(np.mean(p_values < 2.0**-e)) for e in (8, 16)}
     return {"pairs": len(every), "owner_pairs": len(owner), "kin_pairs": len(kin), "fresh_pairs": len(fresh),
             "detections": int((every >= THRESHOLD_BITS).sum()), "kin_detections": int(sum(b >= THRESHOLD_BITS
                                                                                           for b in kin)),
             "max": int(every.max()), "mean": float(independent.mean()), "var": float(independent.var()),
             "ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue), "tails": tails}  # fmt: skip
+
+
+# -- the CNNs: what a key that fits does ---------------------------------------------------------------------------
+
+CNN_KEYS = ((96, 96), (128, 96), (128, 128), (192, 128))  # (rows, bits): each fits the CNNs' 576-entry kernel
+CNN_MARGINS = (0.5, DEFAULT_MARGIN)
+
+
+def cnn_capacity(root: Path, count: int, seed: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The first ``count`` CNNs marked with keys small enough for their largest kernel, at the shipped margin and
+    at half of it: accuracy change data-free and healed (as `watermark embed --data`), detection after the two
+    harshest attacks. The CNNs are not marked by default because no such key keeps the model within fidelity."""
+    truth, data = read_zoo(root)
+    names = [n for n in sorted(truth["models"]) if n.startswith("cnn")][:count]
+    models = [zoo_model(root, truth, data, n) for n in names]
+    controls = [train_all(m, m.state, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed) for m in models]
+    rows = []
+    for (key_rows, bits), margin in [(k, mg) for k in CNN_KEYS for mg in CNN_MARGINS]:
+        need = next(k for k in range(bits + 1) if float(stats.binom.sf(k - 1, bits, 0.5)) < DEFAULT_FPR)
+        cells: dict[str, list[float]] = {"free": [], "healed": [], "change": [], "pool": [], "ft": [], "prune": []}
+        for model, control in zip(models, controls, strict=True):
+            key = generate_key(key_rows, bits, seed=f"owner-{model.name}-{seed}".encode())
+            plan = choose_layer(shapes(model.state), key.watermark(), key_rows)
+            placement, layer = Placement(plan.layer, plan.rounds, plan.pool, "rule"), plan.layer
+            read = neuralmark_reader(key, layer, plan.rounds, plan.pool)
+            free = with_mark(model.state, key, placement, Setting(margin, DEFAULT_FLOOR, DEFAULT_TOGETHER))
+            reg = nm_regulariser(key, layer, plan.rounds, plan.pool, model.state[layer].numel(), 1.0)
+            healed = train_all(model, free, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed, extra=reg)
+            healed = with_mark(healed, key, placement, Setting(margin, DEFAULT_FLOOR, DEFAULT_TOGETHER))
+            cells["free"].append(100 * (acc(model, free) - acc(model, model.state)))
+            cells["healed"].append(100 * (acc(model, healed) - acc(model, control)))
+            cells["change"].append(float((free[layer] - model.state[layer]).norm() / model.state[layer].norm()))
+            cells["pool"].append(plan.pool)
+            cells["ft"].append(read(train_all(model, free, 1e-2, ATTACK_EPOCHS, new_head=True, seed=seed)) >= need)
+            cells["prune"].append(read(prune(free, 0.7)) >= need)
+        rows.append({"rows": key_rows, "bits": bits, "need": need, "margin": margin, "layer": layer, **cells})
+        log(f"  CNN key {key_rows} x {bits}, margin {margin:g}: data-free {statistics.mean(cells['free']):+.2f}")
+    return rows
+
+
+def cnn_lines(cnn: list[dict[str, Any]]) -> list[str]:
+    n = len(cnn[0]["free"])
+    lines = ["### The CNNs: why they are not marked", "",
+             f"Their largest eligible tensor is {cnn[0]['layer']} (8 x 8 x 3 x 3 = 576 entries; the head is replaced "
+             "by fine-tuning and the first kernel has 72). One filter round keeps about half, 288, so a key of k0 "
+             "rows pools m = 288 / k0 <= 3 entries per slot, and the n >= 72 bits that p < 2^-64 needs are n linear "
+             "constraints, each with the margin, on k0 <= 288 pooled values: the change has the size of the "
+             "weights themselves. A 512 x 256 key needs 1,024 entries, so `watermark embed` refuses them (naming "
+             "the largest eligible tensor, with a hint). Measured here on the first "
+             f"{n} CNNs of this zoo with keys that fit (the owner's key per model; accuracy change against the "
+             "original, healed against the same fine-tune without a mark):", "",
+             "| key (rows x bits) | bits for p < 2^-64 | margin | pool m | relative change of the kernel | "
+             "data-free: mean (worst) | healed: mean (worst) | detected after fine-tune, lr 0.01 | after pruning "
+             "70% |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for r in cnn:
+        pools = sorted(set(r["pool"]))
+        lines.append(f"| {r['rows']} x {r['bits']} | >= {r['need']} | {r['margin']:g} | "
+                     f"{'-'.join(str(int(m)) for m in pools)} | {statistics.mean(r['change']):.2f} | "
+                     f"{statistics.mean(r['free']):+.1f} ({min(r['free']):+.1f}) | "
+                     f"{statistics.mean(r['healed']):+.1f} ({min(r['healed']):+.1f}) | "
+                     f"{sum(r['ft'])}/{n} | {sum(r['prune'])}/{n} |")  # fmt: skip
+    best = max(cnn, key=lambda r: statistics.mean(r["healed"]))
+    lines += ["", f"The least costly of these ({best['rows']} x {best['bits']}, margin {best['margin']:g}, healed) "
+              f"still loses {-statistics.mean(best['healed']):.1f} points on the mean, against the 0.5 allowed, and "
+              f"survives fine-tuning in {sum(best['ft'])}/{n}: no key fits the CNNs within fidelity, so the table "
+              "above covers the MLPs only.", ""]  # fmt: skip
+    return lines
 
 
 # -- calibration --------------------------------------------------------------------------------------------------
@@ -637,8 +724,8 @@ def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | No
     lines += [f"## Zoo (seed {args.seed_label}): {len(main['models'])} marked models", "",
               "Models per architecture in the zoo: " + ", ".join(f"{a} {n}" for a, n in sorted(counts.items()))
               + f"; marked: the first {args.per_arch} of each MLP architecture by name. The CNNs' largest kernel "
-              "(576 entries) cannot hold a 512-row key, so none is marked (`watermark embed` refuses them with a "
-              "clear error; a key with fewer rows would fit).", "",
+              "(576 entries) cannot hold a 512-row key, and no smaller key marks them within fidelity (measured "
+              "below, 'The CNNs'), so none is marked.", "",
               "Placements (layer, rounds R, pool m): "
               + "; ".join(f"{n} {layer} R={r} m={m}" for n, layer, r, m in main["placements"]), ""]  # fmt: skip
     lines += ["### Fidelity and detection", "",
@@ -673,9 +760,10 @@ def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | No
     lines += ["", "### False positives (NeuralMark keys against unmarked zoo models)", "",
               f"{fp['pairs']} (key, unmarked model) pairs: {fp['owner_pairs']} with the owners' keys (each owner key "
               f"against every zoo model that can hold it, {fp['kin_pairs']} of them the marked model's unmarked "
-              f"parent or its siblings; read as verify reads a registered suspect, aligned to the owner's marked "
-              f"version when the recorded layer has its shape) and {fp['fresh_pairs']} with fresh independent keys "
-              f"({FRESH_KEYS_PER_MODEL} per zoo model). Detections at the default threshold: **{fp['detections']}** "
+              f"parent or its siblings; read as verify reads a registered suspect: as stored, then aligned to the "
+              f"mark's source when the recorded layer has its shape, p doubled) and {fp['fresh_pairs']} with fresh "
+              f"independent keys ({FRESH_KEYS_PER_MODEL} per zoo model). Detections at the default threshold: "
+              f"**{fp['detections']}** "
               f"({fp['kin_detections']} among kin); highest match {fp['max']}/{BITS}.", "",
               f"Independent pairs: matched bits mean {fp['mean']:.2f} (Binomial: 128), variance {fp['var']:.2f} "
               f"(Binomial: 64); KS test of the randomised PIT against Uniform(0, 1) (exact for a discrete law): "
@@ -693,9 +781,12 @@ def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | No
             row_cells.append(f"{fmt_rate([b for b, _ in rows])} ({statistics.mean(a for _, a in rows):.1f}%)")
         lines.append(f"| {attack} | " + " | ".join(row_cells) + " |")
     lines += ["", "Rows read a registered suspect as `watermark verify` does: the key's record gives the layer and "
-              "the marked version, and the suspect's tensor is aligned to it first (automatically, every time; "
-              "the bare-file row reads the file as it is, as verify does where no registry holds the key's "
-              "record). " + bare_versus_recorded(main), ""]  # fmt: skip
+              "the version it marked; the suspect is read as stored and, when that does not detect, again after "
+              "aligning it to the model the mark was made from (the record's declared parent, which does not "
+              "depend on the key), both p-values doubled (at 256 bits the threshold stays 200). The bare-file row "
+              "reads the file as it is, as verify does where no registry holds the key's record. "
+              "`--reference` aligns to the given version (here the marked one) in a single reading. "
+              + bare_versus_recorded(main), ""]  # fmt: skip
     forging = main["forging"]
     lines += ["", "### Forging a key on a model the forger did not mark", "",
               f"NeuralMark, gradient forging (300 Adam steps on K, the model frozen): raw match with the forger's "
@@ -709,6 +800,7 @@ def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | No
               f"{statistics.mean(main['uchida_forging']):.1f}/{BITS} bits on average and is accepted in "
               f"{sum(b >= THRESHOLD_BITS for b in main['uchida_forging'])}/{len(main['uchida_forging'])} cases "
               "(nothing ties its bits to its projection).", ""]  # fmt: skip
+    lines += cnn_lines(main["cnn"])
     lines += targets(main)
     if minilm is not None:
         m = minilm

@@ -1,9 +1,11 @@
 """Undo channel permutations of the marked tensor against the owner's reference before extraction.
 
 A function-preserving shuffle of hidden units permutes a weight's rows (its outputs) and its columns (the
-previous layer's outputs). Both are unknown, so rows are first matched on a permutation-invariant signature
-(each row's sorted values), then columns by |cosine| given those rows, then rows again given the columns;
-each match is a Hungarian assignment on 1 - |cosine| (scipy's linear_sum_assignment). The matching reads
+previous layer's outputs). Both are unknown, so rows are first matched, then columns by |cosine| given those
+rows, then rows again given the columns (twice); each match is a Hungarian assignment on 1 - |cosine| (scipy's
+linear_sum_assignment). Two first row matchings are tried, rows as they are (right when the columns were not
+shuffled, as for a first layer's inputs) and a permutation-invariant signature (each row's sorted values), and
+the result nearer the reference is kept. The matching reads
 the weights only, never the key. When every reference row's best match is the suspect row at its own index, the
 identity attains the sum of the row maxima, an upper bound of every assignment, so it is optimal and the
 assignment is skipped: an unshuffled suspect (the usual case) costs a few matrix products, not a Hungarian
@@ -53,9 +55,14 @@ def align(suspect: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
     if all(_identity_is_best(_similarity(view(s), view(r))) for view in (by_row, by_column)):
         return suspect  # already in the reference's order
-    rows = _match(np.sort(by_row(s), axis=1), np.sort(by_row(r), axis=1))
-    for _ in range(2):
-        s = s[rows]
-        s = s[:, _match(by_column(s), by_column(r))]
-        rows = _match(by_row(s), by_row(r))
-    return s[rows].reshape(shape).astype(suspect.dtype)
+    def refine(rows: np.ndarray) -> np.ndarray:
+        t = s
+        for _ in range(2):
+            t = t[rows]
+            t = t[:, _match(by_column(t), by_column(r))]
+            rows = _match(by_row(t), by_row(r))
+        return t[rows]
+
+    starts = (_match(by_row(s), by_row(r)), _match(np.sort(by_row(s), axis=1), np.sort(by_row(r), axis=1)))
+    best = min((refine(rows) for rows in starts), key=lambda t: float(np.linalg.norm(t - r)))
+    return best.reshape(shape).astype(suspect.dtype)
