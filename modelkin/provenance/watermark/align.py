@@ -55,6 +55,7 @@ def align(suspect: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
     if all(_identity_is_best(_similarity(view(s), view(r))) for view in (by_row, by_column)):
         return suspect  # already in the reference's order
+
     def refine(rows: np.ndarray) -> np.ndarray:
         t = s
         for _ in range(2):
