@@ -117,7 +117,12 @@ def verify(
     key: KeyFile,
     layer: Layer = None,
     reference: Annotated[
-        str | None, typer.Option("--reference", help="The owner's registered version: undo channel permutations.")
+        str | None,
+        typer.Option(
+            "--reference",
+            help="The owner's registered version: undo channel permutations against it (without it, a suspect "
+            "not detected as stored is aligned to the model the key's recorded mark was made from, if any).",
+        ),
     ] = None,
     json_out: Json = False,
 ) -> None:
