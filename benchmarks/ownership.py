@@ -470,6 +470,8 @@ def false_positives(root: Path, truth: dict[str, Any], keys: list[tuple[str, Mar
     states = {n: load_file(str(root / "models" / f"{n}.safetensors")) for n in sorted(truth["models"])}
     owner: list[int] = []
     looks: list[int] = []  # readings verify makes of each owner pair (p-values multiplied by it)
+    to_source: list[int] = []  # owner pairs aligned to the mark's source (verify's second reading)
+    to_marked: list[int] = []  # the same pairs aligned to the marked version instead (what verify avoids)
     kin: list[int] = []  # the marked model's unmarked source (its parent) and the source's relatives (siblings)
     for name, mark in keys:
         related = {name, *truth["models"][name]["parents"]}
@@ -480,6 +482,9 @@ def false_positives(root: Path, truth: dict[str, Any], keys: list[tuple[str, Mar
                 continue
             owner.append(bits)
             looks.append(mark.readings(state) if mark.read(state) else 1)
+            if mark.read(state) and mark.readings(state) == 2:  # the aligned reading alone, to either reference
+                to_source.append(mark.read(aligned_to(state, mark.layer, mark.source[mark.layer])))  # type: ignore[index]
+                to_marked.append(mark.read(aligned_to(state, mark.layer, mark.state[mark.layer])))
             if other in related:
                 kin.append(bits)
     fresh: list[int] = []
@@ -492,7 +497,12 @@ def false_positives(root: Path, truth: dict[str, Any], keys: list[tuple[str, Mar
     ks = stats.kstest(randomised_pit(independent), "uniform")
     p_values = np.minimum(1.0, np.array(looks + [1] * len(fresh)) * stats.binom.sf(every - 1, BITS, 0.5))
     tails = {f"2^-{e}": float(np.mean(p_values < 2.0**-e)) for e in (8, 16)}
-    return {"pairs": len(every), "owner_pairs": len(owner), "kin_pairs": len(kin), "fresh_pairs": len(fresh),
+    alignment = {name: {"pairs": len(bits), "max": max(bits, default=0),
+                        "detections": sum(b >= THRESHOLD_BITS for b in bits),
+                        "tail8": float(np.mean(stats.binom.sf(np.array(bits) - 1, BITS, 0.5) < 2.0**-8) if bits else 0)}
+                 for name, bits in (("source", to_source), ("marked", to_marked))}  # fmt: skip
+    return {"alignment": alignment,
+            "pairs": len(every), "owner_pairs": len(owner), "kin_pairs": len(kin), "fresh_pairs": len(fresh),
             "detections": int((every >= THRESHOLD_BITS).sum()), "kin_detections": int(sum(b >= THRESHOLD_BITS
                                                                                           for b in kin)),
             "max": int(every.max()), "mean": float(independent.mean()), "var": float(independent.var()),
@@ -558,11 +568,16 @@ def cnn_lines(cnn: list[dict[str, Any]]) -> list[str]:
                      f"{statistics.mean(r['free']):+.1f} ({min(r['free']):+.1f}) | "
                      f"{statistics.mean(r['healed']):+.1f} ({min(r['healed']):+.1f}) | "
                      f"{sum(r['ft'])}/{n} | {sum(r['prune'])}/{n} |")  # fmt: skip
-    best = max(cnn, key=lambda r: statistics.mean(r["healed"]))
-    lines += ["", f"The least costly of these ({best['rows']} x {best['bits']}, margin {best['margin']:g}, healed) "
-              f"still loses {-statistics.mean(best['healed']):.1f} points on the mean, against the 0.5 allowed, and "
-              f"survives fine-tuning in {sum(best['ft'])}/{n}: no key fits the CNNs within fidelity, so the table "
-              "above covers the MLPs only.", ""]  # fmt: skip
+    fitting = [r for r in cnn if max(statistics.mean(r["free"]), statistics.mean(r["healed"])) >= -0.5
+               and sum(r["ft"]) >= 0.99 * n]  # fmt: skip
+    best = max(cnn, key=lambda r: max(statistics.mean(r["free"]), statistics.mean(r["healed"])))
+    change = max(statistics.mean(best["free"]), statistics.mean(best["healed"]))
+    verdict = ("no key both stays within 0.5 points (data-free or healed) and survives fine-tuning at lr 0.01 in "
+               ">= 99% of them, so the tables above cover the MLPs only" if not fitting else
+               "a key that fits does keep them within fidelity and survives fine-tuning: "
+               + ", ".join(f"{r['rows']} x {r['bits']} at margin {r['margin']:g}" for r in fitting))  # fmt: skip
+    lines += ["", f"Least costly: {best['rows']} x {best['bits']} at margin {best['margin']:g}, {change:+.2f} points "
+              f"on the mean (detected after fine-tuning in {sum(best['ft'])}/{n}); {verdict}.", ""]  # fmt: skip
     return lines
 
 
@@ -770,6 +785,14 @@ def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | No
               f"D = {fp['ks_statistic']:.4f}, p = {fp['ks_pvalue']:.3g}. Empirical tails over all pairs: "
               + ", ".join(f"P(p < {t}) = {v:.4f} (expected at most {2.0 ** -int(t[3:]):.4f})"
                           for t, v in fp["tails"].items()) + ".", ""]  # fmt: skip
+    src, mk = fp["alignment"]["source"], fp["alignment"]["marked"]
+    lines += [f"Why the second reading aligns to the mark's source, not to the marked version: over the {src['pairs']} "
+              f"owner pairs of the marked layer's shape, read aligned to the source alone (one reading, p not "
+              f"doubled) the highest match is {src['max']}/{BITS}, P(p < 2^-8) = {src['tail8']:.4f} and "
+              f"{src['detections']} detections; aligned to the marked version instead it is {mk['max']}/{BITS}, "
+              f"P(p < 2^-8) = {mk['tail8']:.4f} and {mk['detections']} detections (at most 0.0039 expected): the "
+              "marked matrix carries the mark's pattern, and matching an unrelated model's units to it copies "
+              "part of that pattern across.", ""]  # fmt: skip
     attacks_seen = list(next(iter(main["attacks"].values())))
     schemes = list(main["attacks"])
     lines += ["### Attacks: owner's detection rate (attacked model's mean accuracy)", "",
