@@ -431,14 +431,18 @@ class Ownership:
             report = _detect_at(tensors, key, placement, _reference_tensor(owner, placement.layer), fpr)
             return replace(report, alignment=f"aligned to {owner_ref} (--reference)")
         plain = _detect_at(tensors, key, placement, None, fpr)
-        source, unmarked, why_not = self._alignment_source(placement, ref, tuple(tensors[placement.layer].shape))
-        if source is None or unmarked is None:
+        source, why_not = self._alignment_source(placement, ref)
+        if source is None:
             return plain if why_not is None else replace(plain, alignment=f"not aligned: {why_not}")
         first = replace(plain, detection=corrected(plain.detection, 2, fpr))
         if first.detection.detected:
             return replace(first, alignment=f"detected as stored (not aligned; p doubled for a second reading "
                                             f"aligned to {source})")  # fmt: skip
-        second = _detect_at(tensors, key, placement, unmarked, fpr)
+        unmarked = self.host.load_state_dict(source).get(placement.layer)
+        if unmarked is None or unmarked.shape != tensors[placement.layer].shape:
+            return replace(plain, alignment=f"not aligned: {source}, the recorded mark's source, has no "
+                                            f"{placement.layer} of this shape")  # fmt: skip
+        second = _detect_at(tensors, key, placement, _as_array(unmarked), fpr)
         second = replace(second, detection=corrected(second.detection, 2, fpr))
         aligned = f"aligned to {source}, the model this key's recorded mark was made from"
         if second.detection.p_value < first.detection.p_value:
@@ -446,26 +450,19 @@ class Ownership:
         return replace(first, aligned=False, alignment=f"read as stored: {aligned}, it matched no more bits (p "
                                                        "doubled for the two readings)")  # fmt: skip
 
-    def _alignment_source(
-        self, placement: Placement, ref: str | None, shape: tuple[int, ...]
-    ) -> tuple[str | None, np.ndarray | None, str | None]:
-        """(the version to align a suspect to, its tensor at the placement, None), else (None, None, why not), for
-        a placement found by a record; (None, None, None) when there is no record."""
+    def _alignment_source(self, placement: Placement, ref: str | None) -> tuple[str | None, str | None]:
+        """(the version to align a suspect to, None), else (None, why not), for a placement found by a record;
+        (None, None) when there is no record."""
         recorded = placement.recorded_in
         if recorded is None:
-            return None, None, None  # the plain reading's NOT_ALIGNED says it
+            return None, None  # the plain reading's NOT_ALIGNED says it
         if recorded == ref:
-            return None, None, f"{ref} is the version this key's record marked"
+            return None, f"{ref} is the version this key's record marked"
         parents = self.host.get(recorded).declared_parents
         if not parents:
-            return None, None, f"{recorded}, the recorded version, declares no parent to align to"
+            return None, f"{recorded}, the recorded version, declares no parent to align to"
         source = self.host.get(parents[0]).ref
-        if source == ref:
-            return None, None, f"{ref} is the model this key's recorded mark was made from"
-        tensor = self.host.load_state_dict(source).get(placement.layer)
-        if tensor is None or tuple(tensor.shape) != shape:
-            return None, None, f"{source}, the recorded mark's source, has no {placement.layer} of this shape"
-        return source, _as_array(tensor), None
+        return (None, f"{ref} is the model this key's recorded mark was made from") if source == ref else (source, None)
 
     def create_claim(
         self, ref: str, key: WatermarkKey, signing_key: ec.EllipticCurvePrivateKey, claimed_at: str | None = None
