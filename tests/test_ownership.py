@@ -243,16 +243,17 @@ def test_healing_with_data_keeps_the_watermark(cli: Any, tmp_path: Path) -> None
         base, healed = reg.load_state_dict("base"), reg.load_state_dict("healed")
         assert not torch.equal(base["head.weight"], healed["head.weight"])  # the whole model was fine-tuned
         from modelkin.provenance.keyfiles import load_watermark_key
-        from modelkin.provenance.watermark import DEFAULT_MARGIN, pool_indices, projections
+        from modelkin.provenance.ownership import HEAL_MARGIN
+        from modelkin.provenance.watermark import pool_indices, projections
 
         key = load_watermark_key(tmp_path / "wm.key")
         flat = healed[out["layer"]].double().numpy().reshape(-1)
         index = pool_indices(flat.size, key.watermark(), out["rounds"], key.rows, out["pool"])
         signed = (2.0 * key.watermark() - 1) * projections(flat, key, out["rounds"], out["pool"])
         spread = np.linalg.norm(flat[index].mean(0))
-        # every bit is back at the margin after the fine-tune (measured in the spread before the top-up, a little
-        # smaller than this one); the fine-tune alone leaves the weakest bit near 0.2 here
-        assert signed.min() >= 0.8 * DEFAULT_MARGIN * spread
+        # the healing regulariser keeps every bit near HEAL_MARGIN (0.4 of the spread here, which the mark grew);
+        # NeuralMark's plain BCE leaves the weakest bit near 0.2 here
+        assert signed.min() >= 0.6 * HEAL_MARGIN * spread
     np.savez(tmp_path / "bad.npz", x=rng.random((10, 64)))
     np.savez(tmp_path / "shape.npz", x=rng.random((10, 7)), y=np.zeros(10, dtype=np.int64))
     np.savez(tmp_path / "labels.npz", x=rng.random((10, 64)), y=np.full(10, 9))

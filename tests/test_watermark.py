@@ -194,6 +194,14 @@ def test_regulariser_embeds_during_training(key: WatermarkKey) -> None:
     assert detect(layer.weight.detach().numpy().reshape(-1), key, 1).detected
 
 
+def test_a_regulariser_margin_asks_each_bit_for_more(key: WatermarkKey) -> None:
+    layer = torch.nn.Linear(64, 128)
+    plain = Regulariser(key, rounds=1, numel=layer.weight.numel())
+    wide = Regulariser(key, rounds=1, numel=layer.weight.numel(), margin=1.0)
+    with torch.no_grad():
+        assert float(wide(layer.weight)) > float(plain(layer.weight)) > 0
+
+
 def test_alignment_undoes_row_and_column_permutations(key: WatermarkKey) -> None:
     rng = np.random.default_rng(2)
     reference = embed_posthoc((rng.standard_normal((128, 96)) * 0.1).astype(np.float32), key, 1, margin=1.0)
