@@ -533,7 +533,8 @@ def cnn_capacity(root: Path, count: int, seed: int, log: Callable[[str], None]) 
     rows = []
     for (key_rows, bits), margin in [(k, mg) for k in CNN_KEYS for mg in CNN_MARGINS]:
         need = next(k for k in range(bits + 1) if float(stats.binom.sf(k - 1, bits, 0.5)) < DEFAULT_FPR)
-        cells: dict[str, list[float]] = {"free": [], "healed": [], "change": [], "pool": [], "ft": [], "prune": []}
+        cells: dict[str, list[float]] = {"free": [], "healed": [], "change": [], "pool": [], "ft": [], "prune": [],
+                                         "ft_healed": []}  # fmt: skip
         for model, control in zip(models, controls, strict=True):
             key = generate_key(key_rows, bits, seed=f"owner-{model.name}-{seed}".encode())
             plan = choose_layer(shapes(model.state), key.watermark(), key_rows)
@@ -548,6 +549,8 @@ def cnn_capacity(root: Path, count: int, seed: int, log: Callable[[str], None]) 
             cells["pool"].append(plan.pool)
             cells["ft"].append(read(train_all(model, free, 1e-2, ATTACK_EPOCHS, new_head=True, seed=seed)) >= need)
             cells["prune"].append(read(prune(free, 0.7)) >= need)
+            attacked = train_all(model, healed, 1e-2, ATTACK_EPOCHS, new_head=True, seed=seed)
+            cells["ft_healed"].append(read(attacked) >= need)
         rows.append({"rows": key_rows, "bits": bits, "need": need, "margin": margin, "layer": layer, **cells})
         log(f"  CNN key {key_rows} x {bits}, margin {margin:g}: data-free {statistics.mean(cells['free']):+.2f}")
     return rows
@@ -565,25 +568,27 @@ def cnn_lines(cnn: list[dict[str, Any]]) -> list[str]:
              f"{n} CNNs of this zoo with keys that fit (the owner's key per model; accuracy change against the "
              "original, healed against the same fine-tune without a mark):", "",
              "| key (rows x bits) | bits for p < 2^-64 | margin | pool m | relative change of the kernel | "
-             "data-free: mean (worst) | healed: mean (worst) | detected after fine-tune, lr 0.01 | after pruning "
-             "70% |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+             "data-free: mean (worst) | healed: mean (worst) | data-free mark detected after fine-tune, lr 0.01 | "
+             "after pruning 70% | healed mark detected after fine-tune, lr 0.01 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for r in cnn:
         pools = sorted(set(r["pool"]))
         lines.append(f"| {r['rows']} x {r['bits']} | >= {r['need']} | {r['margin']:g} | "
                      f"{'-'.join(str(int(m)) for m in pools)} | {statistics.mean(r['change']):.2f} | "
                      f"{statistics.mean(r['free']):+.1f} ({min(r['free']):+.1f}) | "
                      f"{statistics.mean(r['healed']):+.1f} ({min(r['healed']):+.1f}) | "
-                     f"{sum(r['ft'])}/{n} | {sum(r['prune'])}/{n} |")  # fmt: skip
-    fitting = [r for r in cnn if max(statistics.mean(r["free"]), statistics.mean(r["healed"])) >= -0.5
-               and sum(r["ft"]) >= 0.99 * n]  # fmt: skip
+                     f"{sum(r['ft'])}/{n} | {sum(r['prune'])}/{n} | {sum(r['ft_healed'])}/{n} |")  # fmt: skip
+    fitting = [r for r in cnn if any(statistics.mean(r[kind]) >= -0.5 and sum(r[ft]) >= 0.99 * n
+                                     for kind, ft in (("free", "ft"), ("healed", "ft_healed")))]  # fmt: skip
     best = max(cnn, key=lambda r: max(statistics.mean(r["free"]), statistics.mean(r["healed"])))
     change = max(statistics.mean(best["free"]), statistics.mean(best["healed"]))
+    survived = best["ft"] if statistics.mean(best["free"]) >= statistics.mean(best["healed"]) else best["ft_healed"]
     verdict = ("no key both stays within 0.5 points (data-free or healed) and survives fine-tuning at lr 0.01 in "
                ">= 99% of them, so the tables above cover the MLPs only" if not fitting else
                "a key that fits does keep them within fidelity and survives fine-tuning: "
                + ", ".join(f"{r['rows']} x {r['bits']} at margin {r['margin']:g}" for r in fitting))  # fmt: skip
     lines += ["", f"Least costly: {best['rows']} x {best['bits']} at margin {best['margin']:g}, {change:+.2f} points "
-              f"on the mean (detected after fine-tuning in {sum(best['ft'])}/{n}); {verdict}.", ""]  # fmt: skip
+              f"on the mean (that mark detected after fine-tuning in {sum(survived)}/{n}); {verdict}.", ""]  # fmt: skip
     return lines
 
 
