@@ -5,12 +5,12 @@ previous layer's outputs). Both are unknown, so rows are first matched, then col
 rows, then rows again given the columns (twice); each match is a Hungarian assignment on 1 - |cosine| (scipy's
 linear_sum_assignment). Two first row matchings are tried, rows as they are (right when the columns were not
 shuffled, as for a first layer's inputs) and a permutation-invariant signature (each row's sorted values), and
-the result nearer the reference is kept. The matching reads
-the weights only, never the key. When every reference row's best match is the suspect row at its own index, the
-identity attains the sum of the row maxima, an upper bound of every assignment, so it is optimal and the
-assignment is skipped: an unshuffled suspect (the usual case) costs a few matrix products, not a Hungarian
-solve (about 0.5 s on a 384 x 1536 transformer matrix); a suspect whose rows and columns both pass that
-test is already in the reference's order.
+the result nearer the reference is kept. The matching reads the weights only, never the key.
+
+When every reference row's best match is the suspect row at its own index, the identity attains the sum of the
+row maxima, an upper bound of every assignment, so it is optimal and the assignment is skipped; a suspect whose
+rows and columns both pass that test is already in the reference's order and costs a few matrix products, not
+a Hungarian solve (about 0.5 s on a 384 x 1536 transformer matrix).
 """
 
 from __future__ import annotations
