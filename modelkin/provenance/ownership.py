@@ -342,8 +342,8 @@ class Ownership:
         data: tuple[np.ndarray, np.ndarray],
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         """A short fine-tune on (x, y) with the watermark regulariser on the marked tensor: every trainable
-        tensor may move to recover accuracy while the regulariser keeps each bit beyond HEAL_MARGIN (topping the
-        bits back up to the post-hoc margin afterwards would undo part of what the fine-tune won back)."""
+        tensor may move to recover accuracy while the regulariser, asking each bit for HEAL_MARGIN, keeps the bits
+        (topping them back up to the post-hoc margin afterwards undid part of what the fine-tune won back)."""
         import torch
         from torch.nn import functional as F
 

@@ -102,8 +102,9 @@ class Regulariser:
     """lambda * mean BCE-with-logits(w~ K - margin |w~| s, b) for one weight tensor (s = 2 b - 1): add
     ``reg(param)`` to the task loss. With ``margin`` 0 (the default) this is NeuralMark's loss, which leaves
     some bits short of the post-hoc margin; ``embed_posthoc`` on the trained tensor (``watermark embed``) tops
-    them up. A positive ``margin`` (in units of |w~|, as the post-hoc one; |w~| is not differentiated) asks each
-    bit to clear it, so a fine-tune that starts from a post-hoc mark keeps part of its margin (healing).
+    them up. A positive ``margin`` (in units of |w~|, as the post-hoc one; |w~| is not differentiated) shifts
+    each logit so that the loss keeps pushing a bit until it clears that margin; how much it changes depends on
+    |w~| against the logit scale, so its value is calibrated (healing uses it, ownership.HEAL_MARGIN).
 
     >>> reg = Regulariser(key, rounds=2, numel=layer.weight.numel())   # doctest: +SKIP
     >>> loss = task_loss + reg(layer.weight)                            # doctest: +SKIP
