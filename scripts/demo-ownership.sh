@@ -54,6 +54,27 @@ print(f"attacker fine-tuned a new {spec['num_classes']}-class head and every wei
 EOF
 
 step modelkin watermark verify "$work/stolen.safetensors" --key "$work/wm.key"
+
+# the attacker also shuffles the hidden units (same function, every weight moved): read as stored the mark is gone,
+# but the owner's registry holds the key's record, so verify aligns the copy to the model the mark was made from
+step python - "$work" <<'EOF'
+import sys
+import torch
+from safetensors.torch import load_file, save_file
+
+work = sys.argv[1]
+state = load_file(f"{work}/stolen.safetensors")
+layers = sorted({k.rsplit(".", 1)[0] for k in state if k.startswith("trunk.") and k.endswith(".weight")},
+                key=lambda n: int(n.split(".")[1])) + ["head"]
+g = torch.Generator().manual_seed(1)
+for here, after in zip(layers, layers[1:]):
+    p = torch.randperm(state[f"{here}.weight"].shape[0], generator=g)
+    state[f"{here}.weight"], state[f"{here}.bias"] = state[f"{here}.weight"][p], state[f"{here}.bias"][p]
+    state[f"{after}.weight"] = state[f"{after}.weight"][:, p]
+save_file({k: v.contiguous() for k, v in state.items()}, f"{work}/shuffled.safetensors")
+print(f"attacker shuffled the units of {len(layers) - 1} hidden layers into {work}/shuffled.safetensors")
+EOF
+step modelkin watermark verify "$work/shuffled.safetensors" --key "$work/wm.key"
 step modelkin claim verify "$work/stolen.safetensors" --claim "$work/claim.json" --wm-key "$work/wm.key" --json
 step_no modelkin claim verify "$base" --claim "$work/claim.json" --wm-key "$work/wm.key"
 step modelkin verify "$work/release" --signature "$work/release/model.sig" --public-key "$work/owner.pub"

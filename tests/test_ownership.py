@@ -176,11 +176,42 @@ def test_reference_undoes_a_channel_permutation(owner: Path, cli: Any) -> None:
         module.load_state_dict(shuffled)
         assert torch.allclose(original(x), module(x), atol=1e-5)  # function preserved
     save_file(shuffled, str(owner / "shuffled.safetensors"), metadata=spec_to_safetensors_metadata(SPEC))
-    plain = failed(cli("watermark", "verify", owner / "shuffled.safetensors", "--key", owner / "wm.key", "--json"))
-    assert not plain["detected"] and not plain["aligned"]
     aligned = ok(cli("watermark", "verify", owner / "shuffled.safetensors", "--key", owner / "wm.key",
                      "--reference", "marked", "--json"))  # fmt: skip
     assert aligned["detected"] and aligned["aligned"]
+    by_record = cli("watermark", "verify", owner / "shuffled.safetensors", "--key", owner / "wm.key", "--json")
+    assert ok(by_record)["detected"] and json.loads(by_record.stdout)["aligned"]  # the key's record: marked:1
+    assert "aligned to base:1, the model this key's recorded mark was made from" in by_record.stderr
+    assert json.loads(by_record.stdout)["p_value"] == 2 * 2.0**-256  # two readings: p doubled
+    ok(cli("register", owner / "shuffled.safetensors", "--name", "stolen"))
+    assert ok(cli("watermark", "verify", "stolen", "--key", owner / "wm.key", "--json"))["aligned"]
+    own = cli("watermark", "verify", "marked", "--key", owner / "wm.key")
+    assert "not aligned: marked:1 is the version this key's record marked" in own.stderr
+
+
+def test_a_bare_file_without_a_record_is_not_aligned(owner: Path, cli: Any, monkeypatch: Any) -> None:
+    with Registry.open() as reg:
+        shuffled = _permuted(reg.load_state_dict("marked"), seed=5)
+    save_file(shuffled, str(owner / "shuffled.safetensors"), metadata=spec_to_safetensors_metadata(SPEC))
+    monkeypatch.setenv("MODELKIN_HOME", str(owner / "nowhere"))  # no registry: nothing to align to
+    plain = cli("watermark", "verify", owner / "shuffled.safetensors", "--key", owner / "wm.key", "--json")
+    assert not failed(plain)["detected"] and not json.loads(plain.stdout)["aligned"]
+    assert "no reference and no registry record of this key" in plain.stderr
+
+
+def test_automatic_alignment_raises_no_false_positive(owner: Path, cli: Any) -> None:
+    """Unmarked models read through the key's record (as stored, then aligned to the recorded mark's source)
+    stay undetected: the parent, an unrelated model, and the parent with its units shuffled."""
+    with Registry.open() as reg:
+        shuffled_parent = _permuted(reg.load_state_dict("base"), seed=3)
+    save_file(shuffled_parent, str(owner / "sp.safetensors"), metadata=spec_to_safetensors_metadata(SPEC))
+    ok(cli("register", owner / "sp.safetensors", "--name", "shuffled-parent"))
+    ok(cli("register", mlp_file(owner / "other.safetensors", seed=1), "--name", "other"))
+    for suspect in ("base", "shuffled-parent", "other"):
+        result = cli("watermark", "verify", suspect, "--key", owner / "wm.key", "--json")
+        out = failed(result)
+        assert not out["detected"] and out["matched_bits"] < 200, suspect
+        assert ("aligned to base:1" in result.stderr) == (suspect != "base"), result.stderr  # base is the source
 
 
 def test_a_claim_on_a_shuffled_copy_is_proved_with_the_reference(owner: Path, cli: Any, monkeypatch: Any) -> None:
@@ -364,7 +395,8 @@ def test_a_tensor_too_small_for_the_filter(cli: Any, tmp_path: Path) -> None:
     ok(cli("watermark", "keygen", "--out", tmp_path / "wm.key"))
     result = cli("watermark", "embed", "small", "--key", tmp_path / "wm.key", "--name", "m")
     failed(result)
-    assert "large enough" in result.stderr and "--rows" in result.stderr
+    assert "large enough" in result.stderr and "--rows" in result.stderr and "the largest eligible one" in result.stderr
+    assert "check the marked model's accuracy" in result.stderr  # a smaller key fits, at a cost the hint names
     result = cli("watermark", "embed", "small", "--key", tmp_path / "wm.key", "--name", "m", "--layer",
                  "trunk.0.weight")  # fmt: skip
     failed(result)

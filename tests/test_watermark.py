@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from modelkin.provenance.watermark import (
+    Detection,
     Regulariser,
     align,
     binomial_tail,
     choose_layer,
     commitment,
     consumer,
+    corrected,
     detect,
     embed_posthoc,
     generate_key,
@@ -192,6 +194,14 @@ def test_regulariser_embeds_during_training(key: WatermarkKey) -> None:
     assert detect(layer.weight.detach().numpy().reshape(-1), key, 1).detected
 
 
+def test_a_regulariser_margin_asks_each_bit_for_more(key: WatermarkKey) -> None:
+    layer = torch.nn.Linear(64, 128)
+    plain = Regulariser(key, rounds=1, numel=layer.weight.numel())
+    wide = Regulariser(key, rounds=1, numel=layer.weight.numel(), margin=1.0)
+    with torch.no_grad():
+        assert float(wide(layer.weight)) > float(plain(layer.weight)) > 0
+
+
 def test_alignment_undoes_row_and_column_permutations(key: WatermarkKey) -> None:
     rng = np.random.default_rng(2)
     reference = embed_posthoc((rng.standard_normal((128, 96)) * 0.1).astype(np.float32), key, 1, margin=1.0)
@@ -201,6 +211,26 @@ def test_alignment_undoes_row_and_column_permutations(key: WatermarkKey) -> None
     assert detect(align(shuffled, reference).reshape(-1), key, 1).detected
     with pytest.raises(ValueError, match="cannot align"):
         align(shuffled[:10], reference)
+
+
+def test_alignment_leaves_an_unshuffled_copy_alone_and_recovers_shuffled_rows_of_a_drifted_one() -> None:
+    rng = np.random.default_rng(4)
+    reference = rng.standard_normal((64, 32)).astype(np.float32)
+    drifted = reference + 0.5 * rng.standard_normal(reference.shape).astype(np.float32)  # trained for a while
+    assert align(drifted, reference) is drifted  # already in the reference's order: nothing to solve
+    rows = rng.permutation(64)
+    assert np.array_equal(align(drifted[rows], reference), drifted)  # a first layer: only its units shuffled
+
+
+def test_two_readings_double_the_p_value() -> None:
+    key = generate_key(512, 256, seed=b"two")
+    flat = embed_posthoc(np.random.default_rng(0).standard_normal(4096).astype(np.float32), key, 1)
+    one = detect(flat, key, 1)
+    two = corrected(one, 2)
+    assert two.p_value == 2 * one.p_value and two.matched_bits == one.matched_bits and two.detected
+    assert not corrected(Detection(199, 256, binomial_tail(199, 256), True, False), 2).detected
+    assert corrected(Detection(200, 256, binomial_tail(200, 256), True, True), 2).detected  # 200 bits still do
+    assert not corrected(Detection(256, 256, 2.0**-256, False, False), 2).detected  # nor does it skip the hash
 
 
 def test_a_forged_key_matches_its_bits_but_fails_the_hash_check(key: WatermarkKey) -> None:

@@ -105,6 +105,7 @@ def print_report(report: WatermarkReport, json_out: bool) -> None:
         verdict = "DETECTED" if d.detected else "not detected"
         output.stdout.print(f"{verdict}: {d.matched_bits}/{d.bits} bits in {report.placement.layer}, "
                             f"p = {d.p_value:.3g}{'' if d.hash_ok else ' (key fails its hash check)'}")  # fmt: skip
+    output.info(report.alignment)
     if not d.hash_ok:
         output.info("the key's matrix does not hash to its bits: it was altered or forged")
 
@@ -116,7 +117,12 @@ def verify(
     key: KeyFile,
     layer: Layer = None,
     reference: Annotated[
-        str | None, typer.Option("--reference", help="The owner's registered version: undo channel permutations.")
+        str | None,
+        typer.Option(
+            "--reference",
+            help="The owner's registered version: undo channel permutations against it (without it, a suspect "
+            "not detected as stored is aligned to the model the key's recorded mark was made from, if any).",
+        ),
     ] = None,
     json_out: Json = False,
 ) -> None:

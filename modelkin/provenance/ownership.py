@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ from modelkin.provenance.watermark import (
     align,
     choose_layer,
     consumer,
+    corrected,
     detect,
     embed_posthoc,
     plan_rounds,
@@ -50,6 +51,9 @@ Tensors = Mapping[str, "torch.Tensor"]
 HEAL_EPOCHS = 5
 HEAL_LR = 1e-3
 HEAL_BATCH = 64
+# the margin (in units of |w~|) the healing fine-tune's regulariser asks of each bit: calibrated on zoo seed 0
+# (benchmarks/ownership.py --calibration-zoo): the least accuracy cost with every calibration attack survived
+HEAL_MARGIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,11 @@ class Placement:
     layer: str
     rounds: int
     pool: int
-    found_by: str  # record | option | rule
+    found_by: str  # record | option | rule | claim
+    recorded_in: str | None = None  # with found_by "record": the marked version the record belongs to
+
+
+NOT_ALIGNED = "not aligned: no reference and no registry record of this key, so channel permutations are not undone"
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ class WatermarkReport:
     detection: Detection
     placement: Placement
     aligned: bool
+    alignment: str = NOT_ALIGNED  # what was done about channel permutations, in one sentence
 
     def to_json(self) -> dict[str, Any]:
         d = self.detection
@@ -157,7 +166,11 @@ def place(tensors: Tensors, key: WatermarkKey, layer: str | None, recorded: Plac
     try:
         plan = choose_layer(_shapes(tensors), key.watermark(), key.rows)
     except ValueError as exc:
-        raise WatermarkError(f"{exc}.", hint="generate a key with fewer --rows for a model this small") from None
+        hint = (
+            "a key with fewer --rows fits, but so few weights carry a mark detectable at p < 2^-64 (>= 72 "
+            "--bits) only by changing them a lot: check the marked model's accuracy (README, Ownership)"
+        )
+        raise WatermarkError(f"{exc}.", hint=hint) from None
     return Placement(plan.layer, plan.rounds, plan.pool, "rule")
 
 
@@ -192,7 +205,8 @@ def _detect_at(
         detection = detect(weight.reshape(-1), key, placement.rounds, placement.pool, fpr)
     except ValueError as exc:
         raise WatermarkError(f"{placement.layer} is too small for this key: {exc}.") from None
-    return WatermarkReport(detection, placement, reference is not None)
+    return WatermarkReport(detection, placement, reference is not None, "aligned to the reference" if reference
+                           is not None else NOT_ALIGNED)  # fmt: skip
 
 
 def verify_watermark(
@@ -288,9 +302,9 @@ class Ownership:
                   and pool_size(tensors[r.layer].numel(), key.watermark(), r.rounds, key.rows) >= r.pool]  # fmt: skip
         if not usable:
             return None
-        own = [r for r, at in usable if at == ref]
-        r = own[0] if own else usable[0][0]
-        return Placement(r.layer, r.rounds, r.pool, "record")
+        own = [(r, at) for r, at in usable if at == ref]
+        r, at = own[0] if own else usable[0]
+        return Placement(r.layer, r.rounds, r.pool, "record", at)
 
     def embed(
         self,
@@ -328,7 +342,8 @@ class Ownership:
         data: tuple[np.ndarray, np.ndarray],
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         """A short fine-tune on (x, y) with the watermark regulariser on the marked tensor: every trainable
-        tensor may move to recover accuracy while the regulariser keeps the bits."""
+        tensor may move to recover accuracy while the regulariser, asking each bit for HEAL_MARGIN, keeps the bits
+        (topping them back up to the post-hoc margin afterwards undid part of what the fine-tune won back)."""
         import torch
         from torch.nn import functional as F
 
@@ -338,7 +353,7 @@ class Ownership:
         params = dict(module.named_parameters())
         if placement.layer not in params:
             raise WatermarkError(f"{placement.layer} is not a trainable parameter of {ref}; cannot heal.")
-        reg = Regulariser(key, placement.rounds, params[placement.layer].numel(), placement.pool)
+        reg = Regulariser(key, placement.rounds, params[placement.layer].numel(), placement.pool, margin=HEAL_MARGIN)
         optimiser = torch.optim.Adam(params.values(), lr=HEAL_LR)
         inputs, labels = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64)
         generator = torch.Generator().manual_seed(0)
@@ -401,12 +416,54 @@ class Ownership:
         reference: str | None = None,
         fpr: float = DEFAULT_FPR,
     ) -> WatermarkReport:
-        """Is ``key``'s watermark in ``target`` (a REF, or a weights file or folder on disk)?"""
+        """Is ``key``'s watermark in ``target`` (a REF, or a weights file or folder on disk)?
+
+        Channel permutations are undone against ``reference`` when given. Without it, when the registry holds
+        this key's record for another version, the suspect is read as stored and, if that reading does not
+        detect, again aligned to the model the recorded mark was made from (its declared parent): aligning to the
+        marked version itself would copy part of the mark's pattern onto any model of that shape, and the
+        parent does not depend on the key. Two readings, so both p-values are doubled (Bonferroni)."""
         ref = self.host.get(target).ref if isinstance(target, str) else None
         tensors = self.host.load_state_dict(ref) if ref is not None else read_tensors(Path(target))
         placement = place(tensors, key, layer, self._record(key, tensors, ref))
-        owner = self.host.load_state_dict(self.host.get(reference).ref) if reference is not None else None
-        return _detect_at(tensors, key, placement, _reference_tensor(owner, placement.layer) if owner else None, fpr)
+        if reference is not None:
+            owner_ref = self.host.get(reference).ref
+            owner = self.host.load_state_dict(owner_ref)
+            report = _detect_at(tensors, key, placement, _reference_tensor(owner, placement.layer), fpr)
+            return replace(report, alignment=f"aligned to {owner_ref} (--reference)")
+        plain = _detect_at(tensors, key, placement, None, fpr)
+        source, why_not = self._alignment_source(placement, ref)
+        if source is None:
+            return plain if why_not is None else replace(plain, alignment=f"not aligned: {why_not}")
+        first = replace(plain, detection=corrected(plain.detection, 2, fpr))
+        if first.detection.detected:
+            return replace(first, alignment=f"detected as stored (not aligned; p doubled for a second reading "
+                                            f"aligned to {source})")  # fmt: skip
+        unmarked = self.host.load_state_dict(source).get(placement.layer)
+        if unmarked is None or unmarked.shape != tensors[placement.layer].shape:
+            return replace(plain, alignment=f"not aligned: {source}, the recorded mark's source, has no "
+                                            f"{placement.layer} of this shape")  # fmt: skip
+        second = _detect_at(tensors, key, placement, _as_array(unmarked), fpr)
+        second = replace(second, detection=corrected(second.detection, 2, fpr))
+        aligned = f"aligned to {source}, the model this key's recorded mark was made from"
+        if second.detection.p_value < first.detection.p_value:
+            return replace(second, alignment=f"{aligned} (p doubled for the two readings)")
+        return replace(first, aligned=False, alignment=f"read as stored: {aligned}, it matched no more bits (p "
+                                                       "doubled for the two readings)")  # fmt: skip
+
+    def _alignment_source(self, placement: Placement, ref: str | None) -> tuple[str | None, str | None]:
+        """(the version to align a suspect to, None), else (None, why not), for a placement found by a record;
+        (None, None) when there is no record."""
+        recorded = placement.recorded_in
+        if recorded is None:
+            return None, None  # the plain reading's NOT_ALIGNED says it
+        if recorded == ref:
+            return None, f"{ref} is the version this key's record marked"
+        parents = self.host.get(recorded).declared_parents
+        if not parents:
+            return None, f"{recorded}, the recorded version, declares no parent to align to"
+        source = self.host.get(parents[0]).ref
+        return (None, f"{ref} is the model this key's recorded mark was made from") if source == ref else (source, None)
 
     def create_claim(
         self, ref: str, key: WatermarkKey, signing_key: ec.EllipticCurvePrivateKey, claimed_at: str | None = None

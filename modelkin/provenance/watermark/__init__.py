@@ -16,7 +16,14 @@ from modelkin.provenance.watermark.keys import (
     watermark_bits,
 )
 from modelkin.provenance.watermark.layer import Plan, choose_layer, eligible, plan_rounds
-from modelkin.provenance.watermark.verify import DEFAULT_FPR, Detection, binomial_tail, detect, projections
+from modelkin.provenance.watermark.verify import (
+    DEFAULT_FPR,
+    Detection,
+    binomial_tail,
+    corrected,
+    detect,
+    projections,
+)
 
 __all__ = [
     "DEFAULT_BITS",
@@ -34,6 +41,7 @@ __all__ = [
     "choose_layer",
     "commitment",
     "consumer",
+    "corrected",
     "detect",
     "eligible",
     "embed_posthoc",

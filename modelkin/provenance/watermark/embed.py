@@ -99,15 +99,20 @@ def embed_posthoc(
 
 
 class Regulariser:
-    """lambda * mean BCE-with-logits(w~ K, b) for one weight tensor: add ``reg(param)`` to the task loss. The BCE
-    leaves some bits short of the post-hoc margin; ``embed_posthoc`` on the trained tensor (``watermark embed``)
-    tops them up at little cost.
+    """lambda * mean BCE-with-logits(w~ K - margin |w~| s, b) for one weight tensor (s = 2 b - 1): add
+    ``reg(param)`` to the task loss. With ``margin`` 0 (the default) this is NeuralMark's loss, which leaves
+    some bits short of the post-hoc margin; ``embed_posthoc`` on the trained tensor (``watermark embed``) tops
+    them up. A positive ``margin`` (in units of |w~|, as the post-hoc one; |w~| is not differentiated) shifts
+    each logit so that the loss keeps pushing a bit until it clears that margin; how much it changes depends on
+    |w~| against the logit scale, so its value is calibrated (healing uses it, ownership.HEAL_MARGIN).
 
     >>> reg = Regulariser(key, rounds=2, numel=layer.weight.numel())   # doctest: +SKIP
     >>> loss = task_loss + reg(layer.weight)                            # doctest: +SKIP
     """
 
-    def __init__(self, key: WatermarkKey, rounds: int, numel: int, pool: int | None = None, lam: float = 1.0) -> None:
+    def __init__(
+        self, key: WatermarkKey, rounds: int, numel: int, pool: int | None = None, lam: float = 1.0, margin: float = 0.0
+    ) -> None:
         import torch
 
         bits = key.watermark()
@@ -115,9 +120,13 @@ class Regulariser:
         self.matrix = torch.from_numpy(key.matrix.astype(np.float32))
         self.target = torch.from_numpy(bits.astype(np.float32))
         self.lam = lam
+        self.margin = margin
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         from torch.nn import functional as F
 
-        z = weight.reshape(-1)[self.index].float().mean(0) @ self.matrix
+        w = weight.reshape(-1)[self.index].float().mean(0)
+        z = w @ self.matrix
+        if self.margin:
+            z = z - self.margin * w.norm().detach() * (2.0 * self.target - 1.0)
         return self.lam * F.binary_cross_entropy_with_logits(z, self.target)

@@ -64,7 +64,10 @@ def choose_layer(shapes: Mapping[str, tuple[Sequence[int], str]], bits: np.ndarr
             tier = 2 if m >= PREFERRED_POOL else 1 if m >= SMALL_MODEL_POOL else 0
             candidates.append((tier, numel, name, rounds, m))
     if not candidates:
-        raise ValueError(f"no weight matrix is large enough for a {rows}-row key (each needs >= {2 * rows} entries)")
+        sizes = [(int(np.prod(s)), n) for n, (s, dtype) in shapes.items() if eligible(n, s, dtype)]
+        largest = f"; the largest eligible one, {max(sizes)[1]}, has {max(sizes)[0]}" if sizes else ""
+        raise ValueError(f"no weight matrix is large enough for a {rows}-row key (each needs >= {2 * rows} "
+                         f"entries{largest})")  # fmt: skip
     best = max((c[0], c[1]) for c in candidates)
     ties = sorted((c for c in candidates if (c[0], c[1]) == best), key=lambda c: depth_key(c[2]))
     _, _, name, rounds, m = ties[(len(ties) - 1) // 2]

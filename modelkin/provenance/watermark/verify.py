@@ -56,3 +56,10 @@ def detect(
     p = binomial_tail(k, key.bits)
     ok = key.hash_ok()
     return Detection(k, key.bits, p, ok, ok and p < fpr)
+
+
+def corrected(detection: Detection, tests: int, fpr: float = DEFAULT_FPR) -> Detection:
+    """``detection`` as one of ``tests`` readings of a suspect: its p-value times ``tests`` (Bonferroni), so the
+    chance that any reading of an unrelated model is detected stays below ``fpr``."""
+    p = min(1.0, tests * detection.p_value)
+    return Detection(detection.matched_bits, detection.bits, p, detection.hash_ok, detection.hash_ok and p < fpr)
