@@ -22,7 +22,6 @@ from modelkin.cli import output
 from modelkin.config import debug_enabled
 from modelkin.errors import ModelkinError
 
-
 # every command in the order --help lists them (typer's: commands, then groups): name -> "module:attribute" under
 # modelkin.cli, a function for a command, a typer.Typer for a group; a module is imported only when needed
 COMMANDS: dict[str, str] = {

@@ -17,13 +17,11 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from modelkin.errors import ConfigError, DatabaseUnavailable, ModelkinError
+from modelkin.db.lite import SQLITE_BUSY_TIMEOUT_MS, SQLITE_PRAGMAS, failure
+from modelkin.errors import ConfigError, ModelkinError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
-
-SQLITE_BUSY_TIMEOUT_MS = 60_000
-
 
 _PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
@@ -55,10 +53,8 @@ def make_engine(url: str) -> Engine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        for pragma in SQLITE_PRAGMAS:
+            cur.execute(pragma)
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -100,5 +96,4 @@ def database_error(exc: BaseException) -> ModelkinError | None:
 
     if not isinstance(exc, DBAPIError):
         return None
-    reason = str(exc.orig).strip().splitlines()[0].rstrip(".") if exc.orig is not None else type(exc).__name__
-    return DatabaseUnavailable(f"the registry database failed: {reason}.", hint="check MODELKIN_DATABASE_URL")
+    return failure(exc.orig if exc.orig is not None else type(exc).__name__)
