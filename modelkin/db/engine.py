@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from modelkin.db.lite import SQLITE_BUSY_TIMEOUT_MS, SQLITE_PRAGMAS, failure
+from modelkin.db.lite import SQLITE_BUSY_TIMEOUT_MS, SQLITE_PRAGMAS, failure, loads_json
 from modelkin.errors import ConfigError, ModelkinError
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() != "sqlite":
-            return create_engine(url, pool_pre_ping=True)
+            return create_engine(url, pool_pre_ping=True, json_deserializer=loads_json)
     except (ArgumentError, ImportError, ValueError) as exc:  # ValueError: a port that is not a number
         raise ConfigError(
             f"cannot use database URL {redact_url(url)!r}: {str(exc).splitlines()[0]}",
@@ -47,7 +47,7 @@ def make_engine(url: str) -> Engine:
         ) from None
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, json_deserializer=loads_json)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

