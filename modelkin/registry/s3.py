@@ -40,6 +40,8 @@ DEFAULT_PART_SIZE = 8 * MiB
 PART_SIZE_VARIABLE = "MODELKIN_S3_PART_SIZE"
 CONCURRENT_PARTS = 10  # parts in flight at once (as boto3's transfers): memory is bounded by this x part size
 STORE_ATTEMPTS = 5
+COPY_LIMIT = 5 * 2**30  # the largest object one CopyObject request copies
+COPY_PART = 2**30  # the range of each part when a larger blob is copied onto itself
 
 
 class S3Store(FsspecStore):
@@ -77,19 +79,56 @@ class S3Store(FsspecStore):
         return botocore.session.get_session().create_client("s3", config=config, **self._endpoint_kwargs)
 
     def _store(self, path: Path, key: str, size: int) -> None:
-        """Upload once unless the blob is there; a stored blob of the wrong size (damaged) is replaced."""
-        if size >= self.part_size and self._size(key) == size:
+        """Upload once unless the blob is there; a stored blob of the wrong size (damaged) is replaced.
+
+        A blob found stored is refreshed (``_refresh``) before it counts as stored: the version about to
+        reference it is not committed yet, and ``gc`` would otherwise see an old unreferenced blob and delete it.
+        """
+        if size >= self.part_size and self._size(key) == size and self._refresh(key, size):
             return
         for _ in range(STORE_ATTEMPTS):
             if put_if_absent(self._client, self.bucket, self._object(key), path, self.part_size, CONCURRENT_PARTS):
                 return
             stored = self._size(key)  # refused: a blob is there
-            if stored == size:
+            if stored == size and self._refresh(key, size):
                 return
-            if stored is not None:
+            if stored is not None and stored != size:
                 self._client.delete_object(Bucket=self.bucket, Key=self._object(key))
             time.sleep(0.05)
         raise StoreUnavailable(f"could not store {key} in {self.location}: it kept changing while being written.")
+
+    def _refresh(self, key: str, size: int) -> bool:
+        """Make a stored blob's age zero, as ``touch`` does on a filesystem; False if it is gone (gc was first).
+
+        An object's LastModified cannot be set, so the object is copied onto itself inside the service: no
+        bytes travel, and readers see the same bytes throughout. One request copies up to 5 GiB; a larger blob
+        is copied in ranges as a multipart upload, which appears whole when it completes.
+        """
+        obj = self._object(key)
+        source = {"Bucket": self.bucket, "Key": obj}
+        try:
+            if size <= COPY_LIMIT:
+                self._client.copy_object(Bucket=self.bucket, Key=obj, CopySource=source, MetadataDirective="REPLACE")
+                return True
+            upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=obj)["UploadId"]
+            try:
+                parts = []
+                for number, start in enumerate(range(0, size, COPY_PART), 1):
+                    end = min(start + COPY_PART, size) - 1
+                    out = self._client.upload_part_copy(Bucket=self.bucket, Key=obj, UploadId=upload,
+                                                        PartNumber=number, CopySource=source,
+                                                        CopySourceRange=f"bytes={start}-{end}")  # fmt: skip
+                    parts.append({"PartNumber": number, "ETag": out["CopyPartResult"]["ETag"]})
+                self._client.complete_multipart_upload(Bucket=self.bucket, Key=obj, UploadId=upload,
+                                                       MultipartUpload={"Parts": parts})  # fmt: skip
+            except BaseException:
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=obj, UploadId=upload)
+                raise
+            return True
+        except self._client.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
 
     def _size(self, key: str) -> int | None:
         try:
