@@ -139,25 +139,17 @@ class Reader:
             row = load_rows(conn, [resolve_id(conn, ref)])
             return to_records(conn, list(row.values()))[0]
 
-    def iter_versions(
-        self,
-        filter: str | None = None,
-        *,
-        sort: str | None = None,
-        limit: int | None = None,
-        include_yanked: bool = False,
-        latest: bool = False,
-    ) -> Iterator[ModelVersion]:
-        """Versions matching ``filter``, streamed, in ``sort`` order (``-key`` descends), at most ``limit``.
+    def iter_versions(self, filter: str | None = None, **options: Any) -> Iterator[ModelVersion]:
+        """Versions matching ``filter``, streamed; ``options`` (sort, limit, include_yanked, latest) as in listing.
 
         The plain listing (no filter, default order) is a named statement; anything else is built by listing.
         """
-        if filter is None and sort in (None, "name") and not include_yanked and not latest:
-            return self._listing(limit)
+        plain = filter is None and options.get("sort") in (None, "name") and not options.get("include_yanked")
+        if plain and not options.get("latest") and set(options) <= {"sort", "limit", "include_yanked", "latest"}:
+            return self._listing(options.get("limit"))
         from modelkin.registry import listing
 
-        return listing.iter_versions(self.engine, filter, sort=sort, limit=limit, include_yanked=include_yanked,
-                                     latest=latest)  # fmt: skip
+        return listing.iter_versions(self.engine, filter, **options)
 
     def _listing(self, limit: int | None) -> Iterator[ModelVersion]:
         if limit == 0:
