@@ -81,9 +81,7 @@ def test_one_upload_per_blob_straight_to_its_key(
     before = len(s3_server.requests(bucket))
     assert not reg.register(src, name="m").created
     again = s3_server.requests(bucket)[before:]
-    assert not [r for r in again if r.kind in ("part", "delete") or (r.kind == "write" and r.status != 412)]
-    # each blob found stored is refreshed for gc by one copy inside the service: its bytes are not sent again
-    assert sorted(r.key for r in again if r.kind == "copy" and r.status == 200) == sorted(writes)
+    assert not [r for r in again if r.kind in ("part", "copy", "delete") or (r.kind == "write" and r.status != 412)]
     assert reg.verify("m").ok
     reg.close()
 
@@ -99,8 +97,8 @@ def test_a_racing_writer_of_the_same_digest_never_overwrites(
     data = os.urandom(size)
     digest = store.put_bytes(data)
     if size >= store.part_size:  # a large blob is looked up first: this lookup ran before the first upload ended
-        real_size, lookups = S3Store._size, iter([None])
-        monkeypatch.setattr(S3Store, "_size", lambda self, key: next(lookups, real_size(self, key)))
+        real_stat, lookups = S3Store._stat, iter([None])
+        monkeypatch.setattr(S3Store, "_stat", lambda self, key: next(lookups, real_stat(self, key)))
     assert store.put_bytes(data) == digest
     key = f"objects/{digest[:2]}/{digest[2:]}"
     assert s3_server.writes_per_key(bucket)[key] == 1
@@ -136,9 +134,10 @@ def test_reusing_an_old_unreferenced_blob_protects_it_from_gc(
 ) -> None:
     """The S3 gc race: a writer reusing an orphan blob must not lose it to a gc that still sees it as old.
 
-    S3 cannot set an object's age, so reuse copies the blob onto itself inside the service (by ranges above the
-    single-copy limit, lowered here to exercise them). gc with a grace shorter than the blob's age keeps it.
+    S3 cannot set an object's age, so reuse of an old blob copies it onto itself inside the service (by ranges
+    above the single-copy limit; "old" and the limit are lowered here). gc with a grace below its age keeps it.
     """
+    monkeypatch.setattr("modelkin.registry.s3.REFRESH_AFTER", 1.0)
     monkeypatch.setenv("MODELKIN_STORE", f"s3://{bucket}/objects")
     monkeypatch.setenv("MODELKIN_S3_PART_SIZE", str(5 * MiB))
     monkeypatch.setattr("modelkin.registry.s3.COPY_LIMIT", 6 * MiB)

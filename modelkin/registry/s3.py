@@ -40,6 +40,7 @@ DEFAULT_PART_SIZE = 8 * MiB
 PART_SIZE_VARIABLE = "MODELKIN_S3_PART_SIZE"
 CONCURRENT_PARTS = 10  # parts in flight at once (as boto3's transfers): memory is bounded by this x part size
 STORE_ATTEMPTS = 5
+REFRESH_AFTER = 600.0  # seconds: an older blob found stored is refreshed before use (gc's default grace: 3600)
 COPY_LIMIT = 5 * 2**30  # the largest object one CopyObject request copies
 COPY_PART = 2**30  # the range of each part when a larger blob is copied onto itself
 
@@ -81,21 +82,31 @@ class S3Store(FsspecStore):
     def _store(self, path: Path, key: str, size: int) -> None:
         """Upload once unless the blob is there; a stored blob of the wrong size (damaged) is replaced.
 
-        A blob found stored is refreshed (``_refresh``) before it counts as stored: the version about to
+        A blob found stored counts as stored once it is young enough (``_usable``): the version about to
         reference it is not committed yet, and ``gc`` would otherwise see an old unreferenced blob and delete it.
         """
-        if size >= self.part_size and self._size(key) == size and self._refresh(key, size):
+        if size >= self.part_size and self._usable(key, size, self._stat(key)):
             return
         for _ in range(STORE_ATTEMPTS):
             if put_if_absent(self._client, self.bucket, self._object(key), path, self.part_size, CONCURRENT_PARTS):
                 return
-            stored = self._size(key)  # refused: a blob is there
-            if stored == size and self._refresh(key, size):
+            stored = self._stat(key)  # refused: a blob is there
+            if self._usable(key, size, stored):
                 return
-            if stored is not None and stored != size:
+            if stored is not None and stored[0] != size:
                 self._client.delete_object(Bucket=self.bucket, Key=self._object(key))
             time.sleep(0.05)
         raise StoreUnavailable(f"could not store {key} in {self.location}: it kept changing while being written.")
+
+    def _usable(self, key: str, size: int, stored: tuple[int, float] | None) -> bool:
+        """Whether a stored blob (its size and age) will do: whole, and refreshed first if gc could take it soon.
+
+        A blob younger than ``REFRESH_AFTER`` is safe under gc's default grace for far longer than a
+        registration takes, so it is used as it is and never rewritten; an older one is refreshed.
+        """
+        if stored is None or stored[0] != size:
+            return False
+        return time.time() - stored[1] < REFRESH_AFTER or self._refresh(key, size)
 
     def _refresh(self, key: str, size: int) -> bool:
         """Make a stored blob's age zero, as ``touch`` does on a filesystem; False if it is gone (gc was first).
@@ -130,9 +141,11 @@ class S3Store(FsspecStore):
                 return False
             raise
 
-    def _size(self, key: str) -> int | None:
+    def _stat(self, key: str) -> tuple[int, float] | None:
+        """(size, modification time) of a stored object, or None."""
         try:
-            return int(self._client.head_object(Bucket=self.bucket, Key=self._object(key))["ContentLength"])
+            head = self._client.head_object(Bucket=self.bucket, Key=self._object(key))
+            return int(head["ContentLength"]), _timestamp(head.get("LastModified"))
         except self._client.exceptions.ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
                 return None
