@@ -60,9 +60,9 @@ class _LazyCommands(MutableMapping[str, Any]):
     parameters; a command run pays for itself alone, ``--help`` for all of them.
     """
 
-    def __init__(self, specs: Mapping[str, str]) -> None:
-        self._specs = dict(specs)
-        self._built: dict[str, Any] = {}
+    def __init__(self, specs: Mapping[str, str], built: Mapping[str, Any]) -> None:
+        self._specs = {**dict(specs), **{name: "" for name in built}}
+        self._built: dict[str, Any] = dict(built)
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._built:
@@ -102,7 +102,8 @@ class _Group(TyperGroup):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.commands = _LazyCommands(COMMANDS)
+        # commands registered on ``app`` the usual way (app.command, add_typer) are kept, after COMMANDS
+        self.commands = _LazyCommands(COMMANDS, self.commands)
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)
