@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow bench docs clean
+.PHONY: install demo test test-slow bench docs sql clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m modelkin.cli.reference > docs/cli.md
+
+# the SQLite text of the read path's fixed statements, run without SQLAlchemy (a test fails when it drifts)
+sql: $(STAMP)
+	$(BIN)/python -m modelkin.registry.statements > modelkin/registry/sqlite_sql.py
 
 clean:
 	rm -rf $(VENV) .demo *.egg-info

@@ -41,14 +41,14 @@ class Request:
     method: str
     bucket: str
     key: str
-    kind: str  # write (PUT or completed multipart), part, copy, delete, read, head, list, create-upload, ...
+    kind: str  # write (PUT or completed multipart), part, part-copy, copy, delete, read, head, list, create-upload, ...
     status: int
 
 
 def _kind(method: str, key: str, query: dict[str, list[str]], environ: dict[str, Any]) -> str:
     if method == "PUT":
         if "partNumber" in query:
-            return "part"
+            return "part-copy" if environ.get("HTTP_X_AMZ_COPY_SOURCE") else "part"
         if environ.get("HTTP_X_AMZ_COPY_SOURCE"):
             return "copy"
         return "write" if key else "create-bucket"

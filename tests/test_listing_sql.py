@@ -83,3 +83,24 @@ def test_filter_values_are_bound_parameters_never_sql_text(populated: Registry) 
     assert "DROP" not in str(compiled) and "x'; DROP TABLE versions; --" in compiled.params.values()
     assert populated.list("name = 'x''; DROP TABLE versions; --'") == []
     assert inspect(populated.engine).has_table("versions") and len(populated.list(include_yanked=True)) == 8
+
+
+def test_sqlite_statistics_are_kept_as_the_registry_grows(registry: Registry, tmp_path: Path) -> None:
+    """SQLite gathers none itself: writes ANALYZE when versions was never analyzed or has doubled since."""
+    if registry.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's autovacuum keeps its own statistics")
+
+    def analyzed_rows() -> int | None:
+        with registry.engine.connect() as conn:
+            if not inspect(conn).has_table("sqlite_stat1"):
+                return None
+            stat = conn.exec_driver_sql("SELECT stat FROM sqlite_stat1 WHERE tbl = 'versions' AND idx IS NOT NULL")
+            value = stat.scalar()
+            return None if value is None else int(value.split()[0])
+
+    assert analyzed_rows() is None
+    seen = []
+    for i in range(5):
+        registry.register(make_weights(tmp_path / f"s{i}.safetensors", seed=i), name=f"s{i}")
+        seen.append(analyzed_rows())
+    assert seen == [1, 2, 2, 4, 4]  # the first write, then each doubling

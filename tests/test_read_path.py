@@ -2,6 +2,8 @@
 
 Timing is measured by benchmarks/scale.py, not here; what a test can hold is the cause of the start-up cost,
 the modules a command imports. Each command runs in a fresh interpreter through the CLI's real entry point.
+On SQLite the fixed-shape ones do not even load SQLAlchemy: they run SQL generated from its statements with the
+standard library, and answer exactly what SQLAlchemy answers.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ else:
     code = 0
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("alembic", "torch", "numpy", "safetensors")
                or m.startswith("sqlalchemy.orm") or m == "modelkin.registry.registry")
-print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+loaded = {"sqlalchemy": "sqlalchemy" in sys.modules, "rich": "rich" in sys.modules}
+print(json.dumps({"code": code, "heavy": heavy, **loaded,
+                  "modules": sorted(m for m in sys.modules if m.startswith("modelkin.cli."))}), file=sys.stderr)
 """
 
 
@@ -64,10 +68,14 @@ def reg(backend: str, weights: Path, tmp_path: Path) -> Any:
         ("log", "a:1", "--json"),
     ],
 )
-def test_read_commands_never_load_the_orm(reg: Registry, args: tuple[str, ...]) -> None:
+def test_read_commands_never_load_the_orm(reg: Registry, backend: str, args: tuple[str, ...]) -> None:
     stdout, report = run_fresh(*args)
-    assert report == {"code": 0, "heavy": []}
+    assert report["code"] == 0 and report["heavy"] == []
     assert stdout  # and they answered
+    # on SQLite only a filter needs SQLAlchemy; a command builds its own module's commands, not the others';
+    # piped output (as here) is written without rich
+    assert report["sqlalchemy"] is (backend == "postgresql" or "--filter" in args) and report["rich"] is False
+    assert [m[13:] for m in report["modules"]] == ["app", "models", "options", "output"]
 
 
 def test_read_commands_answer_what_the_registry_api_does(reg: Registry) -> None:
@@ -84,3 +92,53 @@ def test_a_missing_or_outdated_registry_is_refused_on_the_read_path(cli: Any, re
     result = cli("list")
     assert result.exit_code == 1 and "db upgrade" in result.stderr
     assert run_fresh("show", "a")[1]["code"] == 1
+
+
+def test_generated_sqlite_statements_match_what_sqlalchemy_compiles() -> None:
+    """``make sql`` output is current: a statement changed without regenerating fails here."""
+    from modelkin.registry import sqlite_sql, statements
+
+    assert Path(sqlite_sql.__file__).read_text() == statements.render(), "run `make sql`"
+
+
+def test_the_sqlite_fast_path_answers_exactly_what_sqlalchemy_does(reg: Registry, backend: str) -> None:
+    """Every named statement, through sqlite3 and through SQLAlchemy, on a registry with yanks, aliases, parents."""
+    from modelkin.registry.reader import Reader
+
+    if backend != "sqlite":
+        pytest.skip("the fast path reads SQLite files")
+    reg.yank("a:1", "test")
+    reg.tag("b:1", {"note": "\x1b[2J", "n": "1"}, [])
+    with reg.reader.connect() as conn:  # parents' rows as the writer's ORM would see them
+        conn.exec_driver_sql('UPDATE versions SET card = \'{"license": "mit"}\' WHERE id = 2')
+    lite = Reader(sqlite_file=reg.settings.database_url[len("sqlite:///") :], url=reg.settings.database_url)
+    try:
+        for r in (reg.reader, lite):
+            with r.connect() as conn:
+                assert (type(conn).__name__ == "LiteConnection") is (r is lite)
+        for ref in ("a:1", "b", "b@prod", "b:1", "sha256:" + reg.get("b:1").digest[7:19]):
+            assert lite.get(ref) == reg.reader.get(ref)
+            assert lite.detected_parents(ref) == reg.reader.detected_parents(ref)
+        for limit in (None, 0, 1, 5):
+            assert list(lite.iter_versions(limit=limit)) == list(reg.reader.iter_versions(limit=limit))
+            assert lite.log(limit=limit) == reg.reader.log(limit=limit)
+            assert lite.log("b:1", limit) == reg.reader.log("b:1", limit)
+        assert list(lite.iter_versions("tags.n = '1'")) == [reg.get("b:1")]  # a filter takes the SQLAlchemy path
+        for bad in ("nope", "b:9", "b@staging", "a", "sha256:" + "0" * 12):
+            with pytest.raises(Exception) as via_lite:
+                lite.get(bad)
+            with pytest.raises(Exception) as via_sqlalchemy:
+                reg.reader.get(bad)
+            assert type(via_lite.value) is type(via_sqlalchemy.value)
+            assert str(via_lite.value) == str(via_sqlalchemy.value)
+    finally:
+        lite.close()
+
+
+def test_a_database_failure_on_the_fast_path_is_one_sentence(cli: Any, tmp_path: Path) -> None:
+    home = tmp_path / "broken"
+    home.mkdir()
+    (home / "registry.db").write_bytes(b"this is not a database, just sixteen bytes and more" * 100)
+    result = cli("--home", str(home), "list")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: the registry database failed: file is not a database.")

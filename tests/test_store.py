@@ -3,11 +3,13 @@ writes, parts, no implicit bucket, and ``init`` / ``store check`` saying what is
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,8 +97,8 @@ def test_a_racing_writer_of_the_same_digest_never_overwrites(
     data = os.urandom(size)
     digest = store.put_bytes(data)
     if size >= store.part_size:  # a large blob is looked up first: this lookup ran before the first upload ended
-        real_size, lookups = S3Store._size, iter([None])
-        monkeypatch.setattr(S3Store, "_size", lambda self, key: next(lookups, real_size(self, key)))
+        real_stat, lookups = S3Store._stat, iter([None])
+        monkeypatch.setattr(S3Store, "_stat", lambda self, key: next(lookups, real_stat(self, key)))
     assert store.put_bytes(data) == digest
     key = f"objects/{digest[:2]}/{digest[2:]}"
     assert s3_server.writes_per_key(bucket)[key] == 1
@@ -119,6 +121,56 @@ def test_large_blob_goes_up_in_parts_once(
     parts = s3_server.count(bucket, "part")
     store.put_bytes(data)
     assert s3_server.count(bucket, "part") == parts
+
+
+def _last_modified(s3_server: S3Server, bucket: str, digest: str) -> float:
+    head = s3_server.client().head_object(Bucket=bucket, Key=f"objects/{digest[:2]}/{digest[2:]}")
+    return float(head["LastModified"].timestamp())
+
+
+@pytest.mark.parametrize("size", [5000, 12 * MiB])
+def test_reusing_an_old_unreferenced_blob_protects_it_from_gc(
+    registry: Registry, s3_server: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """The S3 gc race: a writer reusing an orphan blob must not lose it to a gc that still sees it as old.
+
+    S3 cannot set an object's age, so reuse of an old blob copies it onto itself inside the service (by ranges
+    above the single-copy limit; "old" and the limit are lowered here). gc with a grace below its age keeps it.
+    """
+    monkeypatch.setattr("modelkin.registry.s3.REFRESH_AFTER", 1.0)
+    monkeypatch.setenv("MODELKIN_STORE", f"s3://{bucket}/objects")
+    monkeypatch.setenv("MODELKIN_S3_PART_SIZE", str(5 * MiB))
+    monkeypatch.setattr("modelkin.registry.s3.COPY_LIMIT", 6 * MiB)
+    monkeypatch.setattr("modelkin.registry.s3.COPY_PART", 5 * MiB)
+    reg = Registry.open()
+    data = os.urandom(size)
+    digest = reg.store.put_bytes(data)  # an orphan: stored, referenced by no version (a crashed registration)
+    first = _last_modified(s3_server, bucket, digest)
+    time.sleep(2.1)  # S3 dates objects to the second
+    parts = s3_server.count(bucket, "part")
+    assert reg.store.put_bytes(data) == digest  # a new registration reuses it
+    assert s3_server.count(bucket, "part") == parts  # no bytes sent again
+    assert _last_modified(s3_server, bucket, digest) > first
+    if size > 6 * MiB:  # the upload, then the copy by ranges completing
+        assert (s3_server.count(bucket, "write"), s3_server.count(bucket, "part-copy")) == (2, 3)
+    else:
+        assert s3_server.count(bucket, "copy") == 1
+    report = reg.gc(grace_seconds=2.0)  # older than 2 s before the reuse: would have been deleted
+    assert report.blobs_removed == 0 and reg.store.read_verified(digest) == data
+    reg.close()
+
+
+def test_gc_asks_a_blobs_age_again_before_deleting_it(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob listed as old but refreshed since the listing (a writer reusing it) stays; a stale one goes."""
+    fresh = registry.store.put_bytes(b"reused while gc was listing")
+    stale = registry.store.put_bytes(b"really unreferenced")
+    listed = list(registry.store.iter_blobs())
+    monkeypatch.setattr(registry.store, "iter_blobs", lambda: iter(dataclasses.replace(b, mtime=0.0) for b in listed))
+    real_mtime = registry.store.mtime
+    monkeypatch.setattr(registry.store, "mtime", lambda d: real_mtime(d) if d == fresh else 0.0)
+    report = registry.gc(grace_seconds=3600)
+    assert (report.blobs_removed, report.kept_recent) == (1, 1)
+    assert registry.store.exists(fresh) and not registry.store.exists(stale)
 
 
 def test_an_interrupted_multipart_upload_is_invisible_and_gc_aborts_it(

@@ -7,8 +7,10 @@ traceback instead.
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,27 +18,95 @@ import typer
 from typer.core import TyperGroup
 
 from modelkin import __version__
-from modelkin.cli import (
-    admin,
-    aliases,
-    claims,
-    hub,
-    keys,
-    lineage,
-    models,
-    output,
-    retrieval,
-    signing,
-    store,
-    watermark,
-    zoo,
-)
+from modelkin.cli import output
 from modelkin.config import debug_enabled
 from modelkin.errors import ModelkinError
+
+# every command in the order --help lists them (typer's: commands, then groups): name -> "module:attribute" under
+# modelkin.cli, a function for a command, a typer.Typer for a group; a module is imported only when needed
+COMMANDS: dict[str, str] = {
+    "init": "admin:init",
+    "register": "models:register",
+    "import-hf": "hub:import_hf",
+    "register-zoo": "zoo:register_zoo",
+    "list": "models:list_versions",
+    "show": "models:show",
+    "tag": "models:tag",
+    "diff": "models:diff",
+    "log": "models:log",
+    "yank": "models:yank",
+    "export": "models:export",
+    "verify": "models:verify",
+    "gc": "admin:gc",
+    "sign": "signing:sign",
+    "search": "retrieval:search",
+    "alias": "aliases:app",
+    "keys": "keys:app",
+    "watermark": "watermark:app",
+    "claim": "claims:app",
+    "db": "admin:db_app",
+    "probes": "retrieval:probes_app",
+    "index": "retrieval:index_app",
+    "retrieval": "retrieval:retrieval_app",
+    "lineage": "lineage:app",
+    "store": "store:app",
+}
+
+
+class _LazyCommands(MutableMapping[str, Any]):
+    """The root group's commands: every name is known up front, a command is built when first looked up.
+
+    Building a click command from typer needs its module (and what that imports) and a pass over its
+    parameters; a command run pays for itself alone, ``--help`` for all of them.
+    """
+
+    def __init__(self, specs: Mapping[str, str], built: Mapping[str, Any]) -> None:
+        self._specs = {**dict(specs), **{name: "" for name in built}}
+        self._built: dict[str, Any] = dict(built)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            self._built[name] = _build(name, self._specs[name])
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._specs.setdefault(name, "")
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._specs[name]
+        self._built.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+def _build(name: str, spec: str) -> Any:
+    """The click command for ``COMMANDS[name]``, built by typer exactly as ``app.command``/``add_typer`` would."""
+    module, attribute = spec.split(":")
+    target = getattr(importlib.import_module(f"modelkin.cli.{module}"), attribute)
+    holder = typer.Typer()
+    holder.callback()(lambda: None)  # a group, so that get_command returns the command inside it by name
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name)
+    else:
+        holder.command(name)(target)
+    return typer.main.get_command(holder).commands[name]  # type: ignore[attr-defined]
 
 
 class _Group(TyperGroup):
     """Turns expected failures (ModelkinError, OS errors such as a missing file) into exit 1 and one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # commands registered on ``app`` the usual way (app.command, add_typer) are kept, after COMMANDS
+        self.commands = _LazyCommands(COMMANDS, self.commands)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -94,33 +164,6 @@ def _root(
     ] = False,
 ) -> None:
     """Global options; the registry is opened by each command that needs it."""
-
-
-app.command("init")(admin.init)
-app.command("register")(models.register)
-app.command("import-hf")(hub.import_hf)
-app.command("register-zoo")(zoo.register_zoo)
-app.command("list")(models.list_versions)
-app.command("show")(models.show)
-app.command("tag")(models.tag)
-app.add_typer(aliases.app, name="alias")
-app.command("diff")(models.diff)
-app.command("log")(models.log)
-app.command("yank")(models.yank)
-app.command("export")(models.export)
-app.command("verify")(models.verify)
-app.command("gc")(admin.gc)
-app.add_typer(keys.app, name="keys")
-app.add_typer(watermark.app, name="watermark")
-app.add_typer(claims.app, name="claim")
-app.command("sign")(signing.sign)
-app.add_typer(admin.db_app, name="db")
-app.add_typer(retrieval.probes_app, name="probes")
-app.add_typer(retrieval.index_app, name="index")
-app.command("search")(retrieval.search)
-app.add_typer(retrieval.retrieval_app, name="retrieval")
-app.add_typer(lineage.app, name="lineage")
-app.add_typer(store.app, name="store")
 
 
 def _terminated(signum: int, frame: object) -> None:

@@ -34,12 +34,12 @@ def open_registry(ctx: typer.Context) -> Registry:
 
 def open_reader(ctx: typer.Context) -> Reader:
     """The same registry, opened for reading only: what ``list``, ``show`` and ``log`` need, without the ORM."""
-    from modelkin.registry.reader import Reader, open_database
+    from modelkin.registry.reader import open_reader as open_for_reading
 
     home: Path | None = ctx.find_root().params.get("home")
-    _, engine = open_database(home)
-    ctx.call_on_close(engine.dispose)
-    return Reader(engine)
+    reader = open_for_reading(home)
+    ctx.call_on_close(reader.close)
+    return reader
 
 
 def parse_pairs(pairs: list[str] | None, what: str = "--tag") -> dict[str, str]:

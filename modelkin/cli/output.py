@@ -9,25 +9,31 @@ Two output modes, chosen by where stdout goes:
 
 Every string printed here came, possibly, from a user, a model card or a file: it is printed as typed, never
 interpreted as rich markup, and with control characters (ESC, bidi overrides, lone surrogates...) escaped.
+
+rich is imported only when something is drawn for a terminal: piped rows and JSON are written directly.
+``stdout`` and ``stderr`` are new consoles at each use, so rich reads the environment (COLUMNS, NO_COLOR,
+TTY_COMPATIBLE...) when it prints; a console kept from the first use would keep what that moment's
+environment said, which in one process running many CLI invocations (the tests) is not the next one's.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from json.encoder import encode_basestring  # type: ignore[attr-defined]  # the C encoder when available
-from typing import Any
-
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from modelkin.errors import ModelkinError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 # C0 and C1 controls, DEL, bidi embeddings/overrides/isolates, and lone surrogates
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
@@ -43,25 +49,37 @@ def clean(value: object) -> str:
                        text)  # fmt: skip
 
 
-class SafeConsole(Console):
+def console(stderr: bool = False) -> Console:
     """A console that prints plain strings as typed: no markup, no emoji codes, control characters escaped.
 
     Styled output is built as ``rich.text.Text`` from cleaned pieces; those pass through unchanged.
     """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(highlight=False, soft_wrap=True, markup=False, emoji=False, **kwargs)
-
-    def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        super().print(*(Text(clean(o)) if isinstance(o, str) else o for o in objects), **kwargs)
+    return _safe_console()(highlight=False, soft_wrap=True, markup=False, emoji=False, stderr=stderr)
 
 
-stdout = SafeConsole()
-stderr = SafeConsole(stderr=True)
+@cache
+def _safe_console() -> type[Console]:
+    from rich.console import Console
+    from rich.text import Text
+
+    class SafeConsole(Console):
+        def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
+            super().print(*(Text(clean(o)) if isinstance(o, str) else o for o in objects), **kwargs)
+
+    return SafeConsole
+
+
+def __getattr__(name: str) -> Any:
+    """``output.stdout`` and ``output.stderr``: a console for that stream, made when it is used."""
+    if name in ("stdout", "stderr"):
+        return console(stderr=name == "stderr")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:
     """A line from pieces, each a plain string or ``(text, style)``; every piece is cleaned."""
+    from rich.text import Text
+
     return Text.assemble(*((clean(p[0]), p[1]) if isinstance(p, tuple) else clean(p) for p in parts))
 
 
@@ -153,7 +171,7 @@ _HEADS: dict[str, str] = {}  # '"key": ' of the keys seen so far: a listing repe
 
 
 def info(message: str) -> None:
-    stderr.print(message)
+    console(stderr=True).print(message)
 
 
 def error(exc: BaseException) -> None:
@@ -161,14 +179,33 @@ def error(exc: BaseException) -> None:
     text = str(exc).strip() or exc.__class__.__name__
     if not text.endswith((".", "?", "!")):
         text += "."
-    stderr.print(styled(("Error:", "bold red"), " ", text))
+    err = console(stderr=True)
+    err.print(styled(("Error:", "bold red"), " ", text))
     hint = getattr(exc, "hint", None) if isinstance(exc, ModelkinError) else None
     if hint:
-        stderr.print(styled((f"Hint: {hint}", "dim")))
+        err.print(styled((f"Hint: {hint}", "dim")))
 
 
-def is_terminal() -> bool:
-    return stdout.is_terminal
+def is_terminal(stderr: bool = False) -> bool:
+    """Whether rich would draw for a terminal on stdout (or stderr).
+
+    When rich's own test would surely say no (no TTY_COMPATIBLE=1 or FORCE_COLOR override and the stream is not
+    a tty, or TTY_COMPATIBLE=0) the answer comes without importing rich; every other case is rich's to decide.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    override = os.environ.get("TTY_COMPATIBLE", "")
+    if override == "0":
+        return False
+    if override != "1" and "FORCE_COLOR" not in os.environ and not _isatty(stream):
+        return False
+    return console(stderr=stderr).is_terminal
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream: rich says no too
+        return False
 
 
 @dataclass(frozen=True)
@@ -206,8 +243,13 @@ def table(columns: Sequence[str | Column], rows: Iterable[Sequence[Any]], title:
             sys.stdout.write("\t".join(c.show(v, False) for c, v in zip(cols, row, strict=True)) + "\n")
         sys.stdout.flush()
         return
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console()
     cells = [[c.show(v, True) for c, v in zip(cols, row, strict=True)] for row in rows]
-    widths = fit_columns(cols, cells, stdout.width)
+    widths = fit_columns(cols, cells, out.width)
     t = Table(title=clean(title) if title else None, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
               show_edge=False, pad_edge=False, padding=(0, 1))  # fmt: skip
     for i in widths:
@@ -215,7 +257,7 @@ def table(columns: Sequence[str | Column], rows: Iterable[Sequence[Any]], title:
         t.add_column(cols[i].name, width=widths[i], no_wrap=not whole, overflow="fold" if whole else "ellipsis")
     for row in cells:
         t.add_row(*(Text(row[i]) for i in widths))
-    stdout.print(t)
+    out.print(t)
 
 
 def fit_columns(cols: Sequence[Column], cells: Sequence[Sequence[str]], width: int) -> dict[int, int]:
@@ -268,12 +310,15 @@ def fields(pairs: Sequence[Sequence[Any]]) -> None:
             sys.stdout.write("\t".join(clean(v) for v in pair) + "\n")
         sys.stdout.flush()
         return
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold", no_wrap=True)
     t.add_column(overflow="fold")
     for k, v in pairs:
         t.add_row(Text(clean(k)), Text(clean(v)))
-    stdout.print(t)
+    console().print(t)
 
 
 def human_bytes(n: int) -> str:
@@ -295,13 +340,13 @@ def human_count(n: int) -> str:
 @contextmanager
 def byte_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
     """A ``(advance, total)`` callback drawing a bar on stderr when it is a terminal; None otherwise."""
-    if not stderr.is_terminal:
+    if not is_terminal(stderr=True):
         yield None
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=True) as progress:
+    with Progress(*columns, console=console(stderr=True), transient=True) as progress:
         task = progress.add_task(clean(label), total=None)
 
         def advance(n: int, total: int) -> None:
@@ -313,12 +358,12 @@ def byte_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
 @contextmanager
 def count_progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
     """A ``(item name)`` callback advancing a bar of ``total`` items on a terminal's stderr; a no-op otherwise."""
-    if not stderr.is_terminal:
+    if not is_terminal(stderr=True):
         yield lambda name: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), console=stderr,
-                  transient=True) as progress:  # fmt: skip
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                  console=console(stderr=True), transient=True) as progress:  # fmt: skip
         task = progress.add_task(clean(label), total=total)
         yield lambda name: progress.update(task, advance=1, description=clean(f"{label}: {name}"))

@@ -17,13 +17,11 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from modelkin.errors import ConfigError, DatabaseUnavailable, ModelkinError
+from modelkin.db.lite import SQLITE_BUSY_TIMEOUT_MS, SQLITE_PRAGMAS, failure, loads_json
+from modelkin.errors import ConfigError, ModelkinError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
-
-SQLITE_BUSY_TIMEOUT_MS = 60_000
-
 
 _PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
@@ -41,7 +39,7 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() != "sqlite":
-            return create_engine(url, pool_pre_ping=True)
+            return create_engine(url, pool_pre_ping=True, json_deserializer=loads_json)
     except (ArgumentError, ImportError, ValueError) as exc:  # ValueError: a port that is not a number
         raise ConfigError(
             f"cannot use database URL {redact_url(url)!r}: {str(exc).splitlines()[0]}",
@@ -49,16 +47,14 @@ def make_engine(url: str) -> Engine:
         ) from None
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, json_deserializer=loads_json)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        for pragma in SQLITE_PRAGMAS:
+            cur.execute(pragma)
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -74,9 +70,34 @@ def write_session(engine: Engine) -> Iterator[Session]:
     """One write transaction: committed on success, rolled back entirely on any error."""
     from sqlalchemy.orm import Session  # the ORM is imported by writers only: reads run on Core (read_connection)
 
-    bind = engine.execution_options(sqlite_begin="IMMEDIATE") if engine.dialect.name == "sqlite" else engine
+    sqlite = engine.dialect.name == "sqlite"
+    bind = engine.execution_options(sqlite_begin="IMMEDIATE") if sqlite else engine
     with Session(bind, expire_on_commit=False) as session, session.begin():
         yield session
+        if sqlite:
+            keep_statistics(session.connection())
+
+
+STATISTICS_GROWTH = 2  # re-ANALYZE once the versions table has grown this many times over since the last one
+
+
+def keep_statistics(conn: Connection) -> None:
+    """Keep SQLite's planner statistics current, as PostgreSQL's autovacuum does by itself.
+
+    Without them SQLite plans ``list --limit 20`` as a sort of every version instead of a walk down the name
+    index. ANALYZE runs when the versions table was never analyzed or has since grown ``STATISTICS_GROWTH``
+    times over, so a registry pays for it a logarithmic number of times in its life; otherwise this is two
+    index lookups.
+    """
+    rows = conn.exec_driver_sql("SELECT max(id) FROM versions").scalar() or 0
+    if rows == 0:
+        return
+    known = conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'")
+    stat = None
+    if known.scalar() is not None:
+        stat = conn.exec_driver_sql("SELECT stat FROM sqlite_stat1 WHERE tbl = 'versions' AND idx IS NOT NULL").scalar()
+    if stat is None or rows >= STATISTICS_GROWTH * int(str(stat).split()[0]):
+        conn.exec_driver_sql("ANALYZE")
 
 
 @contextmanager
@@ -100,5 +121,4 @@ def database_error(exc: BaseException) -> ModelkinError | None:
 
     if not isinstance(exc, DBAPIError):
         return None
-    reason = str(exc.orig).strip().splitlines()[0].rstrip(".") if exc.orig is not None else type(exc).__name__
-    return DatabaseUnavailable(f"the registry database failed: {reason}.", hint="check MODELKIN_DATABASE_URL")
+    return failure(exc.orig if exc.orig is not None else type(exc).__name__)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, inspect, text
-
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy import Engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SCHEMA_HEAD = "0010_scale2"
@@ -36,6 +35,8 @@ def script_head() -> str | None:
 
 def current_revision(engine: Engine) -> str | None:
     """The database's schema revision, or None for a database modelkin never initialised."""
+    from sqlalchemy import inspect, text  # SCHEMA_HEAD is read without SQLAlchemy (modelkin.db.lite)
+
     with engine.connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None

@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from modelkin.db import tables
-from modelkin.db.tables import as_utc, utcnow
+from modelkin.db.times import as_utc, utcnow
 
 __all__ = ["as_utc", "utcnow"]  # re-exported: callers read timestamps through schema
 

@@ -7,8 +7,6 @@ classes onto them (``__table__``). Every other table is declared in ``schema`` a
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -26,15 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands timestamps back without a zone, PostgreSQL with one: both are stored as UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
+from modelkin.db.times import utcnow
 
 metadata = MetaData()
 

@@ -93,6 +93,13 @@ def collect_garbage(reg: Registry, grace_seconds: float, dry_run: bool = False) 
         if blob.mtime > cutoff:
             recent += 1
             continue
+        if not dry_run:  # the listing may be old by now: a registration reusing the blob has refreshed its age
+            now = reg.store.mtime(blob.digest)
+            if now is None:  # removed meanwhile
+                continue
+            if now > cutoff:
+                recent += 1
+                continue
         removed += 1
         freed += blob.size
         if not dry_run:

@@ -1,4 +1,4 @@
-"""Listing versions and events with the work done in SQL: filters, sorting and limits, rows streamed in batches.
+"""Listing versions with the work done in SQL: filters, sorting and limits, rows streamed in batches.
 
 A parsed filter (modelkin.registry.filters) is translated into a SQL condition wherever the database can decide
 it exactly as Python would (typed comparisons on columns, string tests on tags); everything else stays in Python
@@ -6,6 +6,7 @@ and is applied to the rows SQL returns. The SQL part is always a necessary condi
 rows are never lost, and when it is the whole filter the limit goes to SQL too. Values always travel as bound
 parameters, never as SQL text. Rows stream in batches of ``BATCH``, so memory does not grow with the registry.
 Everything is SQLAlchemy Core on ``modelkin.db.tables``: listing never imports the ORM (see modelkin.registry.reader).
+``version_query`` also builds the unfiltered listing among the named statements (modelkin.registry.statements).
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, func, or_, select
+from sqlalchemy import ColumnElement, Engine, Select, and_, func, or_, select
 
 from modelkin.db.engine import read_connection
-from modelkin.db.tables import as_utc, events, models, tags, versions
+from modelkin.db.tables import models, tags, versions
 from modelkin.errors import InvalidName
 from modelkin.registry.filters import BoolOp, Comparison, Node, compile_node, parse_filter_tree
-from modelkin.registry.records import EventRecord, ModelVersion
-from modelkin.registry.rows import FIELDS, RECORD_COLUMNS, filter_fields, to_records
+from modelkin.registry.records import ModelVersion
+from modelkin.registry.rows import FIELDS, RECORD_KEYS, filter_fields, stream_records
 
 BATCH = 500
 V, M, T = versions.c, models.c, tags.c
+RECORD_COLUMNS = tuple(V[k] for k in RECORD_KEYS)
 TEXT_COLUMNS: dict[str, Any] = {
     "name": M.name, "digest": V.digest, "family": V.family, "relation": V.relation, "source": V.source,
     "arch_fingerprint": V.arch_fingerprint,
@@ -55,56 +57,49 @@ def iter_versions(
     """Versions matching ``filter``, in ``sort`` order (``-key`` descends), at most ``limit`` of them."""
     node = parse_filter_tree(filter, FIELDS)
     sort = sort or "name"
-    keys = SORT_COLUMNS.get(sort.lstrip("-"))
-    if keys is None:
-        raise InvalidName(f"cannot sort by {sort!r}.", hint=f"sort by one of: {', '.join(SORT_COLUMNS)}")
+    sort_keys(sort)
     if limit == 0:
         return
     condition, exact = to_sql(node) if node is not None else (None, True)
     residual = compile_node(node) if node is not None and not exact else None
     with read_connection(engine) as conn:
-        pg = conn.dialect.name == "postgresql"
-        order = [_code_point_order(k, pg) for k in keys]
-        query = select(*RECORD_COLUMNS).join(models, M.id == V.model_id)
-        if not include_yanked:
-            query = query.where(V.yanked.is_(False))
-        if latest:
-            query = query.where(V.number == _newest_number(include_yanked))
-        if condition is not None:
-            query = query.where(condition)
-        query = query.order_by(*(k.desc() if sort.startswith("-") else k.asc() for k in order))
-        if limit is not None and residual is None:
-            query = query.limit(limit)
-        shown = 0
+        query = version_query(sort, include_yanked=include_yanked, latest=latest, condition=condition,
+                              postgresql=conn.dialect.name == "postgresql",
+                              limit=limit if residual is None else None)  # fmt: skip
+        keep = None if residual is None else lambda record: bool(residual(filter_fields(record)))
         # the version rows stream from one cursor; each batch's files, tags, aliases and parents are read beside it
-        result = conn.execution_options(yield_per=BATCH).execute(query)
-        try:
-            for batch in result.partitions():
-                for record in to_records(conn, batch):
-                    if residual is not None and not residual(filter_fields(record)):
-                        continue
-                    yield record
-                    shown += 1
-                    if limit is not None and shown >= limit:
-                        return
-        finally:
-            result.close()  # a PostgreSQL server-side cursor left open when a limit or the caller stops early
+        rows = conn.execute(query, execution_options={"yield_per": BATCH})
+        yield from stream_records(conn, rows, limit, keep)
 
 
-def iter_events(engine: Engine, version_id: int | None, limit: int | None) -> list[EventRecord]:
-    """The event log oldest first, or its last ``limit`` events: SQL reads only those."""
-    query = select(events)
-    if version_id is not None:
-        query = query.where(events.c.version_id == version_id)
-    if limit is not None:
-        query = query.order_by(events.c.id.desc()).limit(limit)
-    else:
-        query = query.order_by(events.c.id)
-    with read_connection(engine) as conn:
-        rows = list(conn.execute(query))
-    if limit is not None:
-        rows.reverse()
-    return [EventRecord(e.id, as_utc(e.at), e.kind, e.ref, dict(e.detail or {})) for e in rows]
+def version_query(
+    sort: str,
+    *,
+    include_yanked: bool = False,
+    latest: bool = False,
+    condition: ColumnElement[bool] | None = None,
+    postgresql: bool = False,
+    limit: Any = None,
+) -> Select[Any]:
+    """The versions (their ``RECORD_KEYS`` columns) a listing reads, in ``sort`` order, at most ``limit``."""
+    order = [_code_point_order(k, postgresql) for k in sort_keys(sort)]
+    query = select(*RECORD_COLUMNS).join(models, M.id == V.model_id)
+    if not include_yanked:
+        query = query.where(V.yanked.is_(False))
+    if latest:
+        query = query.where(V.number == _newest_number(include_yanked))
+    if condition is not None:
+        query = query.where(condition)
+    query = query.order_by(*(k.desc() if sort.startswith("-") else k.asc() for k in order))
+    return query if limit is None else query.limit(limit)
+
+
+def sort_keys(sort: str) -> tuple[Any, ...]:
+    """The columns ``sort`` (``key`` or ``-key``) orders by, or InvalidName."""
+    keys = SORT_COLUMNS.get(sort.lstrip("-"))
+    if keys is None:
+        raise InvalidName(f"cannot sort by {sort!r}.", hint=f"sort by one of: {', '.join(SORT_COLUMNS)}")
+    return keys
 
 
 def _code_point_order(column: Any, postgresql: bool) -> Any:

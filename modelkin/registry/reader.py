@@ -1,8 +1,11 @@
-"""The read path: open a registry's database and answer ``list``, ``show`` and ``log`` on SQLAlchemy Core alone.
+"""The read path: open a registry's database and answer ``list``, ``show`` and ``log``.
 
 These commands run far more often than any other, and for them start-up is most of the cost: this module and
-what it imports (``modelkin.db.tables``, ``listing``, ``rows``) never import the ORM, Alembic, torch or the blob
-store. ``Registry`` reads through a ``Reader`` too, so there is one resolver and one query builder.
+what it imports never import the ORM, Alembic, torch or the blob store, and on a SQLite registry not even
+SQLAlchemy unless a filter or a non-default listing needs it. The fixed-shape queries are the named statements
+of ``modelkin.registry.statements``, run by SQLAlchemy or, on SQLite, as SQL generated from them through the
+standard library (``modelkin.db.lite``). ``Registry`` reads through a ``Reader`` too, so there is one resolver
+and one query builder.
 """
 
 from __future__ import annotations
@@ -10,22 +13,21 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, func, select
-
 from modelkin.config import Settings
-from modelkin.db import migrate
-from modelkin.db.engine import database_error, make_engine, read_connection, redact_url
-from modelkin.db.tables import aliases, lineage_edges, models, versions
+from modelkin.db import lite, migrate
+from modelkin.db.times import as_utc
 from modelkin.errors import AmbiguousRef, ModelNotFound, RegistryNotFound, SchemaOutdated
 from modelkin.refs import ModelRef
-from modelkin.registry import listing
 from modelkin.registry.records import EventRecord, ModelVersion
-from modelkin.registry.rows import load_rows, to_records
+from modelkin.registry.rows import load_rows, run, scalar, stream_records, to_records
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from modelkin.registry.rows import Executor
 
 
@@ -39,115 +41,179 @@ def open_database(
     """
     from sqlalchemy.exc import DBAPIError
 
+    from modelkin.db.engine import database_error, make_engine
+
     settings = Settings.resolve(home, database_url, store)
-    if settings.database_url.startswith("sqlite:///") and not Path(settings.database_url[10:]).exists():
-        raise RegistryNotFound(f"no registry at {settings.home}.", hint="run `modelkin init` to create one")
+    _check_file(settings)
     engine = make_engine(settings.database_url)
     try:
-        current = migrate.current_revision(engine)
+        _check_revision(migrate.current_revision(engine), settings)
     except DBAPIError as exc:
         engine.dispose()
         raise database_error(exc) or exc from None
-    if current is None:
+    except BaseException:
         engine.dispose()
+        raise
+    return settings, engine
+
+
+def open_reader(home: str | os.PathLike[str] | None = None) -> Reader:
+    """A Reader for the registry at ``home``; a plain SQLite file is read without SQLAlchemy (``modelkin.db.lite``)."""
+    settings = Settings.resolve(home)
+    path = lite.sqlite_file(settings.database_url)
+    if path is None:
+        return Reader(open_database(home)[1], owned=True)
+    _check_file(settings)
+    with lite.read_connection(path) as conn:
+        _check_revision(conn.revision(), settings)
+    return Reader(sqlite_file=path, url=settings.database_url)
+
+
+def _check_file(settings: Settings) -> None:
+    if settings.database_url.startswith("sqlite:///") and not Path(settings.database_url[10:]).exists():
+        raise RegistryNotFound(f"no registry at {settings.home}.", hint="run `modelkin init` to create one")
+
+
+def _check_revision(current: str | None, settings: Settings) -> None:
+    if current is None:
+        from modelkin.db.engine import redact_url
+
         where = redact_url(settings.database_url)
         raise RegistryNotFound(f"no registry in {where}.", hint="run `modelkin init` to create one")
     if current != migrate.SCHEMA_HEAD:
-        engine.dispose()
         raise SchemaOutdated(
             f"the registry schema is at revision {current}, this modelkin expects {migrate.SCHEMA_HEAD}.",
             hint="run `modelkin db upgrade`",
         )
-    return settings, engine
 
 
 class Reader:
-    """Read-only questions about versions and events, each in one read transaction."""
+    """Read-only questions about versions and events, each in one read transaction.
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    It reads through an engine (``owned``: ``close`` disposes of it), or straight from a SQLite file
+    (``sqlite_file``, with its ``url``); then an engine is made only when a query outside the named statements
+    (a filtered listing) needs SQLAlchemy.
+    """
+
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        *,
+        owned: bool = False,
+        sqlite_file: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        self._engine = engine
+        self._owned = owned or engine is None
+        self._sqlite_file = sqlite_file
+        self._url = url
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from modelkin.db.engine import make_engine
+
+            self._engine = make_engine(str(self._url))
+        return self._engine
+
+    def close(self) -> None:
+        """Dispose of the engine if it is this reader's own."""
+        if self._engine is not None and self._owned:
+            self._engine.dispose()
+
+    @contextmanager
+    def connect(self) -> Iterator[Executor]:
+        """One read transaction, on the SQLite file directly or on the engine."""
+        if self._sqlite_file is not None:
+            with lite.read_connection(self._sqlite_file) as conn:
+                yield conn
+        else:
+            from modelkin.db.engine import read_connection
+
+            with read_connection(self.engine) as sa_conn:
+                yield sa_conn
 
     def get(self, ref: str | ModelRef) -> ModelVersion:
         """The version a REF names (``name`` is the latest version that is not yanked)."""
-        with read_connection(self.engine) as conn:
+        with self.connect() as conn:
             row = load_rows(conn, [resolve_id(conn, ref)])
             return to_records(conn, list(row.values()))[0]
 
     def iter_versions(self, filter: str | None = None, **options: Any) -> Iterator[ModelVersion]:
-        """Versions matching ``filter``, streamed; ``options`` (sort, limit, include_yanked, latest) as in listing."""
+        """Versions matching ``filter``, streamed; ``options`` (sort, limit, include_yanked, latest) as in listing.
+
+        The plain listing (no filter, default order) is a named statement; anything else is built by listing.
+        """
+        plain = filter is None and options.get("sort") in (None, "name") and not options.get("include_yanked")
+        if plain and not options.get("latest") and set(options) <= {"sort", "limit", "include_yanked", "latest"}:
+            return self._listing(options.get("limit"))
+        from modelkin.registry import listing
+
         return listing.iter_versions(self.engine, filter, **options)
+
+    def _listing(self, limit: int | None) -> Iterator[ModelVersion]:
+        if limit == 0:
+            return
+        with self.connect() as conn:
+            rows = run(conn, "list", stream=True) if limit is None else run(conn, "list_limit", {"limit": limit},
+                                                                             stream=True)  # fmt: skip
+            yield from stream_records(conn, rows, limit)
 
     def log(self, ref: str | None = None, limit: int | None = None) -> list[EventRecord]:
         """The append-only event log, oldest first; for one version if ``ref`` is given; the last ``limit``."""
-        version_id = None
-        if ref is not None:
-            with read_connection(self.engine) as conn:
-                version_id = resolve_id(conn, ref)
-        return listing.iter_events(self.engine, version_id, limit)
+        with self.connect() as conn:
+            params: dict[str, Any] = {} if limit is None else {"limit": limit}
+            name = "events" if limit is None else "events_last"
+            if ref is not None:
+                params["version_id"] = resolve_id(conn, ref)
+                name = "version_" + name
+            rows = list(run(conn, name, params))
+        if limit is not None:
+            rows.reverse()
+        return [EventRecord(i, as_utc(at), kind, ref_, dict(detail or {})) for i, at, kind, _, ref_, detail in rows]
 
     def detected_parents(self, ref: str | ModelRef) -> list[dict[str, Any]]:
         """The stored detected parents of a version (what ``lineage tree``/registration found), for ``show``."""
-        parent = versions.alias("parent")
-        query = (
-            select(models.c.name, parent.c.number, lineage_edges.c.relation, lineage_edges.c.score,
-                   lineage_edges.c.method)
-            .join(parent, lineage_edges.c.parent_id == parent.c.id)
-            .join(models, parent.c.model_id == models.c.id)
-            .order_by(lineage_edges.c.id)
-        )  # fmt: skip
-        with read_connection(self.engine) as conn:
-            vid = resolve_id(conn, ref)
-            rows = conn.execute(query.where(lineage_edges.c.child_id == vid, lineage_edges.c.source == DETECTED)).all()
+        with self.connect() as conn:
+            rows = list(run(conn, "detected", {"child_id": resolve_id(conn, ref)}))
         return [{"ref": f"{name}:{n}", "relation": rel, "confidence": None if s is None else round(s, 4),
                  "method": m} for name, n, rel, s, m in rows]  # fmt: skip
-
-
-DETECTED = "detected"  # lineage_edges.source of an edge that lineage detection stored
 
 
 def resolve_id(conn: Executor, ref: str | ModelRef) -> int:
     """The id of the version a REF names, or raise ModelNotFound / AmbiguousRef with a useful hint."""
     r = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
     if r.digest_prefix is not None:
-        rows = conn.execute(
-            select(versions.c.id, versions.c.digest, models.c.name, versions.c.number)
-            .join(models, models.c.id == versions.c.model_id)
-            .where(versions.c.digest.like(f"sha256:{r.digest_prefix}%"))
-            .order_by(versions.c.id)
-        ).all()
+        rows = list(run(conn, "by_digest", {"pattern": f"sha256:{r.digest_prefix}%"}))
         if not rows:
             raise ModelNotFound(f"no version has a manifest digest starting with {r.digest_prefix}.")
-        if len({row.digest for row in rows}) > 1:
-            refs = ", ".join(f"{row.name}:{row.number}" for row in rows[:5])
+        if len({digest for _, digest, _, _ in rows}) > 1:
+            refs = ", ".join(f"{name}:{number}" for _, _, name, number in rows[:5])
             raise AmbiguousRef(f"sha256:{r.digest_prefix} matches several versions ({refs}).", hint="give more digits")
-        return int(rows[0].id)  # the same manifest under several names: the first registered
-    model_id = conn.execute(select(models.c.id).where(models.c.name == r.name)).scalar()
+        return int(rows[0][0])  # the same manifest under several names: the first registered
+    model_id = scalar(conn, "model_id", {"name": r.name})
     if model_id is None:
         raise _unknown_model(conn, str(r.name))
-    of_model = versions.c.model_id == model_id
     if r.version is not None:
-        vid = conn.execute(select(versions.c.id).where(of_model, versions.c.number == r.version)).scalar()
+        vid = scalar(conn, "number", {"model_id": model_id, "number": r.version})
         if vid is None:
-            latest = conn.execute(select(func.max(versions.c.number)).where(of_model)).scalar()
+            latest = scalar(conn, "newest", {"model_id": model_id})
             raise ModelNotFound(f"{r} does not exist.", hint=f"{r.name} has versions 1 to {latest}")
         return int(vid)
     if r.alias is not None:
-        of_alias = aliases.c.model_id == model_id
-        vid = conn.execute(select(aliases.c.version_id).where(of_alias, aliases.c.alias == r.alias)).scalar()
+        vid = scalar(conn, "alias", {"model_id": model_id, "alias": r.alias})
         if vid is None:
-            known = ", ".join(conn.execute(select(aliases.c.alias).where(of_alias)).scalars()) or "none"
+            known = ", ".join(row[0] for row in run(conn, "alias_names", {"model_id": model_id})) or "none"
             raise ModelNotFound(f"{r} does not exist.", hint=f"aliases of {r.name}: {known}")
         return int(vid)
-    vid = conn.execute(
-        select(versions.c.id).where(of_model, versions.c.yanked.is_(False)).order_by(versions.c.number.desc()).limit(1)
-    ).scalar()
+    vid = scalar(conn, "latest", {"model_id": model_id})
     if vid is None:
         raise ModelNotFound(f"every version of {r.name} is yanked.", hint=f"name one explicitly, e.g. {r.name}:1")
     return int(vid)
 
 
 def _unknown_model(conn: Executor, name: str) -> ModelNotFound:
-    names = list(conn.execute(select(models.c.name)).scalars())
+    names = [row[0] for row in run(conn, "all_names")]
     close = difflib.get_close_matches(name, names, n=3)
     hint = f"did you mean {', '.join(close)}?" if close else "`modelkin list` shows what is registered"
     return ModelNotFound(f"no model named {name!r} is registered.", hint=hint)

@@ -1,70 +1,61 @@
 """Turning database rows into the frozen records the Registry hands out, in a few batched queries.
 
-Everything here is SQLAlchemy Core on ``modelkin.db.tables``: it runs on a plain connection for the read
-commands (which never import the ORM) and on an ORM session for writers, which pass their ``Version`` objects.
-Each batch query is built once and takes its ids as one parameter, so a batch costs its rows, not SQL compilation.
+The queries are the named statements of ``modelkin.registry.statements``: they run on an ORM session for
+writers (which pass their ``Version`` objects), on a Core connection for reads, and on SQLite as generated SQL
+through the standard library (``modelkin.db.lite``), so this module never imports SQLAlchemy itself. Each batch
+query is built once and takes its ids as one parameter, so a batch costs its rows, not SQL compilation.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ARRAY, ColumnElement, Connection, Integer, Row, Select, any_, bindparam, select
-
-from modelkin.db.tables import aliases, as_utc, files, lineage_edges, models, tags, versions
+from modelkin.db.lite import LiteConnection
+from modelkin.db.times import as_utc
 from modelkin.registry.records import FileEntry, ModelVersion
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
-    Executor = Connection | Session
+    Executor = Connection | Session | LiteConnection
 
 _BATCH = 500
-# what a record is built from, in the order to_records unpacks it (plain tuples unpack faster than named access)
-V = versions.c
-RECORD_COLUMNS = (V.id, V.model_id, V.number, V.digest, V.parameters, V.tensor_count, V.bytes, V.architecture,
-                  V.arch_fingerprint, V.relation, V.source, V.card, V.yanked, V.created_at)  # fmt: skip
-_KEYS = tuple(c.key for c in RECORD_COLUMNS)
+# the version columns a record is built from, in the order to_records unpacks them (plain tuples unpack faster)
+RECORD_KEYS = ("id", "model_id", "number", "digest", "parameters", "tensor_count", "bytes", "architecture",
+               "arch_fingerprint", "relation", "source", "card", "yanked", "created_at")  # fmt: skip
 
 
-@dataclass(frozen=True)
-class _Queries:
-    """The batch queries, each taking the batch's ids as one parameter ``ids``."""
+def run(conn: Executor, name: str, params: Mapping[str, Any] | None = None, *, stream: bool = False) -> Any:
+    """The rows of the read statement ``name`` (see modelkin.registry.statements), on any kind of connection.
 
-    files: Select[Any]
-    tags: Select[Any]
-    aliases: Select[Any]
-    declared: Select[Any]
-    versions: Select[Any]
-    names: Select[Any]
+    SQLAlchemy connections and sessions run the Core statement; a ``LiteConnection`` runs the SQL generated
+    from it. ``stream`` reads a long result in batches instead of all at once (otherwise SQLAlchemy's rows come
+    as one list).
+    """
+    if isinstance(conn, LiteConnection):
+        from modelkin.registry.sqlite_sql import STATEMENTS  # generated from the statements module, which needs this
 
+        return conn.execute(STATEMENTS[name], params)
+    from modelkin.registry.statements import statements_for
 
-def _queries(member: Callable[[Any], ColumnElement[bool]]) -> _Queries:
-    f, t, a, e = files.c, tags.c, aliases.c, lineage_edges.c
-    return _Queries(
-        files=select(f.version_id, f.path, f.size, f.sha256).where(member(f.version_id)).order_by(f.path),
-        tags=select(t.version_id, t.key, t.value).where(member(t.version_id)).order_by(t.key),
-        aliases=select(a.version_id, a.alias).where(member(a.version_id)).order_by(a.alias),
-        declared=select(e.child_id, e.parent_id, e.parent_external)
-        .where(member(e.child_id), e.source == "declared")
-        .order_by(e.id),
-        versions=select(*RECORD_COLUMNS).where(member(V.id)),
-        names=select(models.c.id, models.c.name).where(member(models.c.id)),
-    )
+    statement = statements_for(conn)[name]
+    if stream:
+        return conn.execute(statement, dict(params or {}), execution_options={"yield_per": _BATCH})
+    return conn.execute(statement, dict(params or {})).all()  # one fetch, not one driver call per row
 
 
-# SQLite gets an expanding IN; PostgreSQL one array parameter, ``= ANY(:ids)``: the statement text stays short
-# and the same for every batch, so neither SQLAlchemy nor psycopg re-renders or re-parses 500 placeholders
-_BY_IN = _queries(lambda column: column.in_(bindparam("ids", expanding=True)))
-_BY_ANY = _queries(lambda column: column == any_(bindparam("ids", type_=ARRAY(Integer))))
-
-
-def _for(conn: Executor) -> _Queries:
-    dialect = conn.dialect if isinstance(conn, Connection) else conn.get_bind().dialect
-    return _BY_ANY if dialect.name == "postgresql" else _BY_IN
+def scalar(conn: Executor, name: str, params: Mapping[str, Any] | None = None) -> Any:
+    """The first column of the first row of ``name``, or None when it has no rows."""
+    rows = run(conn, name, params)
+    first = next(iter(rows), None)
+    close = getattr(rows, "close", None)  # a sqlite3 cursor; SQLAlchemy's rows come fetched
+    if close is not None:
+        close()
+    return None if first is None else first[0]
 
 
 def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
@@ -72,40 +63,60 @@ def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
         yield list(ids[i : i + _BATCH])
 
 
+def stream_records(
+    conn: Executor, rows: Any, limit: int | None = None, keep: Callable[[ModelVersion], bool] | None = None
+) -> Iterator[ModelVersion]:
+    """Records for version ``rows`` (a streamed result) in batches; those ``keep`` accepts, at most ``limit``."""
+    shown = 0
+    it = iter(rows)
+    try:
+        while batch := list(islice(it, _BATCH)):
+            for record in to_records(conn, batch):
+                if keep is not None and not keep(record):
+                    continue
+                yield record
+                shown += 1
+                if limit is not None and shown >= limit:
+                    return
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()  # a PostgreSQL server-side cursor left open when a limit or the caller stops early
+
+
 def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
     """Build records for ``rows`` with their files, tags, aliases and declared parents.
 
-    ``rows`` are rows of ``select(*RECORD_COLUMNS)`` or ORM ``Version`` objects (which writers pass); what is
+    ``rows`` are rows of the ``RECORD_KEYS`` columns or ORM ``Version`` objects (which writers pass); what is
     around them is read as plain rows, a few queries per batch of ``_BATCH``.
     """
-    values = [tuple(v) if isinstance(v, Row) else tuple(getattr(v, k) for k in _KEYS) for v in rows]
+    # an ORM class has a __table__ (asked of the type: a Row answers a missing attribute slowly, with a KeyError)
+    values = [tuple(getattr(v, k) for k in RECORD_KEYS) if hasattr(type(v), "__table__") else tuple(v)
+              for v in rows]  # fmt: skip
     ids = [v[0] for v in values]
     file_map: dict[int, list[FileEntry]] = defaultdict(list)
     tag_map: dict[int, dict[str, str]] = defaultdict(dict)
     alias_map: dict[int, list[str]] = defaultdict(list)
     parents: dict[int, list[str]] = defaultdict(list)
     parent_ids: dict[int, list[int]] = defaultdict(list)
-    q = _for(conn)
     for chunk in _chunks(ids):
-        for version_id, path, size, sha256 in conn.execute(q.files, {"ids": chunk}):
+        for version_id, path, size, sha256 in run(conn, "files", {"ids": chunk}):
             file_map[version_id].append(FileEntry(path, size, sha256))
-        for version_id, key, value in conn.execute(q.tags, {"ids": chunk}):
+        for version_id, key, value in run(conn, "tags", {"ids": chunk}):
             tag_map[version_id][key] = value
-        for version_id, alias in conn.execute(q.aliases, {"ids": chunk}):
+        for version_id, alias in run(conn, "aliases", {"ids": chunk}):
             alias_map[version_id].append(alias)
-        for child_id, parent_id, external in conn.execute(q.declared, {"ids": chunk}):
+        for child_id, parent_id, external in run(conn, "declared", {"ids": chunk}):
             if parent_id is not None:
                 parent_ids[child_id].append(parent_id)
             elif external is not None:
                 parents[child_id].append(external)
     wanted = {v[1] for v in values}
     parent_rows = load_rows(conn, [p for ps in parent_ids.values() for p in ps])
-    wanted |= {v.model_id for v in parent_rows.values()}
+    wanted |= {v[1] for v in parent_rows.values()}
     names = model_names(conn, wanted)
     for child, pids in parent_ids.items():
-        parents[child] = [f"{names[parent_rows[p].model_id]}:{parent_rows[p].number}" for p in pids] + parents.get(
-            child, []
-        )
+        parents[child] = [f"{names[parent_rows[p][1]]}:{parent_rows[p][2]}" for p in pids] + parents.get(child, [])
     empty: dict[str, str] = {}
     return [
         ModelVersion(
@@ -133,17 +144,17 @@ def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
 
 
 def load_rows(conn: Executor, ids: Iterable[int]) -> dict[int, Any]:
-    """Rows of the versions table by id."""
+    """Rows of the ``RECORD_KEYS`` columns of the versions table, by id."""
     out: dict[int, Any] = {}
     for chunk in _chunks(sorted(set(ids))):
-        out.update({v.id: v for v in conn.execute(_for(conn).versions, {"ids": chunk})})
+        out.update({v[0]: v for v in run(conn, "versions", {"ids": chunk})})
     return out
 
 
 def model_names(conn: Executor, model_ids: Iterable[int]) -> dict[int, str]:
     out: dict[int, str] = {}
     for chunk in _chunks(sorted(set(model_ids))):
-        out.update({i: name for i, name in conn.execute(_for(conn).names, {"ids": chunk})})
+        out.update({i: name for i, name in run(conn, "names", {"ids": chunk})})
     return out
 
 

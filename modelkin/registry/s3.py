@@ -40,6 +40,9 @@ DEFAULT_PART_SIZE = 8 * MiB
 PART_SIZE_VARIABLE = "MODELKIN_S3_PART_SIZE"
 CONCURRENT_PARTS = 10  # parts in flight at once (as boto3's transfers): memory is bounded by this x part size
 STORE_ATTEMPTS = 5
+REFRESH_AFTER = 600.0  # seconds: an older blob found stored is refreshed before use (gc's default grace: 3600)
+COPY_LIMIT = 5 * 2**30  # the largest object one CopyObject request copies
+COPY_PART = 2**30  # the range of each part when a larger blob is copied onto itself
 
 
 class S3Store(FsspecStore):
@@ -77,23 +80,72 @@ class S3Store(FsspecStore):
         return botocore.session.get_session().create_client("s3", config=config, **self._endpoint_kwargs)
 
     def _store(self, path: Path, key: str, size: int) -> None:
-        """Upload once unless the blob is there; a stored blob of the wrong size (damaged) is replaced."""
-        if size >= self.part_size and self._size(key) == size:
+        """Upload once unless the blob is there; a stored blob of the wrong size (damaged) is replaced.
+
+        A blob found stored counts as stored once it is young enough (``_usable``): the version about to
+        reference it is not committed yet, and ``gc`` would otherwise see an old unreferenced blob and delete it.
+        """
+        if size >= self.part_size and self._usable(key, size, self._stat(key)):
             return
         for _ in range(STORE_ATTEMPTS):
             if put_if_absent(self._client, self.bucket, self._object(key), path, self.part_size, CONCURRENT_PARTS):
                 return
-            stored = self._size(key)  # refused: a blob is there
-            if stored == size:
+            stored = self._stat(key)  # refused: a blob is there
+            if self._usable(key, size, stored):
                 return
-            if stored is not None:
+            if stored is not None and stored[0] != size:
                 self._client.delete_object(Bucket=self.bucket, Key=self._object(key))
             time.sleep(0.05)
         raise StoreUnavailable(f"could not store {key} in {self.location}: it kept changing while being written.")
 
-    def _size(self, key: str) -> int | None:
+    def _usable(self, key: str, size: int, stored: tuple[int, float] | None) -> bool:
+        """Whether a stored blob (its size and age) will do: whole, and refreshed first if gc could take it soon.
+
+        A blob younger than ``REFRESH_AFTER`` is safe under gc's default grace for far longer than a
+        registration takes, so it is used as it is and never rewritten; an older one is refreshed.
+        """
+        if stored is None or stored[0] != size:
+            return False
+        return time.time() - stored[1] < REFRESH_AFTER or self._refresh(key, size)
+
+    def _refresh(self, key: str, size: int) -> bool:
+        """Make a stored blob's age zero, as ``touch`` does on a filesystem; False if it is gone (gc was first).
+
+        An object's LastModified cannot be set, so the object is copied onto itself inside the service: no
+        bytes travel, and readers see the same bytes throughout. One request copies up to 5 GiB; a larger blob
+        is copied in ranges as a multipart upload, which appears whole when it completes.
+        """
+        obj = self._object(key)
+        source = {"Bucket": self.bucket, "Key": obj}
         try:
-            return int(self._client.head_object(Bucket=self.bucket, Key=self._object(key))["ContentLength"])
+            if size <= COPY_LIMIT:
+                self._client.copy_object(Bucket=self.bucket, Key=obj, CopySource=source, MetadataDirective="REPLACE")
+                return True
+            upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=obj)["UploadId"]
+            try:
+                parts = []
+                for number, start in enumerate(range(0, size, COPY_PART), 1):
+                    end = min(start + COPY_PART, size) - 1
+                    out = self._client.upload_part_copy(Bucket=self.bucket, Key=obj, UploadId=upload,
+                                                        PartNumber=number, CopySource=source,
+                                                        CopySourceRange=f"bytes={start}-{end}")  # fmt: skip
+                    parts.append({"PartNumber": number, "ETag": out["CopyPartResult"]["ETag"]})
+                self._client.complete_multipart_upload(Bucket=self.bucket, Key=obj, UploadId=upload,
+                                                       MultipartUpload={"Parts": parts})  # fmt: skip
+            except BaseException:
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=obj, UploadId=upload)
+                raise
+            return True
+        except self._client.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def _stat(self, key: str) -> tuple[int, float] | None:
+        """(size, modification time) of a stored object, or None."""
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self._object(key))
+            return int(head["ContentLength"]), _timestamp(head.get("LastModified"))
         except self._client.exceptions.ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
                 return None

@@ -100,6 +100,10 @@ class BlobStore(ABC):
         """Refresh a blob's age so that a concurrent ``gc`` does not take a blob that is being reused."""
 
     @abstractmethod
+    def mtime(self, digest: str) -> float | None:
+        """A blob's age as a timestamp (None if it is gone): ``gc`` asks again right before it deletes."""
+
+    @abstractmethod
     @contextmanager
     def local_path(self, digest: str) -> Iterator[Path]:
         """A local file holding the blob's verified bytes, for loaders that want a path (safetensors mmap)."""
@@ -285,6 +289,12 @@ class LocalStore(BlobStore):
         with _suppress_missing():
             os.utime(self._path(digest))
 
+    def mtime(self, digest: str) -> float | None:
+        try:
+            return self._path(digest).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     @contextmanager
     def local_path(self, digest: str) -> Iterator[Path]:
         path = self._path(digest)
@@ -435,8 +445,15 @@ class FsspecStore(BlobStore):
             self.fs.rm_file(self._key(digest))
 
     def touch(self, digest: str) -> None:
-        # object stores cannot change a modification time in place, and a stored blob is never rewritten
+        # most object stores cannot change a modification time in place (S3Store refreshes it by a copy)
         pass
+
+    def mtime(self, digest: str) -> float | None:
+        with self._errors():
+            try:
+                return _mtime(self.fs.info(self._key(digest)))
+            except FileNotFoundError:
+                return None
 
     @contextmanager
     def local_path(self, digest: str) -> Iterator[Path]:
