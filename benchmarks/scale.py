@@ -1,7 +1,7 @@
 """How fast everyday commands are with 100,000 versions, on SQLite and PostgreSQL; writes benchmarks/results/scale.md.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py \\
-        --postgres postgresql+psycopg://modelkin:modelkin@127.0.0.1:5432/modelkin_test_hardening
+        --postgres postgresql+psycopg://modelkin:modelkin@127.0.0.1:5432/modelkin_test_main
 
 The registry is filled in bulk through SQLAlchemy Core (10 versions per model, one file, two tags and one event
 each; registering 100,000 files would measure ingest, not listing), in steps of 1,000, 10,000 and 100,000
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, insert, text
 
-from modelkin.db.engine import keep_statistics, make_engine
+from modelkin.db.engine import keep_statistics, make_engine, redact_url
 from modelkin.db.tables import events, files, models, tags, versions
 from modelkin.registry.registry import Registry
 
@@ -162,6 +162,14 @@ def table(name: str, results: dict[tuple[str, int], tuple[float, float, float]],
     return lines + [""]
 
 
+def _options(args: argparse.Namespace) -> str:
+    """The command line's options as given (the PostgreSQL password redacted), for the table's header."""
+    given = [f" --postgres {redact_url(args.postgres)}"] if args.postgres else []
+    given += [f" --repeat {args.repeat}"] if args.repeat != 3 else []
+    given += [" --steps " + " ".join(map(str, args.steps))] if args.steps != list(STEPS) else []
+    return "".join(given)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--postgres", help="PostgreSQL URL of a database this benchmark may wipe")
@@ -176,8 +184,7 @@ def main() -> None:
         "Command:",
         "",
         "```",
-        "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --postgres "
-        "postgresql+psycopg://modelkin:***@127.0.0.1:5432/modelkin_test_hardening",
+        "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py" + _options(args),
         "```",
         "",
         f"Machine: {platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} CPUs shared with other "
