@@ -60,13 +60,18 @@ def recover_forest(nodes: Sequence[Hashable], verdicts: Mapping[Hashable, Verdic
         # a model more likely than not to have a registered parent is a root only to break a cycle: its
         # parent probability may be split between look-alike candidates, none of which beats "no parent" alone
         rooted = verdict.none_probability >= 0.5
-        graph.add_edge(ROOT, v, weight=_cost(verdict.none_probability) + (0.0 if rooted else _CUT))
+        root_cost = _cost(verdict.none_probability) + (0.0 if rooted else _CUT)
+        graph.add_edge(ROOT, v, weight=root_cost)
         merged = verdict.relation == "merge"  # a merge's tree edge comes from one of its two parents
         for c in verdict.candidates:
             if c.key in order and c.key != v and (not merged or c.key in verdict.parents):
                 later = order[c.key] > order[v]
                 p = 1.0 - verdict.none_probability if merged else c.probability  # a merge's parents come jointly
-                graph.add_edge(c.key, v, weight=_cost(p) + _TIE * later)
+                cost = _cost(p) + _TIE * later
+                # an edge dearer than v's root edge is in no minimum arborescence (hanging v from the root
+                # instead is cheaper and cannot close a cycle), so leaving it out changes nothing but the time
+                if cost <= root_cost:
+                    graph.add_edge(c.key, v, weight=cost)
     tree = nx.minimum_spanning_arborescence(graph, attr="weight", preserve_attrs=False)
     by_key = {v: {c.key: c for c in verdicts[v].candidates} for v in nodes}
     edges: list[TreeEdge] = []
