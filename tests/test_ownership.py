@@ -222,12 +222,38 @@ def test_a_claim_on_a_shuffled_copy_is_proved_with_the_reference(owner: Path, cl
     save_file(shuffled, str(owner / "shuffled.safetensors"), metadata=spec_to_safetensors_metadata(SPEC))
     args = ("claim", "verify", owner / "shuffled.safetensors", "--claim", owner / "claim.json", "--wm-key",
             owner / "wm.key", "--json")  # fmt: skip
-    assert failed(cli(*args))["verdict"] == "not-owned"
     assert ok(cli(*args, "--reference", "marked"))["verdict"] == "owned"
     ok(cli("export", "marked", owner / "mine"))
     monkeypatch.setenv("MODELKIN_HOME", str(owner / "elsewhere"))  # no registry: the owner's copy on disk
+    alone = cli(*args)
+    assert failed(alone)["verdict"] == "not-owned" and "no reference and no registry record" in alone.stderr
     verdict = ok(cli(*args, "--reference", owner / "mine"))
     assert verdict["verdict"] == "owned" and verdict["watermark"]["aligned"]
+
+
+def test_a_claim_on_a_shuffled_copy_is_aligned_by_the_registry(owner: Path, cli: Any) -> None:
+    """Without --reference, a registry holding the claimed version (the claim's model_digest) aligns the suspect
+    to that version's declared parent, as `watermark verify` does; unmarked models stay not-owned."""
+    ok(cli("claim", "create", "marked", "--wm-key", owner / "wm.key", "--signing-key", owner / "me.key",
+           "--out", owner / "claim.json"))  # fmt: skip
+    with Registry.open() as reg:
+        shuffled, shuffled_parent = _permuted(reg.load_state_dict("marked"), 7), _permuted(reg.load_state_dict("base"), 3)
+    for name, state in (("shuffled", shuffled), ("shuffled-parent", shuffled_parent)):
+        save_file(state, str(owner / f"{name}.safetensors"), metadata=spec_to_safetensors_metadata(SPEC))
+    ok(cli("register", mlp_file(owner / "other.safetensors", seed=1), "--name", "other"))
+
+    def claim_verify(target: Any) -> Any:
+        return cli("claim", "verify", target, "--claim", owner / "claim.json", "--wm-key", owner / "wm.key", "--json")
+
+    found = claim_verify(owner / "shuffled.safetensors")
+    verdict = ok(found)
+    assert verdict["verdict"] == "owned" and verdict["watermark"]["aligned"]
+    assert verdict["watermark"]["p_value"] == 2 * 2.0**-256  # two readings: p doubled
+    assert "aligned to base:1, the model this key's recorded mark was made from" in found.stderr
+    assert not ok(claim_verify("marked"))["watermark"]["aligned"]  # the claimed version itself: one reading
+    for suspect in ("base", owner / "shuffled-parent.safetensors", "other"):
+        out = failed(claim_verify(suspect))
+        assert out["verdict"] == "not-owned" and out["watermark"]["matched_bits"] < 200, suspect
 
 
 def test_healing_with_data_keeps_the_watermark(cli: Any, tmp_path: Path) -> None:

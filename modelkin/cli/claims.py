@@ -62,18 +62,20 @@ def verify(
     key = load_watermark_key(wm_key)
     data = claim.read_bytes()
     sources = [target] + ([reference] if reference is not None else [])
-    if all(Path(s).exists() for s in sources):  # weights on disk: no registry needed
-        owner = read_tensors(Path(reference)) if reference is not None else None
-        report = verify_claim(read_tensors(Path(target)), data, key, owner)
-    else:
-        try:
-            reg = open_registry(ctx)
-        except RegistryNotFound as exc:
+    try:
+        reg = open_registry(ctx)  # when it holds the claimed version, a shuffled copy is aligned to its parent
+    except RegistryNotFound as exc:
+        if not all(Path(s).exists() for s in sources):
             exc.hint = "a REF needs a registry; give paths to check a claim without one"
             raise
+        owner = read_tensors(Path(reference)) if reference is not None else None
+        report = verify_claim(read_tensors(Path(target)), data, key, owner)  # weights on disk: no registry needed
+    else:
         as_source = {s: Path(s) if Path(s).exists() else s for s in sources}
         report = reg.ownership.verify_claim(as_source[target], data, key,
                                             as_source[reference] if reference is not None else None)  # fmt: skip
+    if report.alignment is not None:
+        output.info(report.alignment)
     for reason in report.reasons:
         output.info(reason)
     if json_out:

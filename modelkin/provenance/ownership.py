@@ -8,8 +8,9 @@ functions, so a claim verifies on a machine that has none.
 
 from __future__ import annotations
 
+import functools
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from sqlalchemy import select
 
 from modelkin.db.engine import read_session, write_session
 from modelkin.db.schema import Model, Version, WatermarkRecord
-from modelkin.errors import InvalidKey, WatermarkError
+from modelkin.errors import InvalidKey, ModelkinError, WatermarkError
 from modelkin.provenance import signing
 from modelkin.provenance.watermark import (
     DEFAULT_FLOOR,
@@ -107,6 +108,7 @@ class ClaimReport:
     owner_key_id: str | None
     claimed_at: str | None
     reasons: tuple[str, ...] = ()
+    alignment: str | None = None  # what was done about channel permutations (None: the watermark was not read)
 
     def to_json(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "signature_ok": self.signature_ok, "commitment_ok": self.commitment_ok,
@@ -209,6 +211,36 @@ def _detect_at(
                            is not None else NOT_ALIGNED)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Source:
+    """The model a recorded mark was made from (the marked version's declared parent), loaded only if needed."""
+
+    ref: str
+    load: Callable[[], Tensors]
+
+
+def read_twice(tensors: Tensors, key: WatermarkKey, placement: Placement, source: Source, fpr: float) -> WatermarkReport:
+    """The suspect read as stored and, if that does not detect, again aligned to the mark's ``source``: aligning
+    to the marked version itself would copy part of the mark's pattern onto any model of that shape, and the
+    source does not depend on the key. Two readings, so both p-values are doubled (Bonferroni)."""
+    plain = _detect_at(tensors, key, placement, None, fpr)
+    first = replace(plain, detection=corrected(plain.detection, 2, fpr))
+    if first.detection.detected:
+        return replace(first, alignment=f"detected as stored (not aligned; p doubled for a second reading "
+                                        f"aligned to {source.ref})")  # fmt: skip
+    unmarked = source.load().get(placement.layer)
+    if unmarked is None or unmarked.shape != tensors[placement.layer].shape:
+        return replace(plain, alignment=f"not aligned: {source.ref}, the recorded mark's source, has no "
+                                        f"{placement.layer} of this shape")  # fmt: skip
+    second = _detect_at(tensors, key, placement, _as_array(unmarked), fpr)
+    second = replace(second, detection=corrected(second.detection, 2, fpr))
+    aligned = f"aligned to {source.ref}, the model this key's recorded mark was made from"
+    if second.detection.p_value < first.detection.p_value:
+        return replace(second, alignment=f"{aligned} (p doubled for the two readings)")
+    return replace(first, aligned=False, alignment=f"read as stored: {aligned}, it matched no more bits (p "
+                                                   "doubled for the two readings)")  # fmt: skip
+
+
 def verify_watermark(
     tensors: Tensors,
     key: WatermarkKey,
@@ -223,11 +255,17 @@ def verify_watermark(
 
 
 def verify_claim(
-    tensors: Tensors, claim_bytes: bytes, key: WatermarkKey, reference: Tensors | None = None, fpr: float = DEFAULT_FPR
+    tensors: Tensors,
+    claim_bytes: bytes,
+    key: WatermarkKey,
+    reference: Tensors | None = None,
+    fpr: float = DEFAULT_FPR,
+    source: Source | None = None,
 ) -> ClaimReport:
     """Owned only if the claim's signature verifies, the watermark key opens its commitment, and the watermark
-    is detected where the claim says it is (after undoing channel permutations against the owner's
-    ``reference`` weights, when given)."""
+    is detected where the claim says it is: after undoing channel permutations against the owner's
+    ``reference`` weights when given, else read as stored and aligned to the mark's ``source`` (``read_twice``)
+    when a registry knows it, else as stored."""
     doc = signing.parse_claim(claim_bytes)
     check = signing.check_claim(doc) if doc is not None else signing.ClaimCheck(False, "the claim is not JSON")
     claim = check.claim
@@ -245,9 +283,13 @@ def verify_claim(
             else "the watermark key does not open the claim's commitment: it is not the key this claim was made with"
         )
     try:
-        claimed = Placement(claim["layer"], claim["rounds"], claim["pool"], "claim")
-        aligned_to = _reference_tensor(reference, claimed.layer) if reference is not None else None
-        report = _detect_at(tensors, key, place(tensors, key, None, claimed), aligned_to, fpr)
+        claimed = place(tensors, key, None, Placement(claim["layer"], claim["rounds"], claim["pool"], "claim"))
+        if reference is not None:
+            report = _detect_at(tensors, key, claimed, _reference_tensor(reference, claimed.layer), fpr)
+        elif source is not None:
+            report = read_twice(tensors, key, claimed, source, fpr)
+        else:
+            report = _detect_at(tensors, key, claimed, None, fpr)
         watermark = report.to_json()
         if not report.detection.detected:
             reasons.append(f"the watermark is not detected ({report.detection.matched_bits}/{key.bits} bits, "
@@ -258,7 +300,7 @@ def verify_claim(
         report = None
     owned = commitment_ok and report is not None and report.detection.detected
     return ClaimReport("owned" if owned else "not-owned", True, commitment_ok, watermark, owner, at,
-                       tuple(dict.fromkeys(reasons)))  # fmt: skip
+                       tuple(dict.fromkeys(reasons)), report.alignment if report is not None else None)  # fmt: skip
 
 
 def _reference_tensor(reference: Tensors, layer: str) -> np.ndarray:
@@ -431,25 +473,12 @@ class Ownership:
             owner = self.host.load_state_dict(owner_ref)
             report = _detect_at(tensors, key, placement, _reference_tensor(owner, placement.layer), fpr)
             return replace(report, alignment=f"aligned to {owner_ref} (--reference)")
-        plain = _detect_at(tensors, key, placement, None, fpr)
         source, why_not = self._alignment_source(placement, ref)
         if source is None:
+            plain = _detect_at(tensors, key, placement, None, fpr)
             return plain if why_not is None else replace(plain, alignment=f"not aligned: {why_not}")
-        first = replace(plain, detection=corrected(plain.detection, 2, fpr))
-        if first.detection.detected:
-            return replace(first, alignment=f"detected as stored (not aligned; p doubled for a second reading "
-                                            f"aligned to {source})")  # fmt: skip
-        unmarked = self.host.load_state_dict(source).get(placement.layer)
-        if unmarked is None or unmarked.shape != tensors[placement.layer].shape:
-            return replace(plain, alignment=f"not aligned: {source}, the recorded mark's source, has no "
-                                            f"{placement.layer} of this shape")  # fmt: skip
-        second = _detect_at(tensors, key, placement, _as_array(unmarked), fpr)
-        second = replace(second, detection=corrected(second.detection, 2, fpr))
-        aligned = f"aligned to {source}, the model this key's recorded mark was made from"
-        if second.detection.p_value < first.detection.p_value:
-            return replace(second, alignment=f"{aligned} (p doubled for the two readings)")
-        return replace(first, aligned=False, alignment=f"read as stored: {aligned}, it matched no more bits (p "
-                                                       "doubled for the two readings)")  # fmt: skip
+        return read_twice(tensors, key, placement, Source(source, functools.partial(self.host.load_state_dict, source)),
+                          fpr)
 
     def _alignment_source(self, placement: Placement, ref: str | None) -> tuple[str | None, str | None]:
         """(the version to align a suspect to, None), else (None, why not), for a placement found by a record;
@@ -457,6 +486,11 @@ class Ownership:
         recorded = placement.recorded_in
         if recorded is None:
             return None, None  # the plain reading's NOT_ALIGNED says it
+        return self._source_of(recorded, ref)
+
+    def _source_of(self, recorded: str, ref: str | None) -> tuple[str | None, str | None]:
+        """(the declared parent of the marked version ``recorded``, None), else (None, why a suspect ``ref``
+        is not aligned to it)."""
         if recorded == ref:
             return None, f"{ref} is the version this key's record marked"
         parents = self.host.get(recorded).declared_parents
@@ -487,9 +521,28 @@ class Ownership:
     def verify_claim(
         self, target: str | Path, claim_bytes: bytes, key: WatermarkKey, reference: str | Path | None = None
     ) -> ClaimReport:
-        """``verify_claim`` on a REF or a path, aligned to the owner's ``reference`` (a REF or a path) if given."""
-        owner = self.tensors(reference) if reference is not None else None
-        return verify_claim(self.tensors(target), claim_bytes, key, owner)
+        """``verify_claim`` on a REF or a path, aligned to the owner's ``reference`` (a REF or a path) if given;
+        without one, when this registry holds the claimed version (the claim's ``model_digest``), the suspect is
+        also read aligned to that version's declared parent, as ``verify`` does with a key's record."""
+        if reference is not None:
+            return verify_claim(self.tensors(target), claim_bytes, key, self.tensors(reference))
+        ref = self.host.get(target).ref if isinstance(target, str) else None
+        return verify_claim(self.tensors(target), claim_bytes, key, source=self._claimed_source(claim_bytes, ref))
+
+    def _claimed_source(self, claim_bytes: bytes, ref: str | None) -> Source | None:
+        """The source of the version a claim names, when this registry holds it and ``ref`` is neither."""
+        doc = signing.parse_claim(claim_bytes)
+        digest = doc.get("model_digest") if isinstance(doc, dict) else None
+        if not isinstance(digest, str) or not digest.startswith("sha256:"):
+            return None
+        try:
+            marked = self.host.get(digest).ref
+        except ModelkinError:
+            return None  # not registered here (or not a digest): read as stored, as without a registry
+        parent, _ = self._source_of(marked, ref)
+        if parent is None:
+            return None
+        return Source(parent, functools.partial(self.host.load_state_dict, parent))
 
     def tensors(self, source: str | Path) -> dict[str, torch.Tensor]:
         """A registered version's tensors (a REF), or those of weights on disk (a Path)."""
