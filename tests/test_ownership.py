@@ -237,8 +237,9 @@ def test_a_claim_on_a_shuffled_copy_is_aligned_by_the_registry(owner: Path, cli:
     ok(cli("claim", "create", "marked", "--wm-key", owner / "wm.key", "--signing-key", owner / "me.key",
            "--out", owner / "claim.json"))  # fmt: skip
     with Registry.open() as reg:
-        shuffled, shuffled_parent = _permuted(reg.load_state_dict("marked"), 7), _permuted(reg.load_state_dict("base"), 3)
-    for name, state in (("shuffled", shuffled), ("shuffled-parent", shuffled_parent)):
+        suspects = {"shuffled": _permuted(reg.load_state_dict("marked"), 7),
+                    "shuffled-parent": _permuted(reg.load_state_dict("base"), 3)}  # fmt: skip
+    for name, state in suspects.items():
         save_file(state, str(owner / f"{name}.safetensors"), metadata=spec_to_safetensors_metadata(SPEC))
     ok(cli("register", mlp_file(owner / "other.safetensors", seed=1), "--name", "other"))
 

@@ -219,7 +219,9 @@ class Source:
     load: Callable[[], Tensors]
 
 
-def read_twice(tensors: Tensors, key: WatermarkKey, placement: Placement, source: Source, fpr: float) -> WatermarkReport:
+def read_twice(
+    tensors: Tensors, key: WatermarkKey, placement: Placement, source: Source, fpr: float
+) -> WatermarkReport:
     """The suspect read as stored and, if that does not detect, again aligned to the mark's ``source``: aligning
     to the marked version itself would copy part of the mark's pattern onto any model of that shape, and the
     source does not depend on the key. Two readings, so both p-values are doubled (Bonferroni)."""
@@ -477,8 +479,9 @@ class Ownership:
         if source is None:
             plain = _detect_at(tensors, key, placement, None, fpr)
             return plain if why_not is None else replace(plain, alignment=f"not aligned: {why_not}")
-        return read_twice(tensors, key, placement, Source(source, functools.partial(self.host.load_state_dict, source)),
-                          fpr)
+        return read_twice(
+            tensors, key, placement, Source(source, functools.partial(self.host.load_state_dict, source)), fpr
+        )
 
     def _alignment_source(self, placement: Placement, ref: str | None) -> tuple[str | None, str | None]:
         """(the version to align a suspect to, None), else (None, why not), for a placement found by a record;
