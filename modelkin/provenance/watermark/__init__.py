@@ -5,7 +5,13 @@ Pure functions over numpy arrays (torch only for the training-time regulariser);
 
 from modelkin.provenance.watermark.align import align
 from modelkin.provenance.watermark.cost import DEFAULT_FLOOR, DEFAULT_TOGETHER, consumer, unit_metric
-from modelkin.provenance.watermark.embed import DEFAULT_MARGIN, Regulariser, embed_posthoc, least_norm_shift
+from modelkin.provenance.watermark.embed import (
+    DEFAULT_MARGIN,
+    TRAINING_MARGIN,
+    Regulariser,
+    embed_posthoc,
+    least_norm_shift,
+)
 from modelkin.provenance.watermark.filter import pool_indices, pool_size, survivors
 from modelkin.provenance.watermark.keys import (
     DEFAULT_BITS,
@@ -35,6 +41,7 @@ __all__ = [
     "Detection",
     "Plan",
     "Regulariser",
+    "TRAINING_MARGIN",
     "WatermarkKey",
     "align",
     "binomial_tail",
