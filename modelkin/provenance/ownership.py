@@ -170,7 +170,8 @@ def place(tensors: Tensors, key: WatermarkKey, layer: str | None, recorded: Plac
     except ValueError as exc:
         hint = (
             "a key with fewer --rows fits, but so few weights carry a mark detectable at p < 2^-64 (>= 72 "
-            "--bits) only by changing them a lot: check the marked model's accuracy (README, Ownership)"
+            "--bits) only by changing them a lot; marking while training (watermark.Regulariser) costs little "
+            "accuracy but fine-tuning removes the mark more often (README, Ownership)"
         )
         raise WatermarkError(f"{exc}.", hint=hint) from None
     return Placement(plan.layer, plan.rounds, plan.pool, "rule")
