@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from modelkin.provenance.watermark import (
+    TRAINING_MARGIN,
     Detection,
     Regulariser,
     align,
@@ -195,11 +196,14 @@ def test_regulariser_embeds_during_training(key: WatermarkKey) -> None:
 
 
 def test_a_regulariser_margin_asks_each_bit_for_more(key: WatermarkKey) -> None:
+    """NeuralMark's loss is margin 0; the default asks each bit for TRAINING_MARGIN of the spread, more is dearer."""
     layer = torch.nn.Linear(64, 128)
-    plain = Regulariser(key, rounds=1, numel=layer.weight.numel())
+    plain = Regulariser(key, rounds=1, numel=layer.weight.numel(), margin=0.0)
+    default = Regulariser(key, rounds=1, numel=layer.weight.numel())
     wide = Regulariser(key, rounds=1, numel=layer.weight.numel(), margin=1.0)
+    assert default.margin == TRAINING_MARGIN
     with torch.no_grad():
-        assert float(wide(layer.weight)) > float(plain(layer.weight)) > 0
+        assert float(wide(layer.weight)) > float(default(layer.weight)) > float(plain(layer.weight)) > 0
 
 
 def test_alignment_undoes_row_and_column_permutations(key: WatermarkKey) -> None:
