@@ -423,7 +423,7 @@ def test_a_tensor_too_small_for_the_filter(cli: Any, tmp_path: Path) -> None:
     result = cli("watermark", "embed", "small", "--key", tmp_path / "wm.key", "--name", "m")
     failed(result)
     assert "large enough" in result.stderr and "--rows" in result.stderr and "the largest eligible one" in result.stderr
-    assert "check the marked model's accuracy" in result.stderr  # a smaller key fits, at a cost the hint names
+    assert "marking while training (watermark.Regulariser)" in result.stderr  # a smaller key fits, at a cost
     result = cli("watermark", "embed", "small", "--key", tmp_path / "wm.key", "--name", "m", "--layer",
                  "trunk.0.weight")  # fmt: skip
     failed(result)
