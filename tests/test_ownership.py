@@ -251,10 +251,14 @@ def test_a_claim_on_a_shuffled_copy_is_aligned_by_the_registry(owner: Path, cli:
     assert verdict["verdict"] == "owned" and verdict["watermark"]["aligned"]
     assert verdict["watermark"]["p_value"] == 2 * 2.0**-256  # two readings: p doubled
     assert "aligned to base:1, the model this key's recorded mark was made from" in found.stderr
-    assert not ok(claim_verify("marked"))["watermark"]["aligned"]  # the claimed version itself: one reading
+    itself = claim_verify("marked")
+    assert not ok(itself)["watermark"]["aligned"]  # the claimed version itself: one reading
+    assert "not aligned: marked:1 is the version this key's record marked" in itself.stderr
     for suspect in ("base", owner / "shuffled-parent.safetensors", "other"):
-        out = failed(claim_verify(suspect))
+        result = claim_verify(suspect)
+        out = failed(result)
         assert out["verdict"] == "not-owned" and out["watermark"]["matched_bits"] < 200, suspect
+        assert ("aligned to base:1" in result.stderr) == (suspect != "base"), result.stderr  # base: the source
 
 
 def test_healing_with_data_keeps_the_watermark(cli: Any, tmp_path: Path) -> None:

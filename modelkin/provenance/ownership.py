@@ -531,22 +531,27 @@ class Ownership:
         if reference is not None:
             return verify_claim(self.tensors(target), claim_bytes, key, self.tensors(reference))
         ref = self.host.get(target).ref if isinstance(target, str) else None
-        return verify_claim(self.tensors(target), claim_bytes, key, source=self._claimed_source(claim_bytes, ref))
+        source, why_not = self._claimed_source(claim_bytes, ref)
+        report = verify_claim(self.tensors(target), claim_bytes, key, source=source)
+        if why_not is not None and report.alignment is not None:
+            return replace(report, alignment=f"not aligned: {why_not}")
+        return report
 
-    def _claimed_source(self, claim_bytes: bytes, ref: str | None) -> Source | None:
-        """The source of the version a claim names, when this registry holds it and ``ref`` is neither."""
+    def _claimed_source(self, claim_bytes: bytes, ref: str | None) -> tuple[Source | None, str | None]:
+        """(the source of the version a claim names, None) when this registry holds it and ``ref`` is neither;
+        else (None, why not) for a claimed version registered here, (None, None) for one that is not."""
         doc = signing.parse_claim(claim_bytes)
         digest = doc.get("model_digest") if isinstance(doc, dict) else None
         if not isinstance(digest, str) or not digest.startswith("sha256:"):
-            return None
+            return None, None
         try:
             marked = self.host.get(digest).ref
         except ModelkinError:
-            return None  # not registered here (or not a digest): read as stored, as without a registry
-        parent, _ = self._source_of(marked, ref)
+            return None, None  # not registered here (or not a digest): read as stored, as without a registry
+        parent, why_not = self._source_of(marked, ref)
         if parent is None:
-            return None
-        return Source(parent, functools.partial(self.host.load_state_dict, parent))
+            return None, why_not
+        return Source(parent, functools.partial(self.host.load_state_dict, parent)), None
 
     def tensors(self, source: str | Path) -> dict[str, torch.Tensor]:
         """A registered version's tensors (a REF), or those of weights on disk (a Path)."""
