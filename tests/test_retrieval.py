@@ -468,6 +468,26 @@ def test_a_crash_mid_capture_leaves_no_half_indexed_model(reg: Any, tiny_zoo: Pa
     assert "late:1" in [r["ref"] for r in reg.retrieval.search(x, y, k=100).results]
 
 
+def test_an_interrupted_probes_add_resumes_when_the_pool_is_added_again(tiny_zoo: Path, tmp_path: Path,
+                                                                       monkeypatch: Any) -> None:  # fmt: skip
+    pool = tiny_zoo / "probes" / f"{SPACE}.npz"
+    with Registry.init(tmp_path / "home") as reg:
+        for name in ("cnn-005", "mlp-s-011", "mlp-l-003"):
+            reg.register(tiny_zoo / "models" / f"{name}.safetensors", name=name)
+        original = reg.load_module
+        monkeypatch.setattr(reg, "load_module", lambda r: _Broken("interrupt") if r == "mlp-l-003:1" else original(r))
+        seen: list[tuple[str, int]] = []
+        with pytest.raises(KeyboardInterrupt):
+            reg.retrieval.add_probes(SPACE, pool, on_model=lambda ref, total: seen.append((ref, total)))
+        assert seen == [("cnn-005:1", 3), ("mlp-s-011:1", 3)]  # mlp-l-003 was interrupted, the rest captured
+        assert reg.retrieval.status()["counts"]["done"] == 2
+        monkeypatch.setattr(reg, "load_module", original)
+        again = reg.retrieval.add_probes(SPACE, pool)
+        assert (again["created"], again["version"], again["captured"]) == (False, 1, 1)
+        assert reg.retrieval.status()["counts"]["done"] == 3
+        assert reg.retrieval.add_probes(SPACE, pool)["captured"] == 0  # nothing left to resume
+
+
 def test_search_on_postgresql_and_sqlite(registry: Registry, tiny_zoo: Path) -> None:
     for name in ("cnn-005", "mlp-s-011", "mlp-l-003"):
         registry.register(tiny_zoo / "models" / f"{name}.safetensors", name=name)

@@ -356,14 +356,15 @@ def byte_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
 
 
 @contextmanager
-def count_progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
-    """A ``(item name)`` callback advancing a bar of ``total`` items on a terminal's stderr; a no-op otherwise."""
+def count_progress(label: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A ``(item name[, total])`` callback advancing a bar of ``total`` items on a terminal's stderr (a total
+    given to the callback replaces it); a no-op otherwise."""
     if not is_terminal(stderr=True):
-        yield lambda name: None
+        yield lambda name, of=None: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   console=console(stderr=True), transient=True) as progress:  # fmt: skip
         task = progress.add_task(clean(label), total=total)
-        yield lambda name: progress.update(task, advance=1, description=clean(f"{label}: {name}"))
+        yield lambda name, of=None: progress.update(task, advance=1, total=of, description=clean(f"{label}: {name}"))

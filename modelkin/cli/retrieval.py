@@ -31,8 +31,11 @@ def probes_add(
     file: Annotated[Path, typer.Argument(help=".npz with an array x (samples, features), or a .npy array.")],
     json_out: Json = False,
 ) -> None:
-    """Register a new version of an input space's probe pool and capture that space's models on it."""
-    summary = open_registry(ctx).retrieval.add_probes(space, file)
+    """Register a new version of an input space's probe pool and capture that space's models on it.
+
+    Adding the newest pool again resumes an interrupted capture."""
+    with output.count_progress(f"capturing on {space}") as advance:
+        summary = open_registry(ctx).retrieval.add_probes(space, file, on_model=advance)
     _failures(summary)
     if json_out:
         output.emit_json(summary)
@@ -63,7 +66,8 @@ def index_rebuild(
     json_out: Json = False,
 ) -> None:
     """Recompute every model vector from stored knowledge (no model runs) and rewrite the index."""
-    summary = open_registry(ctx).retrieval.rebuild(capture=capture)
+    with output.count_progress("capturing") as advance:
+        summary = open_registry(ctx).retrieval.rebuild(capture=capture, on_model=advance)
     _failures(summary)
     if json_out:
         output.emit_json(summary)

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ SPACE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")  # also names the 
 RERANK = "rerank"
 SHORTLIST = 1000  # vector-search candidates rescored from stored knowledge (no forward passes)
 KNOWLEDGE = "knowledge-logme"
+Progress = Callable[[str, int], None]  # (ref just handled, how many are to capture in all)
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,14 @@ class Retrieval:
 
     # -- probe pools ---------------------------------------------------------------------------------------
 
-    def add_probes(self, space: str, path: str | os.PathLike[str]) -> dict[str, Any]:
-        """Register a new version of ``space``'s probe pool, then capture every model of that space on it."""
+    def add_probes(self, space: str, path: str | os.PathLike[str], on_model: Progress | None = None
+                   ) -> dict[str, Any]:  # fmt: skip
+        """Register a new version of ``space``'s probe pool, then capture every model of that space on it.
+
+        Adding the newest pool again resumes its capture (an interrupted ``probes add`` left the rest pending or
+        skipped); models whose forward failed are retried by ``index rebuild --capture`` only. ``on_model(ref,
+        total)`` is called after each model captured or passed over.
+        """
         if not SPACE_NAME.fullmatch(space):
             raise InvalidQueryData(
                 f"{space!r} is not a valid input space name.",
@@ -120,8 +127,8 @@ class Retrieval:
                 s.flush()
                 created = True
             record = _pool_json(row)
-        captured = self._capture_missing(space) if created else {"captured": 0, "skipped": [], "failed": []}
-        return {**record, "created": created, **captured}
+        states = ("pending", "failed", "skipped") if created else ("pending", "skipped")
+        return {**record, "created": created, **self._capture_missing(space, states, on_model)}
 
     def probes(self) -> list[dict[str, Any]]:
         with read_session(self.host.engine) as s:
@@ -162,8 +169,8 @@ class Retrieval:
         self._add_to_index(pool, vid, knowledge)
         return None
 
-    def _capture_missing(self, space: str | None = None, states: Iterable[str] = ("pending", "failed", "skipped")
-                         ) -> dict[str, Any]:  # fmt: skip
+    def _capture_missing(self, space: str | None = None, states: Iterable[str] = ("pending", "failed", "skipped"),
+                         on_model: Progress | None = None) -> dict[str, Any]:  # fmt: skip
         """Capture versions not yet captured on their space's newest pool; record each outcome."""
         engine = self.host.engine
         known = indexers.states(engine, NAME)
@@ -173,38 +180,41 @@ class Retrieval:
             newest = {p.space: p.id for p in s.scalars(select(ProbePool).order_by(ProbePool.number))}
             rows = list(s.execute(select(Version.id, Model.name, Version.number, Version.architecture)
                                   .join(Model).order_by(Version.id)))  # fmt: skip
-        done = 0
-        skipped: list[dict[str, str]] = []
-        failed: list[dict[str, str]] = []
+        todo = []
         for vid, name, number, arch in rows:
-            ref = f"{name}:{number}"
             version_space = _space_of(arch)
             if space is not None and version_space != space:
                 continue
             stale = version_space in newest and current.get(vid) not in (None, newest[version_space])
             state = known.get(vid, ("pending", None))[0]
-            if not stale and (state not in wanted or vid in current and state == "done"):
-                continue
+            if stale or state in wanted and not (vid in current and state == "done"):
+                todo.append((vid, f"{name}:{number}"))
+        done = 0
+        skipped: list[dict[str, str]] = []
+        failed: list[dict[str, str]] = []
+        for vid, ref in todo:
             try:
                 reason = self.capture(self.host.get(ref), vid=vid)
             except Exception as exc:  # one bad model must not stop the others
                 detail = str(exc) if str(exc).endswith(".") else f"{type(exc).__name__}: {exc}"
                 indexers.mark(engine, vid, NAME, "failed", detail)
                 failed.append({"ref": ref, "reason": detail})
-                continue
-            indexers.mark(engine, vid, NAME, "skipped" if reason else "done", reason)
-            if reason:
-                skipped.append({"ref": ref, "reason": reason})
             else:
-                done += 1
+                indexers.mark(engine, vid, NAME, "skipped" if reason else "done", reason)
+                if reason:
+                    skipped.append({"ref": ref, "reason": reason})
+                else:
+                    done += 1
+            if on_model is not None:
+                on_model(ref, len(todo))
         return {"captured": done, "skipped": skipped, "failed": failed}
 
     # -- the index -----------------------------------------------------------------------------------------
 
-    def rebuild(self, capture: bool = False) -> dict[str, Any]:
+    def rebuild(self, capture: bool = False, on_model: Progress | None = None) -> dict[str, Any]:
         """Recompute every vector from stored knowledge (no model runs); with ``capture``, first capture what
-        is pending, failed, skipped or captured on an outdated pool."""
-        captured = self._capture_missing() if capture else {"captured": 0, "skipped": [], "failed": []}
+        is pending, failed, skipped or captured on an outdated pool (``on_model`` as in :meth:`add_probes`)."""
+        captured = self._capture_missing(on_model=on_model) if capture else {"captured": 0, "skipped": [], "failed": []}
         self._serving.clear()
         indexed = 0
         for pool in self._newest_pools():
