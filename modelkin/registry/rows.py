@@ -1,9 +1,10 @@
 """Turning database rows into the frozen records the Registry hands out, in a few batched queries.
 
 The queries are the named statements of ``modelkin.registry.statements``: they run on an ORM session for
-writers (which pass their ``Version`` objects), on a Core connection for reads, and on SQLite as generated SQL
-through the standard library (``modelkin.db.lite``), so this module never imports SQLAlchemy itself. Each batch
-query is built once and takes its ids as one parameter, so a batch costs its rows, not SQL compilation.
+writers (which pass their ``Version`` objects), on a Core connection for reads, and for the read commands as
+generated SQL run by the driver alone (``modelkin.db.lite``, ``modelkin.db.pg``), so this module never imports
+SQLAlchemy itself. Each batch query is built once and takes its ids as one parameter, so a batch costs its rows,
+not SQL compilation.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from modelkin.db.lite import LiteConnection
+from modelkin.db.lite import PlainConnection
 from modelkin.db.times import as_utc
 from modelkin.registry.records import FileEntry, ModelVersion
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
-    Executor = Connection | Session | LiteConnection
+    Executor = Connection | Session | PlainConnection
 
 _BATCH = 500
 # the version columns a record is built from, in the order to_records unpacks them (plain tuples unpack faster)
@@ -32,14 +33,12 @@ RECORD_KEYS = ("id", "model_id", "number", "digest", "parameters", "tensor_count
 def run(conn: Executor, name: str, params: Mapping[str, Any] | None = None, *, stream: bool = False) -> Any:
     """The rows of the read statement ``name`` (see modelkin.registry.statements), on any kind of connection.
 
-    SQLAlchemy connections and sessions run the Core statement; a ``LiteConnection`` runs the SQL generated
-    from it. ``stream`` reads a long result in batches instead of all at once (otherwise SQLAlchemy's rows come
-    as one list).
+    SQLAlchemy connections and sessions run the Core statement; a ``PlainConnection`` runs the SQL generated
+    from it for its dialect. ``stream`` reads a long result in batches instead of all at once (otherwise the
+    rows come as one list, or a sqlite3 cursor).
     """
-    if isinstance(conn, LiteConnection):
-        from modelkin.registry.sqlite_sql import STATEMENTS  # generated from the statements module, which needs this
-
-        return conn.execute(STATEMENTS[name], params)
+    if isinstance(conn, PlainConnection):
+        return conn.execute(conn.statements()[name], params, stream=stream)
     from modelkin.registry.statements import statements_for
 
     statement = statements_for(conn)[name]
@@ -52,15 +51,21 @@ def scalar(conn: Executor, name: str, params: Mapping[str, Any] | None = None) -
     """The first column of the first row of ``name``, or None when it has no rows."""
     rows = run(conn, name, params)
     first = next(iter(rows), None)
-    close = getattr(rows, "close", None)  # a sqlite3 cursor; SQLAlchemy's rows come fetched
+    close = getattr(rows, "close", None)  # a sqlite3 cursor; the others' rows come fetched
     if close is not None:
         close()
     return None if first is None else first[0]
 
 
-def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
-    for i in range(0, len(ids), _BATCH):
-        yield list(ids[i : i + _BATCH])
+def batch_size(conn: Executor) -> int:
+    """How many versions one batch query asks about on this connection."""
+    return conn.batch if isinstance(conn, PlainConnection) else _BATCH
+
+
+def _chunks(conn: Executor, ids: Sequence[int]) -> Iterable[list[int]]:
+    size = batch_size(conn)
+    for i in range(0, len(ids), size):
+        yield list(ids[i : i + size])
 
 
 def stream_records(
@@ -70,7 +75,7 @@ def stream_records(
     shown = 0
     it = iter(rows)
     try:
-        while batch := list(islice(it, _BATCH)):
+        while batch := list(islice(it, batch_size(conn))):
             for record in to_records(conn, batch):
                 if keep is not None and not keep(record):
                     continue
@@ -88,7 +93,7 @@ def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
     """Build records for ``rows`` with their files, tags, aliases and declared parents.
 
     ``rows`` are rows of the ``RECORD_KEYS`` columns or ORM ``Version`` objects (which writers pass); what is
-    around them is read as plain rows, a few queries per batch of ``_BATCH``.
+    around them is read as plain rows, a few queries per batch (``batch_size``).
     """
     # an ORM class has a __table__ (asked of the type: a Row answers a missing attribute slowly, with a KeyError)
     values = [tuple(getattr(v, k) for k in RECORD_KEYS) if hasattr(type(v), "__table__") else tuple(v)
@@ -99,7 +104,7 @@ def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
     alias_map: dict[int, list[str]] = defaultdict(list)
     parents: dict[int, list[str]] = defaultdict(list)
     parent_ids: dict[int, list[int]] = defaultdict(list)
-    for chunk in _chunks(ids):
+    for chunk in _chunks(conn, ids):
         for version_id, path, size, sha256 in run(conn, "files", {"ids": chunk}):
             file_map[version_id].append(FileEntry(path, size, sha256))
         for version_id, key, value in run(conn, "tags", {"ids": chunk}):
@@ -146,14 +151,14 @@ def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
 def load_rows(conn: Executor, ids: Iterable[int]) -> dict[int, Any]:
     """Rows of the ``RECORD_KEYS`` columns of the versions table, by id."""
     out: dict[int, Any] = {}
-    for chunk in _chunks(sorted(set(ids))):
+    for chunk in _chunks(conn, sorted(set(ids))):
         out.update({v[0]: v for v in run(conn, "versions", {"ids": chunk})})
     return out
 
 
 def model_names(conn: Executor, model_ids: Iterable[int]) -> dict[int, str]:
     out: dict[int, str] = {}
-    for chunk in _chunks(sorted(set(model_ids))):
+    for chunk in _chunks(conn, sorted(set(model_ids))):
         out.update({i: name for i, name in run(conn, "names", {"ids": chunk})})
     return out
 
