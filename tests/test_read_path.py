@@ -31,7 +31,7 @@ else:
     code = 0
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("alembic", "torch", "numpy", "safetensors")
                or m.startswith("sqlalchemy.orm") or m == "modelkin.registry.registry")
-loaded = {"sqlalchemy": "sqlalchemy" in sys.modules, "rich": "rich" in sys.modules}
+loaded = {name: name in sys.modules for name in ("sqlalchemy", "rich", "pydantic")}
 print(json.dumps({"code": code, "heavy": heavy, **loaded,
                   "modules": sorted(m for m in sys.modules if m.startswith("modelkin.cli."))}), file=sys.stderr)
 """
@@ -75,7 +75,8 @@ def test_read_commands_never_load_the_orm(reg: Registry, backend: str, args: tup
     # on either database only a filter needs SQLAlchemy; a command builds its own module's commands, not the
     # others'; piped output (as here) is written without rich
     assert report["sqlalchemy"] is ("--filter" in args) and report["rich"] is False
-    assert [m[13:] for m in report["modules"]] == ["app", "models", "options", "output"]
+    assert report["pydantic"] is False  # option values are read directly (modelkin.cli.coercion)
+    assert [m[13:] for m in report["modules"]] == ["app", "coercion", "models", "options", "output"]
 
 
 def test_read_commands_answer_what_the_registry_api_does(reg: Registry) -> None:

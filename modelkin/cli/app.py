@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from modelkin import __version__
-from modelkin.cli import output
+from modelkin.cli import coercion, output
 from modelkin.config import debug_enabled
 from modelkin.errors import ModelkinError
 
@@ -94,7 +94,9 @@ def _build(name: str, spec: str) -> Any:
         holder.add_typer(target, name=name)
     else:
         holder.command(name)(target)
-    return typer.main.get_command(holder).commands[name]  # type: ignore[attr-defined]
+    command = typer.main.get_command(holder).commands[name]  # type: ignore[attr-defined]
+    coercion.install(command)
+    return command
 
 
 class _Group(TyperGroup):
@@ -104,6 +106,7 @@ class _Group(TyperGroup):
         super().__init__(*args, **kwargs)
         # commands registered on ``app`` the usual way (app.command, add_typer) are kept, after COMMANDS
         self.commands = _LazyCommands(COMMANDS, self.commands)
+        coercion.install(self)
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)
