@@ -143,7 +143,14 @@ def test_the_fast_path_answers_exactly_what_sqlalchemy_does(reg: Registry, backe
             assert list(lite.iter_versions(limit=limit)) == list(reg.reader.iter_versions(limit=limit))
             assert lite.log(limit=limit) == reg.reader.log(limit=limit)
             assert lite.log("b:1", limit) == reg.reader.log("b:1", limit)
-        assert list(lite.iter_versions("tags.n = '1'")) == [reg.get("b:1")]  # a filter takes the SQLAlchemy path
+        assert list(lite.iter_versions("tags.n = '1'")) == [reg.get("b:1")]
+        # a filtered or re-sorted listing is built and compiled by SQLAlchemy, run by the driver
+        for filter, options in [("tags.n = '1'", {}), ("name LIKE 'B%'", {}), ("name IN ('a', 'b')", {"limit": 1}),
+                                ("yanked = true OR parameters > 1", {"include_yanked": True, "sort": "-created"}),
+                                ("tags.task = 'digits' AND license = 'mit'", {"include_yanked": True}),
+                                (None, {"latest": True}), (None, {"sort": "-parameters", "limit": 1})]:  # fmt: skip
+            assert list(lite.iter_versions(filter, **options)) == list(reg.reader.iter_versions(filter, **options))
+        assert lite._engine is None  # no engine was needed
         for bad in ("nope", "b:9", "b@staging", "a", "sha256:" + "0" * 12):
             with pytest.raises(Exception) as via_lite:
                 lite.get(bad)

@@ -139,17 +139,24 @@ class Reader:
     @contextmanager
     def connect(self) -> Iterator[Executor]:
         """One read transaction, on the SQLite file or the psycopg connection directly, or on the engine."""
-        if self._sqlite_file is not None:
-            with lite.read_connection(self._sqlite_file) as conn:
+        if self._sqlite_file is not None or self._postgresql is not None:
+            with self._plain_connection() as conn:
                 yield conn
-        elif self._postgresql is not None:
-            with self._postgresql.transaction() as pg_conn:
-                yield pg_conn
         else:
             from modelkin.db.engine import read_connection
 
             with read_connection(self.engine) as sa_conn:
                 yield sa_conn
+
+    @contextmanager
+    def _plain_connection(self) -> Iterator[lite.PlainConnection]:
+        if self._sqlite_file is not None:
+            with lite.read_connection(self._sqlite_file) as conn:
+                yield conn
+        else:
+            assert self._postgresql is not None
+            with self._postgresql.transaction() as pg_conn:
+                yield pg_conn
 
     def get(self, ref: str | ModelRef) -> ModelVersion:
         """The version a REF names (``name`` is the latest version that is not yanked)."""
@@ -165,9 +172,40 @@ class Reader:
         plain = filter is None and options.get("sort") in (None, "name") and not options.get("include_yanked")
         if plain and not options.get("latest") and set(options) <= {"sort", "limit", "include_yanked", "latest"}:
             return self._listing(options.get("limit"))
-        from modelkin.registry import listing
+        if self._sqlite_file is None and self._postgresql is None:
+            from modelkin.registry import listing
 
-        return listing.iter_versions(self.engine, filter, **options)
+            return listing.iter_versions(self.engine, filter, **options)
+        return self._filtered(filter, **options)
+
+    def _filtered(
+        self,
+        filter: str | None,
+        *,
+        sort: str | None = None,
+        limit: int | None = None,
+        include_yanked: bool = False,
+        latest: bool = False,
+    ) -> Iterator[ModelVersion]:
+        """A listing that SQLAlchemy builds and compiles (one filter grammar, one query builder), run by the driver.
+
+        Importing SQLAlchemy Core is needed to build it, an engine is not.
+        """
+        from modelkin.registry import listing, statements
+
+        node = listing.parse_listing(filter, sort)
+        if limit == 0:
+            return
+        dialect = "sqlite" if self._sqlite_file is not None else "postgresql"
+        query, keep = listing.plan(node, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest,
+                                   postgresql=dialect == "postgresql")  # fmt: skip
+        statement = statements.compile_for(query, dialect)
+        if statement is None:
+            yield from listing.iter_versions(self.engine, filter, sort=sort, limit=limit,
+                                             include_yanked=include_yanked, latest=latest)  # fmt: skip
+            return
+        with self._plain_connection() as conn:
+            yield from stream_records(conn, conn.execute(statement, stream=True), limit, keep)
 
     def _listing(self, limit: int | None) -> Iterator[ModelVersion]:
         if limit == 0:

@@ -16,9 +16,8 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import ARRAY, JSON, Boolean, ColumnElement, DateTime, Integer, any_, bindparam, func, select
-from sqlalchemy.dialects import sqlite
-from sqlalchemy.dialects.postgresql import psycopg
 
+from modelkin.db.lite import Statement
 from modelkin.db.tables import aliases, events, files, lineage_edges, models, tags, versions
 from modelkin.registry.listing import RECORD_COLUMNS, version_query
 
@@ -99,11 +98,39 @@ def _kind(type_: Any) -> str | None:
     return None
 
 
+def _sqlite() -> Any:
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.dialect(paramstyle="named")
+
+
+def _psycopg() -> Any:
+    from sqlalchemy.dialects.postgresql import psycopg  # imported only to compile for PostgreSQL
+
+    return psycopg.dialect()
+
+
 # each generated module: the dialect that compiles it, and whether it is the PostgreSQL build of the statements
-DIALECTS: dict[str, tuple[Callable[[], Any], bool]] = {
-    "sqlite": (lambda: sqlite.dialect(paramstyle="named"), False),
-    "postgresql": (psycopg.dialect, True),
-}
+DIALECTS: dict[str, tuple[Callable[[], Any], bool]] = {"sqlite": (_sqlite, False), "postgresql": (_psycopg, True)}
+
+
+@cache
+def dialect(name: str) -> Any:
+    """The dialect a generated module is compiled for (``DIALECTS``), made once."""
+    return DIALECTS[name][0]()
+
+
+def compile_for(query: Any, dialect_name: str) -> Statement | None:
+    """``query`` compiled as ``make sql`` compiles the named statements, for a driver alone to run it now.
+
+    Expanding IN lists are rendered in place. None when a bound value would need SQLAlchemy's conversion on its
+    way in (no column type the listing compares has one; then the caller runs ``query`` through SQLAlchemy).
+    """
+    d = dialect(dialect_name)
+    compiled = query.compile(dialect=d, compile_kwargs={"render_postcompile": True})
+    if any(b.type.dialect_impl(d).bind_processor(d) is not None for b in compiled.binds.values()):
+        return None
+    return str(compiled), tuple(_kind(c.type) for c in query.selected_columns), dict(compiled.params)
 
 
 def render(dialect_name: str = "sqlite") -> str:
@@ -121,10 +148,8 @@ def render(dialect_name: str = "sqlite") -> str:
         "# fmt: off",
         "STATEMENTS: dict[str, Statement] = {",
     ]
-    make_dialect, postgresql = DIALECTS[dialect_name]
-    dialect = make_dialect()
-    for name, statement in build(postgresql=postgresql).items():
-        compiled = statement.compile(dialect=dialect)
+    for name, statement in build(postgresql=DIALECTS[dialect_name][1]).items():
+        compiled = statement.compile(dialect=dialect(dialect_name))
         kinds = tuple(_kind(c.type) for c in statement.selected_columns)
         defaults = {key: value for key, value in compiled.params.items() if value is not None}
         lines.append(f"    {name!r}: ({str(compiled)!r}, {kinds!r}, {defaults!r}),")
