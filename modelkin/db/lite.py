@@ -86,12 +86,10 @@ def failure(reason: object) -> DatabaseUnavailable:
 class PlainConnection:
     """One read transaction run by a driver alone, on the SQL text ``make sql`` generated for its dialect.
 
-    ``modelkin.registry.rows.run`` hands it the statement of that name from ``statements_module``. ``batch`` is
-    how many versions a batch query (files, tags, ...) asks about at once.
+    ``modelkin.registry.rows.run`` hands it the statement of that name from ``statements_module``.
     """
 
     statements_module: str
-    batch: int
 
     def statements(self) -> Mapping[str, Statement]:
         return importlib.import_module(self.statements_module).STATEMENTS  # type: ignore[no-any-return]
@@ -111,7 +109,6 @@ class LiteConnection(PlainConnection):
     """One read transaction on a ``sqlite3`` connection, running generated statements."""
 
     statements_module = "modelkin.registry.sqlite_sql"
-    batch = 500  # an IN list of this many parameters stays far below SQLite's limit on bound variables
 
     def __init__(self, raw: sqlite3.Connection) -> None:
         self.raw = raw

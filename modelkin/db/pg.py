@@ -46,7 +46,6 @@ class PgConnection(PlainConnection):
     """One read transaction on a psycopg connection, running generated statements."""
 
     statements_module = "modelkin.registry.postgresql_sql"
-    batch = STREAM_ROWS  # a batch's ids travel as one array parameter, so its size costs no SQL text
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
@@ -54,7 +53,7 @@ class PgConnection(PlainConnection):
     def execute(self, statement: Statement, params: Mapping[str, Any] | None = None, *, stream: bool = False) -> Any:
         """The rows of ``statement``: fetched in one go, or streamed ``STREAM_ROWS`` at a time from the server."""
         text, _kinds, defaults = statement
-        values = {**defaults, **(params or {})}
+        values = {key: _int_array(value) for key, value in {**defaults, **(params or {})}.items()}
         if not stream:
             with self.raw.cursor() as cursor:
                 return cursor.execute(text, values).fetchall()
@@ -68,6 +67,14 @@ class PgConnection(PlainConnection):
             return None
         row = self.raw.execute("SELECT version_num FROM alembic_version").fetchone()
         return None if row is None else str(row[0])
+
+
+def _int_array(value: Any) -> Any:
+    """A list of ints (a batch's ids, cast ``::INTEGER[]`` in the SQL) as PostgreSQL's array text, which the
+    server parses: psycopg's list dumper adapts each element in Python."""
+    if type(value) is list and all(type(v) is int for v in value):
+        return "{" + ",".join(map(str, value)) + "}"
+    return value
 
 
 class PgDatabase:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     Executor = Connection | Session | PlainConnection
 
+# versions per batch query: far below SQLite's limit on bound variables, and on PostgreSQL small enough for
+# the planner to read files and tags by index (5,000 ids made it scan the tables, three times the server's work)
 _BATCH = 500
 # the version columns a record is built from, in the order to_records unpacks them (plain tuples unpack faster)
 RECORD_KEYS = ("id", "model_id", "number", "digest", "parameters", "tensor_count", "bytes", "architecture",
@@ -57,15 +59,9 @@ def scalar(conn: Executor, name: str, params: Mapping[str, Any] | None = None) -
     return None if first is None else first[0]
 
 
-def batch_size(conn: Executor) -> int:
-    """How many versions one batch query asks about on this connection."""
-    return conn.batch if isinstance(conn, PlainConnection) else _BATCH
-
-
-def _chunks(conn: Executor, ids: Sequence[int]) -> Iterable[list[int]]:
-    size = batch_size(conn)
-    for i in range(0, len(ids), size):
-        yield list(ids[i : i + size])
+def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
+    for i in range(0, len(ids), _BATCH):
+        yield list(ids[i : i + _BATCH])
 
 
 def stream_records(
@@ -75,7 +71,7 @@ def stream_records(
     shown = 0
     it = iter(rows)
     try:
-        while batch := list(islice(it, batch_size(conn))):
+        while batch := list(islice(it, _BATCH)):
             for record in to_records(conn, batch):
                 if keep is not None and not keep(record):
                     continue
@@ -93,7 +89,7 @@ def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
     """Build records for ``rows`` with their files, tags, aliases and declared parents.
 
     ``rows`` are rows of the ``RECORD_KEYS`` columns or ORM ``Version`` objects (which writers pass); what is
-    around them is read as plain rows, a few queries per batch (``batch_size``).
+    around them is read as plain rows, a few queries per batch of ``_BATCH``.
     """
     # an ORM class has a __table__ (asked of the type: a Row answers a missing attribute slowly, with a KeyError)
     values = [tuple(getattr(v, k) for k in RECORD_KEYS) if hasattr(type(v), "__table__") else tuple(v)
@@ -104,7 +100,7 @@ def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
     alias_map: dict[int, list[str]] = defaultdict(list)
     parents: dict[int, list[str]] = defaultdict(list)
     parent_ids: dict[int, list[int]] = defaultdict(list)
-    for chunk in _chunks(conn, ids):
+    for chunk in _chunks(ids):
         for version_id, path, size, sha256 in run(conn, "files", {"ids": chunk}):
             file_map[version_id].append(FileEntry(path, size, sha256))
         for version_id, key, value in run(conn, "tags", {"ids": chunk}):
@@ -151,14 +147,14 @@ def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
 def load_rows(conn: Executor, ids: Iterable[int]) -> dict[int, Any]:
     """Rows of the ``RECORD_KEYS`` columns of the versions table, by id."""
     out: dict[int, Any] = {}
-    for chunk in _chunks(conn, sorted(set(ids))):
+    for chunk in _chunks(sorted(set(ids))):
         out.update({v[0]: v for v in run(conn, "versions", {"ids": chunk})})
     return out
 
 
 def model_names(conn: Executor, model_ids: Iterable[int]) -> dict[int, str]:
     out: dict[int, str] = {}
-    for chunk in _chunks(conn, sorted(set(model_ids))):
+    for chunk in _chunks(sorted(set(model_ids))):
         out.update({i: name for i, name in run(conn, "names", {"ids": chunk})})
     return out
 
