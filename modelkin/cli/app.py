@@ -115,6 +115,8 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except Exception as exc:
+            if output.stdout_gone(exc):  # the reader stopped reading: stop quietly, as `git log | head` does
+                raise typer.Exit(1) from None
             expected = exc if isinstance(exc, (ModelkinError, OSError)) else _database_error(exc)
             if expected is None or debug_enabled():
                 raise
