@@ -18,9 +18,14 @@ import typer
 from typer.core import TyperGroup
 
 from modelkin import __version__
-from modelkin.cli import coercion, output
+from modelkin.cli import output
 from modelkin.config import debug_enabled
 from modelkin.errors import ModelkinError
+
+try:
+    from modelkin.cli.coercion import install as read_values_directly
+except ImportError:  # a typer without the internals modelkin.cli.coercion uses: typer coerces every value itself
+    read_values_directly = None  # type: ignore[assignment]
 
 # every command in the order --help lists them (typer's: commands, then groups): name -> "module:attribute" under
 # modelkin.cli, a function for a command, a typer.Typer for a group; a module is imported only when needed
@@ -95,7 +100,8 @@ def _build(name: str, spec: str) -> Any:
     else:
         holder.command(name)(target)
     command = typer.main.get_command(holder).commands[name]  # type: ignore[attr-defined]
-    coercion.install(command)
+    if read_values_directly is not None:
+        read_values_directly(command)
     return command
 
 
@@ -106,7 +112,8 @@ class _Group(TyperGroup):
         super().__init__(*args, **kwargs)
         # commands registered on ``app`` the usual way (app.command, add_typer) are kept, after COMMANDS
         self.commands = _LazyCommands(COMMANDS, self.commands)
-        coercion.install(self)
+        if read_values_directly is not None:
+            read_values_directly(self)
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)
