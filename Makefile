@@ -36,9 +36,11 @@ bench: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m modelkin.cli.reference > docs/cli.md
 
-# the SQLite text of the read path's fixed statements, run without SQLAlchemy (a test fails when it drifts)
+# the SQLite and PostgreSQL text of the read path's fixed statements, run without SQLAlchemy (a test fails when
+# it drifts)
 sql: $(STAMP)
-	$(BIN)/python -m modelkin.registry.statements > modelkin/registry/sqlite_sql.py
+	$(BIN)/python -m modelkin.registry.statements sqlite > modelkin/registry/sqlite_sql.py
+	$(BIN)/python -m modelkin.registry.statements postgresql > modelkin/registry/postgresql_sql.py
 
 clean:
 	rm -rf $(VENV) .demo *.egg-info

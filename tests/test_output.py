@@ -164,3 +164,25 @@ def test_clean_and_fit_columns_directly() -> None:
     assert output.fit_columns(cols, cells, 40) == {0: 10, 1: 10, 3: 10}  # b (priority 2) goes first
     assert output.fit_columns(cols, cells, 26) == {0: 10, 1: 10}
     assert output.fit_columns(cols, [["r" * 50, "a", "b", "c"]], 30) == {0: 26, 1: 1}  # the REF wraps
+
+
+@pytest.mark.parametrize("args", [("log",), ("log", "--json"), ("show", "nope")])
+def test_a_reader_that_stops_reading_ends_the_command_quietly(args: tuple[str, ...]) -> None:
+    """``modelkin log | head -1``: no "Broken pipe" error once the reader has gone, exit 1; real errors still show."""
+    import os
+    import subprocess
+    import sys
+
+    Registry.init().close()
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes anything
+    try:
+        proc = subprocess.run([sys.executable, "-m", "modelkin.cli.app", *args], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120)  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.returncode == 1
+    if args[0] == "show":
+        assert proc.stderr.startswith("Error: no model named 'nope' is registered.")
+    else:
+        assert proc.stderr == ""

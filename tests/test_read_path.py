@@ -2,8 +2,8 @@
 
 Timing is measured by benchmarks/scale.py, not here; what a test can hold is the cause of the start-up cost,
 the modules a command imports. Each command runs in a fresh interpreter through the CLI's real entry point.
-On SQLite the fixed-shape ones do not even load SQLAlchemy: they run SQL generated from its statements with the
-standard library, and answer exactly what SQLAlchemy answers.
+The fixed-shape ones do not even load SQLAlchemy: they run SQL generated from its statements with the driver
+alone (sqlite3, psycopg), and answer exactly what SQLAlchemy answers.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ else:
     code = 0
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("alembic", "torch", "numpy", "safetensors")
                or m.startswith("sqlalchemy.orm") or m == "modelkin.registry.registry")
-loaded = {"sqlalchemy": "sqlalchemy" in sys.modules, "rich": "rich" in sys.modules}
+loaded = {name: name in sys.modules for name in ("sqlalchemy", "rich", "pydantic")}
 print(json.dumps({"code": code, "heavy": heavy, **loaded,
                   "modules": sorted(m for m in sys.modules if m.startswith("modelkin.cli."))}), file=sys.stderr)
 """
@@ -72,10 +72,11 @@ def test_read_commands_never_load_the_orm(reg: Registry, backend: str, args: tup
     stdout, report = run_fresh(*args)
     assert report["code"] == 0 and report["heavy"] == []
     assert stdout  # and they answered
-    # on SQLite only a filter needs SQLAlchemy; a command builds its own module's commands, not the others';
-    # piped output (as here) is written without rich
-    assert report["sqlalchemy"] is (backend == "postgresql" or "--filter" in args) and report["rich"] is False
-    assert [m[13:] for m in report["modules"]] == ["app", "models", "options", "output"]
+    # on either database only a filter needs SQLAlchemy; a command builds its own module's commands, not the
+    # others'; piped output (as here) is written without rich
+    assert report["sqlalchemy"] is ("--filter" in args) and report["rich"] is False
+    assert report["pydantic"] is False  # option values are read directly (modelkin.cli.coercion)
+    assert [m[13:] for m in report["modules"]] == ["app", "coercion", "models", "options", "output"]
 
 
 def test_read_commands_answer_what_the_registry_api_does(reg: Registry) -> None:
@@ -94,36 +95,62 @@ def test_a_missing_or_outdated_registry_is_refused_on_the_read_path(cli: Any, re
     assert run_fresh("show", "a")[1]["code"] == 1
 
 
-def test_generated_sqlite_statements_match_what_sqlalchemy_compiles() -> None:
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_generated_statements_match_what_sqlalchemy_compiles(dialect: str) -> None:
     """``make sql`` output is current: a statement changed without regenerating fails here."""
-    from modelkin.registry import sqlite_sql, statements
+    import importlib
 
-    assert Path(sqlite_sql.__file__).read_text() == statements.render(), "run `make sql`"
+    from modelkin.registry import statements
+
+    generated = importlib.import_module(f"modelkin.registry.{dialect}_sql")
+    assert Path(str(generated.__file__)).read_text() == statements.render(dialect), "run `make sql`"
 
 
-def test_the_sqlite_fast_path_answers_exactly_what_sqlalchemy_does(reg: Registry, backend: str) -> None:
-    """Every named statement, through sqlite3 and through SQLAlchemy, on a registry with yanks, aliases, parents."""
+def _fast_reader(reg: Registry) -> Any:
+    """A Reader on the registry's database through the driver alone (what ``open_reader`` builds for the CLI)."""
+    from modelkin.db import pg
     from modelkin.registry.reader import Reader
 
-    if backend != "sqlite":
-        pytest.skip("the fast path reads SQLite files")
+    url = reg.settings.database_url
+    if url.startswith("sqlite:///"):
+        return Reader(sqlite_file=url[len("sqlite:///") :], url=url)
+    args = pg.connect_args(url)
+    assert args is not None, "MODELKIN_TEST_DATABASE_URL should be a plain postgresql+psycopg:// URL"
+    return Reader(postgresql=pg.PgDatabase(args), url=url)
+
+
+def test_the_fast_path_answers_exactly_what_sqlalchemy_does(reg: Registry, backend: str) -> None:
+    """Every named statement, by the driver and through SQLAlchemy, on a registry with yanks, aliases, parents."""
     reg.yank("a:1", "test")
     reg.tag("b:1", {"note": "\x1b[2J", "n": "1"}, [])
     with reg.reader.connect() as conn:  # parents' rows as the writer's ORM would see them
-        conn.exec_driver_sql('UPDATE versions SET card = \'{"license": "mit"}\' WHERE id = 2')
-    lite = Reader(sqlite_file=reg.settings.database_url[len("sqlite:///") :], url=reg.settings.database_url)
+        conn.exec_driver_sql('UPDATE versions SET card = \'{"license": "mit", "x": [1.5, null]}\' WHERE id = 2')
+    with reg.engine.begin() as conn:  # a detected parent, with a float score
+        conn.exec_driver_sql("INSERT INTO lineage_edges (child_id, parent_id, relation, source, score, method, "
+                             "created_at) VALUES (2, 1, 'finetune', 'detected', 0.987654321, 'weights', "
+                             "'2026-01-02 03:04:05.678901+00:00')")  # fmt: skip
+    lite = _fast_reader(reg)
+    fast = {"sqlite": "LiteConnection", "postgresql": "PgConnection"}[backend]
     try:
         for r in (reg.reader, lite):
             with r.connect() as conn:
-                assert (type(conn).__name__ == "LiteConnection") is (r is lite)
+                assert (type(conn).__name__ == fast) is (r is lite)
         for ref in ("a:1", "b", "b@prod", "b:1", "sha256:" + reg.get("b:1").digest[7:19]):
             assert lite.get(ref) == reg.reader.get(ref)
             assert lite.detected_parents(ref) == reg.reader.detected_parents(ref)
+        assert lite.detected_parents("b:1")[0]["confidence"] == 0.9877
         for limit in (None, 0, 1, 5):
             assert list(lite.iter_versions(limit=limit)) == list(reg.reader.iter_versions(limit=limit))
             assert lite.log(limit=limit) == reg.reader.log(limit=limit)
             assert lite.log("b:1", limit) == reg.reader.log("b:1", limit)
-        assert list(lite.iter_versions("tags.n = '1'")) == [reg.get("b:1")]  # a filter takes the SQLAlchemy path
+        assert list(lite.iter_versions("tags.n = '1'")) == [reg.get("b:1")]
+        # a filtered or re-sorted listing is built and compiled by SQLAlchemy, run by the driver
+        for filter, options in [("tags.n = '1'", {}), ("name LIKE 'B%'", {}), ("name IN ('a', 'b')", {"limit": 1}),
+                                ("yanked = true OR parameters > 1", {"include_yanked": True, "sort": "-created"}),
+                                ("tags.task = 'digits' AND license = 'mit'", {"include_yanked": True}),
+                                (None, {"latest": True}), (None, {"sort": "-parameters", "limit": 1})]:  # fmt: skip
+            assert list(lite.iter_versions(filter, **options)) == list(reg.reader.iter_versions(filter, **options))
+        assert lite._engine is None  # no engine was needed
         for bad in ("nope", "b:9", "b@staging", "a", "sha256:" + "0" * 12):
             with pytest.raises(Exception) as via_lite:
                 lite.get(bad)
@@ -142,3 +169,58 @@ def test_a_database_failure_on_the_fast_path_is_one_sentence(cli: Any, tmp_path:
     result = cli("--home", str(home), "list")
     assert result.exit_code == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("Error: the registry database failed: file is not a database.")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://modelkin:modelkin@127.0.0.1:5432/modelkin_test",
+        "postgresql+psycopg://alice:p%40ss%3Aw%2Frd@db.example.org/registry",
+        "postgresql+psycopg://alice:@localhost:6543/r-1.x",
+        "postgresql+psycopg://alice@localhost/r",
+        "postgresql+psycopg://localhost/r",
+        "postgresql+psycopg://al%20ice:pa:ss@localhost/r",
+    ],
+)
+def test_a_plain_postgresql_url_connects_as_sqlalchemy_would(url: str) -> None:
+    """The fast path's connection arguments are the ones SQLAlchemy's psycopg dialect derives from the URL."""
+    from sqlalchemy.dialects.postgresql.psycopg import dialect
+    from sqlalchemy.engine import make_url
+
+    from modelkin.db import pg
+
+    cargs, cparams = dialect().create_connect_args(make_url(url))
+    assert cargs == [] and pg.connect_args(url) == cparams
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://u:p@h/db?sslmode=require",  # driver options: SQLAlchemy's reading of them is kept
+        "postgresql+psycopg://u:p@[::1]:5432/db",
+        "postgresql+psycopg:///db",  # a Unix socket
+        "postgresql+psycopg://u:p@h1,h2/db",
+        "postgresql://u:p@h/db",  # SQLAlchemy's default PostgreSQL driver, not psycopg
+        "postgresql+psycopg://u:p@h/d%62",
+        "postgresql+psycopg://u:p@h:port/db",
+    ],
+)
+def test_any_other_database_url_is_left_to_sqlalchemy(url: str) -> None:
+    from modelkin.db import pg
+
+    assert pg.connect_args(url) is None
+
+
+def test_a_postgresql_failure_on_the_fast_path_is_one_sentence(cli: Any, reg: Registry, backend: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    if backend != "postgresql":
+        pytest.skip("a PostgreSQL server refusing a password")
+    url = reg.settings.database_url
+    monkeypatch.setenv("MODELKIN_DATABASE_URL", url.replace(url.split("//")[1].split("@")[0], "modelkin:wrong"))
+    for args in (("list",), ("show", "a"), ("log", "--json")):
+        stdout, report = run_fresh(*args)
+        assert report["code"] == 1 and stdout == "" and report["sqlalchemy"] is False
+        result = cli(*args)
+        assert result.exit_code == 1 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("Error: the registry database failed: connection failed:")
+        assert "password authentication failed" in result.stderr and "wrong" not in result.stderr

@@ -22,6 +22,11 @@ from modelkin.cli import output
 from modelkin.config import debug_enabled
 from modelkin.errors import ModelkinError
 
+try:
+    from modelkin.cli.coercion import install as read_values_directly
+except ImportError:  # a typer without the internals modelkin.cli.coercion uses: typer coerces every value itself
+    read_values_directly = None  # type: ignore[assignment]
+
 # every command in the order --help lists them (typer's: commands, then groups): name -> "module:attribute" under
 # modelkin.cli, a function for a command, a typer.Typer for a group; a module is imported only when needed
 COMMANDS: dict[str, str] = {
@@ -94,7 +99,10 @@ def _build(name: str, spec: str) -> Any:
         holder.add_typer(target, name=name)
     else:
         holder.command(name)(target)
-    return typer.main.get_command(holder).commands[name]  # type: ignore[attr-defined]
+    command = typer.main.get_command(holder).commands[name]  # type: ignore[attr-defined]
+    if read_values_directly is not None:
+        read_values_directly(command)
+    return command
 
 
 class _Group(TyperGroup):
@@ -104,6 +112,8 @@ class _Group(TyperGroup):
         super().__init__(*args, **kwargs)
         # commands registered on ``app`` the usual way (app.command, add_typer) are kept, after COMMANDS
         self.commands = _LazyCommands(COMMANDS, self.commands)
+        if read_values_directly is not None:
+            read_values_directly(self)
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)
@@ -112,6 +122,8 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except Exception as exc:
+            if output.stdout_gone(exc):  # the reader stopped reading: stop quietly, as `git log | head` does
+                raise typer.Exit(1) from None
             expected = exc if isinstance(exc, (ModelkinError, OSError)) else _database_error(exc)
             if expected is None or debug_enabled():
                 raise

@@ -49,6 +49,28 @@ def clean(value: object) -> str:
                        text)  # fmt: skip
 
 
+def stdout_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` says the reader of stdout went away (``modelkin list | head``); then stdout is pointed at
+    /dev/null, so that nothing more (not even Python's flush at exit) fails on it.
+
+    A broken pipe can be another one (a socket, a child's): stdout's own pipe is asked whether its reader is gone.
+    """
+    if not isinstance(exc, BrokenPipeError):
+        return False
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        if not any(events & select.POLLERR for _, events in poll.poll(0)):
+            return False
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    except (OSError, ValueError):  # stdout is no file descriptor (a test runner's buffer)
+        return False
+    return True
+
+
 def console(stderr: bool = False) -> Console:
     """A console that prints plain strings as typed: no markup, no emoji codes, control characters escaped.
 

@@ -9,9 +9,10 @@ Nothing here imports SQLAlchemy.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -82,14 +83,43 @@ def failure(reason: object) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"the registry database failed: {text}.", hint="check MODELKIN_DATABASE_URL")
 
 
-class LiteConnection:
+class PlainConnection:
+    """One read transaction run by a driver alone, on the SQL text ``make sql`` generated for its dialect.
+
+    ``modelkin.registry.rows.run`` hands it the statement of that name from ``statements_module``.
+    """
+
+    statements_module: str
+
+    def statements(self) -> Mapping[str, Statement]:
+        return importlib.import_module(self.statements_module).STATEMENTS  # type: ignore[no-any-return]
+
+    def execute(
+        self, statement: Statement, params: Mapping[str, Any] | None = None, *, stream: bool = False
+    ) -> Iterable[tuple[Any, ...]]:
+        """The rows of ``statement`` as SQLAlchemy would hand them over; ``stream`` reads a long result lazily."""
+        raise NotImplementedError
+
+    def revision(self) -> str | None:
+        """The schema stamp Alembic keeps (None when the database holds no registry)."""
+        raise NotImplementedError
+
+
+class LiteConnection(PlainConnection):
     """One read transaction on a ``sqlite3`` connection, running generated statements."""
+
+    statements_module = "modelkin.registry.sqlite_sql"
 
     def __init__(self, raw: sqlite3.Connection) -> None:
         self.raw = raw
 
-    def execute(self, statement: Statement, params: Mapping[str, Any] | None = None) -> Iterator[tuple[Any, ...]]:
-        """The rows of ``statement``, converted as SQLAlchemy converts them; an ``ids`` list expands in place."""
+    def execute(
+        self, statement: Statement, params: Mapping[str, Any] | None = None, *, stream: bool = False
+    ) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``statement``, converted as SQLAlchemy converts them; an ``ids`` list expands in place.
+
+        A sqlite3 cursor reads its rows as they are asked for, streamed or not.
+        """
         text, kinds, defaults = statement
         values = {**defaults, **(params or {})}
         for key, value in list(values.items()):
@@ -106,7 +136,6 @@ class LiteConnection:
         return _converted(cursor, convert)
 
     def revision(self) -> str | None:
-        """The schema stamp Alembic keeps (None when the file holds no registry)."""
         known = self.raw.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'")
         if known.fetchone() is None:
             return None

@@ -12,7 +12,7 @@ Everything is SQLAlchemy Core on ``modelkin.db.tables``: listing never imports t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Select, and_, func, or_, select
@@ -55,21 +55,41 @@ def iter_versions(
     latest: bool = False,
 ) -> Iterator[ModelVersion]:
     """Versions matching ``filter``, in ``sort`` order (``-key`` descends), at most ``limit`` of them."""
-    node = parse_filter_tree(filter, FIELDS)
-    sort = sort or "name"
-    sort_keys(sort)
+    node = parse_listing(filter, sort)
     if limit == 0:
         return
-    condition, exact = to_sql(node) if node is not None else (None, True)
-    residual = compile_node(node) if node is not None and not exact else None
     with read_connection(engine) as conn:
-        query = version_query(sort, include_yanked=include_yanked, latest=latest, condition=condition,
-                              postgresql=conn.dialect.name == "postgresql",
-                              limit=limit if residual is None else None)  # fmt: skip
-        keep = None if residual is None else lambda record: bool(residual(filter_fields(record)))
+        query, keep = plan(node, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest,
+                           postgresql=conn.dialect.name == "postgresql")  # fmt: skip
         # the version rows stream from one cursor; each batch's files, tags, aliases and parents are read beside it
         rows = conn.execute(query, execution_options={"yield_per": BATCH})
         yield from stream_records(conn, rows, limit, keep)
+
+
+def parse_listing(filter: str | None, sort: str | None) -> Node | None:
+    """The parsed filter, once ``filter`` and ``sort`` are known to be valid (InvalidFilter, InvalidName)."""
+    node = parse_filter_tree(filter, FIELDS)
+    sort_keys(sort or "name")
+    return node
+
+
+def plan(
+    node: Node | None,
+    *,
+    sort: str | None,
+    limit: int | None,
+    include_yanked: bool,
+    latest: bool,
+    postgresql: bool,
+) -> tuple[Select[Any], Callable[[ModelVersion], bool] | None]:
+    """The query a listing runs, and the test its records must pass in Python (None when SQL decides it all)."""
+    condition, exact = to_sql(node) if node is not None else (None, True)
+    residual = compile_node(node) if node is not None and not exact else None
+    query = version_query(sort or "name", include_yanked=include_yanked, latest=latest, condition=condition,
+                          postgresql=postgresql, limit=limit if residual is None else None)  # fmt: skip
+    if residual is None:
+        return query, None
+    return query, lambda record: bool(residual(filter_fields(record)))
 
 
 def version_query(

@@ -1,11 +1,11 @@
 """The read path: open a registry's database and answer ``list``, ``show`` and ``log``.
 
 These commands run far more often than any other, and for them start-up is most of the cost: this module and
-what it imports never import the ORM, Alembic, torch or the blob store, and on a SQLite registry not even
-SQLAlchemy unless a filter or a non-default listing needs it. The fixed-shape queries are the named statements
-of ``modelkin.registry.statements``, run by SQLAlchemy or, on SQLite, as SQL generated from them through the
-standard library (``modelkin.db.lite``). ``Registry`` reads through a ``Reader`` too, so there is one resolver
-and one query builder.
+what it imports never import the ORM, Alembic, torch or the blob store, and not even SQLAlchemy unless a filter
+or a non-default listing needs it. The fixed-shape queries are the named statements of
+``modelkin.registry.statements``, run by SQLAlchemy or as SQL generated from them by the driver alone: the
+standard library's sqlite3 (``modelkin.db.lite``) or psycopg (``modelkin.db.pg``). ``Registry`` reads through a
+``Reader`` too, so there is one resolver and one query builder.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelkin.config import Settings
-from modelkin.db import lite, migrate
+from modelkin.db import lite, migrate, pg
 from modelkin.db.times import as_utc
 from modelkin.errors import AmbiguousRef, ModelNotFound, RegistryNotFound, SchemaOutdated
 from modelkin.refs import ModelRef
@@ -58,15 +58,25 @@ def open_database(
 
 
 def open_reader(home: str | os.PathLike[str] | None = None) -> Reader:
-    """A Reader for the registry at ``home``; a plain SQLite file is read without SQLAlchemy (``modelkin.db.lite``)."""
+    """A Reader for the registry at ``home``; a plain SQLite file or PostgreSQL URL is read without SQLAlchemy."""
     settings = Settings.resolve(home)
     path = lite.sqlite_file(settings.database_url)
-    if path is None:
+    if path is not None:
+        _check_file(settings)
+        with lite.read_connection(path) as conn:
+            _check_revision(conn.revision(), settings)
+        return Reader(sqlite_file=path, url=settings.database_url)
+    args = pg.connect_args(settings.database_url)
+    if args is None or not pg.available():
         return Reader(open_database(home)[1], owned=True)
-    _check_file(settings)
-    with lite.read_connection(path) as conn:
-        _check_revision(conn.revision(), settings)
-    return Reader(sqlite_file=path, url=settings.database_url)
+    database = pg.PgDatabase(args)
+    try:
+        with database.transaction() as conn:
+            _check_revision(conn.revision(), settings)
+    except BaseException:
+        database.close()
+        raise
+    return Reader(postgresql=database, url=settings.database_url)
 
 
 def _check_file(settings: Settings) -> None:
@@ -91,8 +101,9 @@ class Reader:
     """Read-only questions about versions and events, each in one read transaction.
 
     It reads through an engine (``owned``: ``close`` disposes of it), or straight from a SQLite file
-    (``sqlite_file``, with its ``url``); then an engine is made only when a query outside the named statements
-    (a filtered listing) needs SQLAlchemy.
+    (``sqlite_file``) or a psycopg connection (``postgresql``, which ``close`` closes), with the database's
+    ``url``; then an engine is made only when a query outside the named statements (a filtered listing) needs
+    SQLAlchemy.
     """
 
     def __init__(
@@ -101,11 +112,13 @@ class Reader:
         *,
         owned: bool = False,
         sqlite_file: str | None = None,
+        postgresql: pg.PgDatabase | None = None,
         url: str | None = None,
     ) -> None:
         self._engine = engine
         self._owned = owned or engine is None
         self._sqlite_file = sqlite_file
+        self._postgresql = postgresql
         self._url = url
 
     @property
@@ -117,21 +130,33 @@ class Reader:
         return self._engine
 
     def close(self) -> None:
-        """Dispose of the engine if it is this reader's own."""
+        """Dispose of the engine if it is this reader's own, and close the psycopg connection."""
         if self._engine is not None and self._owned:
             self._engine.dispose()
+        if self._postgresql is not None:
+            self._postgresql.close()
 
     @contextmanager
     def connect(self) -> Iterator[Executor]:
-        """One read transaction, on the SQLite file directly or on the engine."""
-        if self._sqlite_file is not None:
-            with lite.read_connection(self._sqlite_file) as conn:
+        """One read transaction, on the SQLite file or the psycopg connection directly, or on the engine."""
+        if self._sqlite_file is not None or self._postgresql is not None:
+            with self._plain_connection() as conn:
                 yield conn
         else:
             from modelkin.db.engine import read_connection
 
             with read_connection(self.engine) as sa_conn:
                 yield sa_conn
+
+    @contextmanager
+    def _plain_connection(self) -> Iterator[lite.PlainConnection]:
+        if self._sqlite_file is not None:
+            with lite.read_connection(self._sqlite_file) as conn:
+                yield conn
+        else:
+            assert self._postgresql is not None
+            with self._postgresql.transaction() as pg_conn:
+                yield pg_conn
 
     def get(self, ref: str | ModelRef) -> ModelVersion:
         """The version a REF names (``name`` is the latest version that is not yanked)."""
@@ -147,9 +172,40 @@ class Reader:
         plain = filter is None and options.get("sort") in (None, "name") and not options.get("include_yanked")
         if plain and not options.get("latest") and set(options) <= {"sort", "limit", "include_yanked", "latest"}:
             return self._listing(options.get("limit"))
-        from modelkin.registry import listing
+        if self._sqlite_file is None and self._postgresql is None:
+            from modelkin.registry import listing
 
-        return listing.iter_versions(self.engine, filter, **options)
+            return listing.iter_versions(self.engine, filter, **options)
+        return self._filtered(filter, **options)
+
+    def _filtered(
+        self,
+        filter: str | None,
+        *,
+        sort: str | None = None,
+        limit: int | None = None,
+        include_yanked: bool = False,
+        latest: bool = False,
+    ) -> Iterator[ModelVersion]:
+        """A listing that SQLAlchemy builds and compiles (one filter grammar, one query builder), run by the driver.
+
+        Importing SQLAlchemy Core is needed to build it, an engine is not.
+        """
+        from modelkin.registry import listing, statements
+
+        node = listing.parse_listing(filter, sort)
+        if limit == 0:
+            return
+        dialect = "sqlite" if self._sqlite_file is not None else "postgresql"
+        query, keep = listing.plan(node, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest,
+                                   postgresql=dialect == "postgresql")  # fmt: skip
+        statement = statements.compile_for(query, dialect)
+        if statement is None:
+            yield from listing.iter_versions(self.engine, filter, sort=sort, limit=limit,
+                                             include_yanked=include_yanked, latest=latest)  # fmt: skip
+            return
+        with self._plain_connection() as conn:
+            yield from stream_records(conn, conn.execute(statement, stream=True), limit, keep)
 
     def _listing(self, limit: int | None) -> Iterator[ModelVersion]:
         if limit == 0:

@@ -1,9 +1,10 @@
 """Turning database rows into the frozen records the Registry hands out, in a few batched queries.
 
 The queries are the named statements of ``modelkin.registry.statements``: they run on an ORM session for
-writers (which pass their ``Version`` objects), on a Core connection for reads, and on SQLite as generated SQL
-through the standard library (``modelkin.db.lite``), so this module never imports SQLAlchemy itself. Each batch
-query is built once and takes its ids as one parameter, so a batch costs its rows, not SQL compilation.
+writers (which pass their ``Version`` objects), on a Core connection for reads, and for the read commands as
+generated SQL run by the driver alone (``modelkin.db.lite``, ``modelkin.db.pg``), so this module never imports
+SQLAlchemy itself. Each batch query is built once and takes its ids as one parameter, so a batch costs its rows,
+not SQL compilation.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from modelkin.db.lite import LiteConnection
+from modelkin.db.lite import PlainConnection
 from modelkin.db.times import as_utc
 from modelkin.registry.records import FileEntry, ModelVersion
 
@@ -21,8 +22,10 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
-    Executor = Connection | Session | LiteConnection
+    Executor = Connection | Session | PlainConnection
 
+# versions per batch query: far below SQLite's limit on bound variables, and on PostgreSQL small enough for
+# the planner to read files and tags by index (5,000 ids made it scan the tables, three times the server's work)
 _BATCH = 500
 # the version columns a record is built from, in the order to_records unpacks them (plain tuples unpack faster)
 RECORD_KEYS = ("id", "model_id", "number", "digest", "parameters", "tensor_count", "bytes", "architecture",
@@ -32,14 +35,12 @@ RECORD_KEYS = ("id", "model_id", "number", "digest", "parameters", "tensor_count
 def run(conn: Executor, name: str, params: Mapping[str, Any] | None = None, *, stream: bool = False) -> Any:
     """The rows of the read statement ``name`` (see modelkin.registry.statements), on any kind of connection.
 
-    SQLAlchemy connections and sessions run the Core statement; a ``LiteConnection`` runs the SQL generated
-    from it. ``stream`` reads a long result in batches instead of all at once (otherwise SQLAlchemy's rows come
-    as one list).
+    SQLAlchemy connections and sessions run the Core statement; a ``PlainConnection`` runs the SQL generated
+    from it for its dialect. ``stream`` reads a long result in batches instead of all at once (otherwise the
+    rows come as one list, or a sqlite3 cursor).
     """
-    if isinstance(conn, LiteConnection):
-        from modelkin.registry.sqlite_sql import STATEMENTS  # generated from the statements module, which needs this
-
-        return conn.execute(STATEMENTS[name], params)
+    if isinstance(conn, PlainConnection):
+        return conn.execute(conn.statements()[name], params, stream=stream)
     from modelkin.registry.statements import statements_for
 
     statement = statements_for(conn)[name]
@@ -52,7 +53,7 @@ def scalar(conn: Executor, name: str, params: Mapping[str, Any] | None = None) -
     """The first column of the first row of ``name``, or None when it has no rows."""
     rows = run(conn, name, params)
     first = next(iter(rows), None)
-    close = getattr(rows, "close", None)  # a sqlite3 cursor; SQLAlchemy's rows come fetched
+    close = getattr(rows, "close", None)  # a sqlite3 cursor; the others' rows come fetched
     if close is not None:
         close()
     return None if first is None else first[0]
