@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelkin.provenance.lineage.calibration import ParentModel
+from modelkin.provenance.lineage.chain import between
 from modelkin.provenance.lineage.compare import (
     AGREE,
     MERGE_EXACT,
@@ -28,7 +29,7 @@ from modelkin.provenance.lineage.compare import (
     merge_children,
 )
 from modelkin.provenance.lineage.copies import NEAR_COPY, near_copy, upstream
-from modelkin.provenance.lineage.pairing import pair_tensors
+from modelkin.provenance.lineage.pairing import Pair, pair_tensors
 from modelkin.provenance.lineage.sketch import ModelSketch
 from modelkin.provenance.lineage.twins import original, own_tensors
 
@@ -103,10 +104,12 @@ def decide(
     duplicates = tuple(key for key, c, _ in comps if c.identical)
     live = [(key, c, s) for key, c, s in comps if not c.identical and c.shared > 0]
     whole = [r for r in live if r[1].coverage >= 0.99]
-    merged = merge_children(query, [s for _, _, s in whole], [c.pairs for _, c, _ in whole])
-    children = {whole[i][0] for i in merged}  # the query's own merged children are never its parents
+    covering = _covering(query, pool)  # a merged child's other parent may be among the distant models
+    merged = merge_children(query, [s for _, _, s in whole] + [s for _, s, _ in covering],
+                            [c.pairs for _, c, _ in whole] + [ps for _, _, ps in covering])  # fmt: skip
+    children = {whole[i][0] for i in merged if i < len(whole)}  # the query's merged children are never its parents
     live = [r for r in live if r[0] not in children]
-    merge = _merge(query, live, pool)
+    merge = _merge(query, live, covering)
     wanted = set(merge[0]) - {key for key, _, _ in comps} if merge is not None else set()
     live += [(key, compare(query, s), s) for key, s in pool if key in wanted]
     keep = set(merge[0]) if merge is not None else set()  # a merge's parents are never set aside as its children
@@ -119,7 +122,9 @@ def decide(
     utility = model.utilities(features) - model.none
     ranked = sorted(range(len(live)), key=lambda i: -p[i])
     if ranked:
-        top = ranked[0]  # a tie: the same evidence and (so) the same utility under the fitted model
+        p, top = _down_the_path(query, live, p, ranked[0])
+        ranked = [top] + [i for i in ranked if i != top]
+        # a tie: the same evidence and (so) the same utility under the fitted model
         ties = [i for i in ranked if _alike(live[i][1], live[top][1]) and utility[top] - utility[i] <= TIE_UTILITY]
         elected = _elect(query, live, top)
         if elected:
@@ -182,6 +187,23 @@ def _without_copied_children(
     return [r for i, r in enumerate(live) if i not in later]
 
 
+def _down_the_path(query: ModelSketch, live: Live, p: np.ndarray, top: int) -> tuple[np.ndarray, int]:
+    """Walk from the top candidate to nearer candidates that lie between it and the query (chain.between),
+    each taking over the probability of the one it displaces; only among candidates no exact signature tells
+    apart (those decide by themselves)."""
+    p = p.copy()
+    for _ in range(len(live)):
+        c = live[top][1]
+        nearer = sorted((i for i, (_, ci, _) in enumerate(live) if ci.distance < c.distance and
+                         _same_signatures(ci, c)), key=lambda i: live[i][1].distance)  # fmt: skip
+        step = next((i for i in nearer if between(query, live[i][2], live[top][2])), None)
+        if step is None:
+            break
+        p[step], p[top] = p[top], p[step]
+        top = step
+    return p, top
+
+
 def _elect(query: ModelSketch, live: Live, top: int) -> list[int]:
     """The top candidate's re-headed twins among the candidates, the one the query descends from first, else [].
 
@@ -217,10 +239,21 @@ def _elect_copy(live: Live, top: int) -> list[int]:
     return [] if found is None else [group[found]] + [i for i in group if i != group[found]]
 
 
+Covering = Sequence[tuple[Hashable, ModelSketch, list[Pair]]]
+
+
+def _covering(query: ModelSketch, pool: Sequence[tuple[Hashable, ModelSketch]]) -> Covering:
+    """The pool's models whose tensors pair with (almost) all of the query's, with their pairs."""
+    out: list[tuple[Hashable, ModelSketch, list[Pair]]] = []
+    for key, sketch in pool:
+        found = pair_tensors(query, sketch)
+        if sum(query.tensors[p.a].numel for p in found) >= 0.99 * query.parameters:
+            out.append((key, sketch, found))
+    return out
+
+
 def _merge(
-    query: ModelSketch,
-    live: Sequence[tuple[Hashable, Comparison, ModelSketch]],
-    pool: Sequence[tuple[Hashable, ModelSketch]] = (),
+    query: ModelSketch, live: Sequence[tuple[Hashable, Comparison, ModelSketch]], covering: Covering = ()
 ) -> tuple[tuple[Hashable, Hashable], float] | None:
     """The keys of the two candidates the query is a merge of and how inexact the fit is (0: exact, 1: no better
     than the bar), or None.
@@ -234,10 +267,8 @@ def _merge(
     keys = [k for k, _, _ in whole]
     sketches = [s for _, _, s in whole]
     pairs = [c.pairs for _, c, _ in whole]
-    for key, sketch in pool:
-        found = pair_tensors(query, sketch)
-        covered = sum(query.tensors[p.a].numel for p in found)
-        if key not in keys and covered >= 0.99 * query.parameters:
+    for key, sketch, found in covering:
+        if key not in keys:
             keys.append(key)
             sketches.append(sketch)
             pairs.append(found)
