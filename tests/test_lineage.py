@@ -540,3 +540,50 @@ def test_a_merge_of_two_near_copies_keeps_both_parents() -> None:
     for order in ({"soup": 0, "a": 1, "b": 2}, {"a": 0, "b": 1, "soup": 2}):  # registered before or after them
         v = decide(sk["soup"], [(n, sk[n]) for n in ("a", "b")], ParentModel.load(), order, order["soup"])
         assert v.relation == "merge" and set(v.parents) == {"a", "b"}, order
+
+
+def test_a_dense_model_regrown_from_a_sparse_one_grew_from_it() -> None:
+    """Trained without its mask, a pruned model's zeros grow by about as much as its other weights move, far less
+    than the weights a pruning removes: the sparse one is the parent, and a pruned copy is still the child."""
+    from modelkin.provenance.lineage.compare import compare
+
+    base = pretrained(0)
+    sparse = pruned(base, 0.7)
+    rng = np.random.default_rng(6)
+    regrown = {k: (w + 0.01 * rng.standard_normal(w.shape) / np.sqrt(w.shape[-1])).astype(np.float32)
+               for k, w in sparse.items()}  # fmt: skip
+    grown, parent = sketch_model(regrown.items()), sketch_model(sparse.items())
+    assert compare(grown, parent).pruned_from > 0 > compare(parent, grown).pruned_from
+    retrained = {k: np.where(w != 0, w + 0.01 * rng.standard_normal(w.shape) / np.sqrt(w.shape[-1]), 0.0)
+                 .astype(np.float32) for k, w in sparse.items()}  # fmt: skip
+    dense, child = sketch_model(base.items()), sketch_model(retrained.items())
+    assert compare(child, dense).pruned_from > 0 > compare(dense, child).pruned_from
+
+
+def test_the_candidate_between_an_ancestor_and_the_query_is_its_parent() -> None:
+    """Training that goes on in the direction it went puts the query's parent at an obtuse angle between its
+    grandparent and the query; a sibling (its own step points away from both) or a child is not between them:
+    the parent is named, not the farther ancestor, and neither a sibling nor a child steps in."""
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.chain import between
+    from modelkin.provenance.lineage.decide import decide
+
+    base = pretrained(0)
+    mid = finetuned(base, 1)
+    onward = {k: w + 0.5 * (w - base[k]) for k, w in finetuned(mid, 2).items()}  # the same task, further
+    models = {"base": base, "mid": mid, "q": onward, "sib": finetuned(base, 3)}
+    models["child"] = finetuned(models["q"], 4, step=0.01)
+    sk = {n: sketch_model(t.items()) for n, t in models.items()}
+    assert between(sk["q"], sk["mid"], sk["base"])
+    assert not between(sk["q"], sk["sib"], sk["base"]) and not between(sk["q"], sk["child"], sk["base"])
+    v = decide(sk["q"], [(k, sk[k]) for k in ("base", "sib", "mid")], ParentModel.load())
+    assert v.candidates[0].key == "mid"
+
+
+def test_the_precise_comparison_never_cuts_a_tie() -> None:
+    """Look-alikes at one coarse distance enter the precise comparison together (up to twice the budget)."""
+    from modelkin.provenance.lineage.index import tie_cut
+
+    found = [("a", 0.1), ("b", 0.2), ("c", 0.2), ("d", 0.2004), ("e", 0.3)]
+    assert tie_cut(found, 2) == 4 and tie_cut(found, 1) == 1 and tie_cut(found, 4) == 4
+    assert tie_cut([("a", 0.2)] * 10, 3) == 6 and tie_cut(found[:2], 5) == 2

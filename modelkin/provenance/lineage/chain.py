@@ -1,13 +1,15 @@
 """Which of two candidates at different depths on the query's path is its parent: the one in the middle.
 
 If the query q descends from A and A from B, the two updates (q − A and A − B) are independent steps, so seen
-from A the query and B sit at a right angle, and q–B is the longest side of the triangle. If A is instead the
-query's sibling (both children of B), seen from A the cosine towards B is about ‖B − A‖ / ‖q − A‖ (A's own step
-over the whole way to q), and if A is the query's child, the longest side is A–B. So a candidate A nearer than
-B, with q–B the longest side and the cosine at A below half of that ratio, is on the path between B and the
-query: B is an ancestor further up, and A is the better parent. Weight-statistics priors (a norm that grows
-along a chain) cannot say this: they favour the farthest ancestor. The angle speaks only where A and B are
-apart by at least half the way from A to the query; look-alikes are for copies.py and twins.py.
+from A the query and B sit at a right angle, at an obtuse one when training went on in the same direction, and
+q–B is the longest side of the triangle. If A is instead the query's sibling (both children of B), seen from A
+the query and B sit at an acute angle: A's own step (from B to A) points away from both, so the cosine is
+positive by about ‖B − A‖ / ‖q − A‖ (and correlated siblings only shrink it towards zero). If A is the query's
+child, the longest side is A–B. So a candidate A nearer than B, with q–B the longest side and an obtuse angle
+at A, is on the path between B and the query: B is an ancestor further up, and A is the better parent.
+Weight-statistics priors (a norm that grows along a chain) cannot say this: they favour the farthest ancestor.
+The angle speaks only where A and B are apart by at least half the way from A to the query; look-alikes are
+for copies.py and twins.py.
 """
 
 from __future__ import annotations

@@ -91,8 +91,8 @@ def mask_fit(child: np.ndarray, parent: np.ndarray) -> float | None:
     """1 when the child's new zeros are exactly the parent's smallest-magnitude weights (magnitude pruning),
     falling towards 0 with the share of them that are not. None when the child has (almost) no new zeros.
 
-    A dense model regrown from a sparse one (the reverse edge) leaves small weights on both sides of any
-    threshold, and a relative of the true parent misorders the weights near it.
+    A relative of the true parent misorders the weights near the threshold. A dense model regrown from a
+    sparse one can fit the reverse reading (its regrown weights are small); grown_from tells the two apart.
     """
     zeros = child == 0
     k = int(zeros.sum()) - int((parent == 0).sum())
