@@ -14,17 +14,22 @@ for copies.py and twins.py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from modelkin.provenance.lineage.pairing import aligned
+from modelkin.provenance.lineage.pairing import Pair, aligned
 from modelkin.provenance.lineage.sketch import ModelSketch
 
 SEPARATED = 0.5  # ‖B − A‖ at least this share of ‖q − A‖, or the angle at A is noise
 
 
-def between(query: ModelSketch, a: ModelSketch, b: ModelSketch) -> bool:
-    """True when ``a`` lies on the path from ``b`` to ``query`` (``b`` an ancestor further up than ``a``)."""
-    found = aligned(query, [a, b])
+def between(
+    query: ModelSketch, a: ModelSketch, b: ModelSketch, pairs: tuple[Sequence[Pair], Sequence[Pair]] | None = None
+) -> bool:
+    """True when ``a`` lies on the path from ``b`` to ``query`` (``b`` an ancestor further up than ``a``);
+    ``pairs``: the query's pairings with ``a`` and ``b`` when already known."""
+    found = aligned(query, [a, b], pairs)
     if found is None:
         return False
     x, (ya, yb) = found

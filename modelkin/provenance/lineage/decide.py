@@ -196,7 +196,8 @@ def _down_the_path(query: ModelSketch, live: Live, p: np.ndarray, top: int) -> t
         c = live[top][1]
         nearer = sorted((i for i, (_, ci, _) in enumerate(live) if ci.distance < c.distance and
                          _same_signatures(ci, c)), key=lambda i: live[i][1].distance)  # fmt: skip
-        step = next((i for i in nearer if between(query, live[i][2], live[top][2])), None)
+        step = next((i for i in nearer if between(query, live[i][2], live[top][2], (live[i][1].pairs, c.pairs))),
+                    None)  # fmt: skip
         if step is None:
             break
         p[step], p[top] = p[top], p[step]
