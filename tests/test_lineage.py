@@ -560,26 +560,6 @@ def test_a_dense_model_regrown_from_a_sparse_one_grew_from_it() -> None:
     assert compare(child, dense).pruned_from > 0 > compare(dense, child).pruned_from
 
 
-def test_the_candidate_between_an_ancestor_and_the_query_is_its_parent() -> None:
-    """Training that goes on in the direction it went puts the query's parent at an obtuse angle between its
-    grandparent and the query; a sibling (its own step points away from both) or a child is not between them:
-    the parent is named, not the farther ancestor, and neither a sibling nor a child steps in."""
-    from modelkin.provenance.lineage.calibration import ParentModel
-    from modelkin.provenance.lineage.chain import between
-    from modelkin.provenance.lineage.decide import decide
-
-    base = pretrained(0)
-    mid = finetuned(base, 1)
-    onward = {k: w + 0.5 * (w - base[k]) for k, w in finetuned(mid, 2).items()}  # the same task, further
-    models = {"base": base, "mid": mid, "q": onward, "sib": finetuned(base, 3)}
-    models["child"] = finetuned(models["q"], 4, step=0.01)
-    sk = {n: sketch_model(t.items()) for n, t in models.items()}
-    assert between(sk["q"], sk["mid"], sk["base"])
-    assert not between(sk["q"], sk["sib"], sk["base"]) and not between(sk["q"], sk["child"], sk["base"])
-    v = decide(sk["q"], [(k, sk[k]) for k in ("base", "sib", "mid")], ParentModel.load())
-    assert v.candidates[0].key == "mid"
-
-
 def test_the_precise_comparison_never_cuts_a_tie() -> None:
     """Look-alikes at one coarse distance enter the precise comparison together (up to twice the budget)."""
     from modelkin.provenance.lineage.index import tie_cut

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelkin.provenance.lineage.calibration import ParentModel
-from modelkin.provenance.lineage.chain import between
 from modelkin.provenance.lineage.compare import (
     AGREE,
     MERGE_EXACT,
@@ -122,9 +121,7 @@ def decide(
     utility = model.utilities(features) - model.none
     ranked = sorted(range(len(live)), key=lambda i: -p[i])
     if ranked:
-        p, top = _down_the_path(query, live, p, ranked[0])
-        ranked = [top] + [i for i in ranked if i != top]
-        # a tie: the same evidence and (so) the same utility under the fitted model
+        top = ranked[0]  # a tie: the same evidence and (so) the same utility under the fitted model
         ties = [i for i in ranked if _alike(live[i][1], live[top][1]) and utility[top] - utility[i] <= TIE_UTILITY]
         elected = _elect(query, live, top)
         if elected:
@@ -185,24 +182,6 @@ def _without_copied_children(
     else:
         later = set(copies) if found == 0 else set()
     return [r for i, r in enumerate(live) if i not in later]
-
-
-def _down_the_path(query: ModelSketch, live: Live, p: np.ndarray, top: int) -> tuple[np.ndarray, int]:
-    """Walk from the top candidate to nearer candidates that lie between it and the query (chain.between),
-    each taking over the probability of the one it displaces; only among candidates no exact signature tells
-    apart (those decide by themselves)."""
-    p = p.copy()
-    for _ in range(len(live)):
-        c = live[top][1]
-        nearer = sorted((i for i, (_, ci, _) in enumerate(live) if ci.distance < c.distance and
-                         _same_signatures(ci, c)), key=lambda i: live[i][1].distance)  # fmt: skip
-        step = next((i for i in nearer if between(query, live[i][2], live[top][2], (live[i][1].pairs, c.pairs))),
-                    None)  # fmt: skip
-        if step is None:
-            break
-        p[step], p[top] = p[top], p[step]
-        top = step
-    return p, top
 
 
 def _elect(query: ModelSketch, live: Live, top: int) -> list[int]:

@@ -55,14 +55,10 @@ def _values(t: TensorSketch, transposed: bool) -> np.ndarray:
     return v.T.reshape(-1)
 
 
-def aligned(
-    model: ModelSketch, members: Sequence[ModelSketch], pairs: Sequence[Sequence[Pair]] | None = None
-) -> tuple[np.ndarray, list[np.ndarray]] | None:
+def aligned(model: ModelSketch, members: Sequence[ModelSketch]) -> tuple[np.ndarray, list[np.ndarray]] | None:
     """``model``'s values and each member's, flat and in one order, over the tensors ``model`` shares with
-    every member (the same coordinates for all), or None when no tensor is shared with all of them. ``pairs``:
-    the members' pairings with ``model`` when already known."""
-    pairs = [pair_tensors(model, m) for m in members] if pairs is None else pairs
-    found = [{p.a: p for p in ps} for ps in pairs]
+    every member (the same coordinates for all), or None when no tensor is shared with all of them."""
+    found = [{p.a: p for p in pair_tensors(model, m)} for m in members]
     common = sorted(set.intersection(*(set(f) for f in found))) if found else []
     if not common:
         return None
