@@ -28,7 +28,7 @@ from modelkin.provenance.lineage.compare import (
     merge_children,
 )
 from modelkin.provenance.lineage.copies import NEAR_COPY, near_copy, upstream
-from modelkin.provenance.lineage.pairing import Pair, pair_tensors
+from modelkin.provenance.lineage.pairing import pair_tensors
 from modelkin.provenance.lineage.sketch import ModelSketch
 from modelkin.provenance.lineage.twins import original, own_tensors
 
@@ -103,12 +103,10 @@ def decide(
     duplicates = tuple(key for key, c, _ in comps if c.identical)
     live = [(key, c, s) for key, c, s in comps if not c.identical and c.shared > 0]
     whole = [r for r in live if r[1].coverage >= 0.99]
-    covering = _covering(query, pool)  # a merged child's other parent may be among the distant models
-    merged = merge_children(query, [s for _, _, s in whole] + [s for _, s, _ in covering],
-                            [c.pairs for _, c, _ in whole] + [ps for _, _, ps in covering])  # fmt: skip
-    children = {whole[i][0] for i in merged if i < len(whole)}  # the query's merged children are never its parents
+    merged = merge_children(query, [s for _, _, s in whole], [c.pairs for _, c, _ in whole])
+    children = {whole[i][0] for i in merged}  # the query's own merged children are never its parents
     live = [r for r in live if r[0] not in children]
-    merge = _merge(query, live, covering)
+    merge = _merge(query, live, pool)
     wanted = set(merge[0]) - {key for key, _, _ in comps} if merge is not None else set()
     live += [(key, compare(query, s), s) for key, s in pool if key in wanted]
     keep = set(merge[0]) if merge is not None else set()  # a merge's parents are never set aside as its children
@@ -219,21 +217,10 @@ def _elect_copy(live: Live, top: int) -> list[int]:
     return [] if found is None else [group[found]] + [i for i in group if i != group[found]]
 
 
-Covering = Sequence[tuple[Hashable, ModelSketch, list[Pair]]]
-
-
-def _covering(query: ModelSketch, pool: Sequence[tuple[Hashable, ModelSketch]]) -> Covering:
-    """The pool's models whose tensors pair with (almost) all of the query's, with their pairs."""
-    out: list[tuple[Hashable, ModelSketch, list[Pair]]] = []
-    for key, sketch in pool:
-        found = pair_tensors(query, sketch)
-        if sum(query.tensors[p.a].numel for p in found) >= 0.99 * query.parameters:
-            out.append((key, sketch, found))
-    return out
-
-
 def _merge(
-    query: ModelSketch, live: Sequence[tuple[Hashable, Comparison, ModelSketch]], covering: Covering = ()
+    query: ModelSketch,
+    live: Sequence[tuple[Hashable, Comparison, ModelSketch]],
+    pool: Sequence[tuple[Hashable, ModelSketch]] = (),
 ) -> tuple[tuple[Hashable, Hashable], float] | None:
     """The keys of the two candidates the query is a merge of and how inexact the fit is (0: exact, 1: no better
     than the bar), or None.
@@ -247,8 +234,10 @@ def _merge(
     keys = [k for k, _, _ in whole]
     sketches = [s for _, _, s in whole]
     pairs = [c.pairs for _, c, _ in whole]
-    for key, sketch, found in covering:
-        if key not in keys:
+    for key, sketch in pool:
+        found = pair_tensors(query, sketch)
+        covered = sum(query.tensors[p.a].numel for p in found)
+        if key not in keys and covered >= 0.99 * query.parameters:
             keys.append(key)
             sketches.append(sketch)
             pairs.append(found)
