@@ -55,7 +55,7 @@ from modelkin.provenance.lineage.calibration import (
 from modelkin.provenance.lineage.compare import compare, merge_children
 from modelkin.provenance.lineage.decide import decide, near_copy
 from modelkin.provenance.lineage.facade import MERGE_POOL, SEARCH
-from modelkin.provenance.lineage.index import CandidateIndex, Entry
+from modelkin.provenance.lineage.index import CandidateIndex, Entry, tie_cut
 from modelkin.provenance.lineage.neural import neural_lineage_scores
 from modelkin.provenance.lineage.sketch import ModelSketch, sketch_model
 from modelkin.provenance.lineage.tree import Forest, ancestors
@@ -134,7 +134,8 @@ def calibrate(zoo: Zoo, command: str) -> ParentModel:
     for n in zoo.names:
         if len(zoo.parents(n)) > 1 or zoo.distilled(n):
             continue  # merges are found by the two-parent fit; distilled students carry no weight-space lineage
-        comps = [(k, compare(sk[n], sk[k])) for k, _ in index.search(sk[n], SEARCH, exclude={n})]
+        found = index.search(sk[n], 2 * SEARCH, exclude={n})
+        comps = [(k, compare(sk[n], sk[k])) for k, _ in found[: tie_cut(found, SEARCH)]]
         # a near-copy child is set aside by the registration-order tie-break, not by the model: leave it out
         live = [
             (k, c) for k, c in comps if not c.identical and c.shared > 0 and not (near_copy(c) and n in zoo.parents(k))
@@ -160,9 +161,10 @@ def calibrate(zoo: Zoo, command: str) -> ParentModel:
     for n in zoo.names:
         if zoo.distilled(n):
             continue
-        found = [k for k, _ in index.search(sk[n], max(SEARCH, MERGE_POOL), exclude={n})]
-        v = decide(sk[n], [(k, sk[k]) for k in found[:SEARCH]], model, order, order[n],
-                   pool=[(k, sk[k]) for k in found[SEARCH:]])  # fmt: skip
+        scored = index.search(sk[n], max(SEARCH, MERGE_POOL), exclude={n})
+        found, cut = [k for k, _ in scored], tie_cut(scored, SEARCH)
+        v = decide(sk[n], [(k, sk[k]) for k in found[:cut]], model, order, order[n],
+                   pool=[(k, sk[k]) for k in found[cut:]])  # fmt: skip
         raw.append(v.confidence)
         right.append(tuple(sorted(v.parents)) == zoo.parents(n))
     return replace(model, confidence_map=fit_confidence(raw, right))
@@ -311,6 +313,27 @@ def restricted_sets(zoo: Zoo) -> dict[str, list[tuple[str, list[str]]]]:
         sibs = [s for s in children[p] if s != n]
         if sibs:
             out["siblings"].append((n, [p, *sibs]))
+    out.update(generation_sets(zoo))
+    return out
+
+
+def generation_sets(zoo: Zoo) -> dict[str, list[tuple[str, list[str]]]]:
+    """Neural Lineage's cross-generation protocol: a descendant and, as candidates, its ancestor at gap g with
+    every other model of that ancestor's generation (none of the descendant's own ancestors); only descendants
+    with a single ancestor at that gap (no merge on the way)."""
+    by_generation: dict[int, list[str]] = defaultdict(list)
+    for n in zoo.names:
+        by_generation[int(zoo.models[n]["generation"])].append(n)
+    out: dict[str, list[tuple[str, list[str]]]] = {f"lineage{g}": [] for g in (1, 2, 3)}
+    for n in zoo.names:
+        ancestors = zoo.true_ancestors(n)
+        for g in (1, 2, 3):
+            at = [a for a, gap in ancestors.items() if gap == g]
+            if len(at) != 1:
+                continue
+            (a,) = at
+            rivals = [m for m in by_generation[int(zoo.models[a]["generation"])] if m != n and m not in ancestors]
+            out[f"lineage{g}"].append((n, [a, *rivals]))
     return out
 
 
@@ -414,6 +437,7 @@ def summarise(zoo: Zoo, result: dict[str, Any]) -> dict[str, float]:
     out = {
         "independent": result["restricted"]["independent"],
         "siblings": result["restricted"]["siblings"],
+        **{f"lineage{g}": result["restricted"][f"lineage{g}"] for g in (1, 2, 3)},
         "all": acc([n for n in names if zoo.parents(n)]),
         "pruned": acc([n for n in names if zoo.kind(n) == "pruned"]),
         "int4": acc([n for n in names if zoo.kind(n) == "int4"]),
@@ -442,9 +466,12 @@ ROWS = [
     ("int4", "int4-quantised children (≥ 95%)"),
     ("adapter", "LoRA-merged children (≥ 95%)"),
     ("merge", "both parents of merges (≥ 90%)"),
-    ("gap1", "ancestor at generation gap 1 (≥ 99%)"),
-    ("gap2", "ancestor at gap 2 (≥ 98%)"),
-    ("gap3", "ancestor at gap 3 (≥ 97%)"),
+    ("lineage1", "ancestor top-1 among its generation, gap 1 (Neural Lineage protocol, ≥ 99%)"),
+    ("lineage2", "ancestor top-1 among its generation, gap 2 (≥ 98%)"),
+    ("lineage3", "ancestor top-1 among its generation, gap 3 (≥ 97%)"),
+    ("gap1", "ancestor at generation gap 1 in the recovered tree (every edge of the chain right)"),
+    ("gap2", "ancestor at gap 2 in the recovered tree"),
+    ("gap3", "ancestor at gap 3 in the recovered tree"),
     ("edges", "directed edges of the recovered tree (≥ 95%)"),
     ("roots", "roots recovered as roots"),
     ("auroc", "no registered parent: AUROC (≥ 0.99)"),
@@ -645,6 +672,12 @@ def write_report(out: Path, command: str, cal: Zoo, test: Zoo, model: ParentMode
         f"MoTHer's kurtosis direction (children {'more' if kurt_sign > 0 else 'less'} kurtotic, fitted) come from "
         "the calibration zoo. Neural Lineage runs the trunk on 128 of the zoo's unlabelled probes, l1 feature "
         "distance, α = 0.01, and is only defined between models of one architecture.",
+        "",
+        "Ancestors are measured two ways. Neural Lineage's cross-generation protocol (the source of the issue's "
+        "99 / 98 / 97 % and of the paper's 99.1 / 98.8 / 97.8 %): a descendant g generations down, the candidates "
+        "its true ancestor and every other model of that ancestor's generation, top-1 from the weights. The "
+        "recovered-tree rows are stricter: the ancestor must sit at exactly generation g in the whole recovered "
+        "forest, so every one of the g edges between them must be right (gap 1 is the directed-edge row).",
         "",
         "| measure | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),

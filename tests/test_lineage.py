@@ -540,3 +540,30 @@ def test_a_merge_of_two_near_copies_keeps_both_parents() -> None:
     for order in ({"soup": 0, "a": 1, "b": 2}, {"a": 0, "b": 1, "soup": 2}):  # registered before or after them
         v = decide(sk["soup"], [(n, sk[n]) for n in ("a", "b")], ParentModel.load(), order, order["soup"])
         assert v.relation == "merge" and set(v.parents) == {"a", "b"}, order
+
+
+def test_a_dense_model_regrown_from_a_sparse_one_grew_from_it() -> None:
+    """Trained without its mask, a pruned model's zeros grow by about as much as its other weights move, far less
+    than the weights a pruning removes: the sparse one is the parent, and a pruned copy is still the child."""
+    from modelkin.provenance.lineage.compare import compare
+
+    base = pretrained(0)
+    sparse = pruned(base, 0.7)
+    rng = np.random.default_rng(6)
+    regrown = {k: (w + 0.01 * rng.standard_normal(w.shape) / np.sqrt(w.shape[-1])).astype(np.float32)
+               for k, w in sparse.items()}  # fmt: skip
+    grown, parent = sketch_model(regrown.items()), sketch_model(sparse.items())
+    assert compare(grown, parent).pruned_from > 0 > compare(parent, grown).pruned_from
+    retrained = {k: np.where(w != 0, w + 0.01 * rng.standard_normal(w.shape) / np.sqrt(w.shape[-1]), 0.0)
+                 .astype(np.float32) for k, w in sparse.items()}  # fmt: skip
+    dense, child = sketch_model(base.items()), sketch_model(retrained.items())
+    assert compare(child, dense).pruned_from > 0 > compare(dense, child).pruned_from
+
+
+def test_the_precise_comparison_never_cuts_a_tie() -> None:
+    """Look-alikes at one coarse distance enter the precise comparison together (up to half the budget more)."""
+    from modelkin.provenance.lineage.index import tie_cut
+
+    found = [("a", 0.1), ("b", 0.1), ("c", 0.2), ("d", 0.2), ("e", 0.2004), ("f", 0.3)]
+    assert tie_cut(found, 3) == 5 and tie_cut(found, 2) == 2 and tie_cut(found, 5) == 5
+    assert tie_cut([("a", 0.2)] * 10, 4) == 6 and tie_cut(found[:2], 5) == 2

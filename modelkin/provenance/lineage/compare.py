@@ -19,6 +19,7 @@ from modelkin.provenance.lineage.signatures import (
     GRID_BITS,
     equal_share,
     grid_steps,
+    grown_from,
     level_mismatch,
     lowrank_fit,
     mask_fit,
@@ -175,6 +176,8 @@ def compare(query: ModelSketch, candidate: ModelSketch, pairs: Sequence[Pair] | 
             forward, backward = mask_fit(tq.kept, tc.kept), mask_fit(tc.kept, tq.kept)
             if forward is not None or backward is not None:
                 sig = (forward or 0.0) - (backward or 0.0)
+                if tq.bits > GRID_BITS and tc.bits > GRID_BITS:  # a dense model regrown from a sparse one
+                    sig = 1.0 if grown_from(tq.kept, tc.kept) else -1.0 if grown_from(tc.kept, tq.kept) else sig
         if d >= 1e-6 and d < AGREE and min(x.shape) >= MIN_RANK_DIM:  # else unchanged, or replaced (a new head
             changed += 1  # is no update: its rank says nothing)
             diff = x - y

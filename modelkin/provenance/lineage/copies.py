@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from modelkin.provenance.lineage.compare import AGREE, Comparison
-from modelkin.provenance.lineage.pairing import _values, pair_tensors
+from modelkin.provenance.lineage.pairing import aligned
 from modelkin.provenance.lineage.signatures import GRID_BITS
 from modelkin.provenance.lineage.sketch import ModelSketch
 
@@ -32,16 +32,11 @@ def near_copy(c: Comparison) -> bool:
 
 def _distances(other: ModelSketch, members: Sequence[ModelSketch]) -> np.ndarray | None:
     """‖other − member‖ / ‖member‖ over the tensors ``other`` shares with every member (the same ones for all)."""
-    found = [{p.a: p for p in pair_tensors(other, m)} for m in members]
-    common = sorted(set.intersection(*(set(f) for f in found)))
-    if not common:
+    found = aligned(other, members)
+    if found is None:
         return None
-    x = np.concatenate([other.tensors[i].values.reshape(-1) for i in common]).astype(np.float64)
-    out = []
-    for m, f in zip(members, found, strict=True):
-        y = np.concatenate([_values(m.tensors[f[i].b], f[i].transposed) for i in common]).astype(np.float64)
-        out.append(np.linalg.norm(x - y) / max(float(np.linalg.norm(y)), 1e-12))
-    return np.array(out)
+    x, ys = found
+    return np.array([np.linalg.norm(x - y) / max(float(np.linalg.norm(y)), 1e-12) for y in ys])
 
 
 def _trained_away(other: ModelSketch, members: Sequence[ModelSketch]) -> bool:

@@ -19,6 +19,23 @@ from modelkin.provenance.lineage.compare import TINY
 from modelkin.provenance.lineage.sketch import ModelSketch, coarse
 
 MIN_COVERAGE = 0.2
+TIED = 5e-3  # coarse distances closer than this share of each other do not order two candidates
+
+
+def tie_cut(found: Sequence[tuple[Hashable, float]], k: int) -> int:
+    """How many of ``found`` (nearest first) get the precise comparison: the first ``k`` and those the index
+    cannot tell from the k-th (at most half as many more, a bound on the cost).
+
+    A popular model's look-alike derivatives (quantised, frozen, head-only and near copies) sit at one coarse
+    distance from a query; a cut inside that tie would keep or drop the model itself by index order alone.
+    """
+    if len(found) <= k or k <= 0:
+        return min(len(found), max(k, 0))
+    last = found[k - 1][1]
+    n = k
+    while n < min(len(found), k + (k + 1) // 2) and found[n][1] - last <= TIED * max(last, 1e-12):
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)

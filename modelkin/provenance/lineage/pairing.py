@@ -10,6 +10,7 @@ are actually close. Nothing is paired across different shapes.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,19 @@ def _values(t: TensorSketch, transposed: bool) -> np.ndarray:
         return t.values.reshape(-1)
     v = t.values if not t.exact else t.values.reshape(t.shape)
     return v.T.reshape(-1)
+
+
+def aligned(model: ModelSketch, members: Sequence[ModelSketch]) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """``model``'s values and each member's, flat and in one order, over the tensors ``model`` shares with
+    every member (the same coordinates for all), or None when no tensor is shared with all of them."""
+    found = [{p.a: p for p in pair_tensors(model, m)} for m in members]
+    common = sorted(set.intersection(*(set(f) for f in found))) if found else []
+    if not common:
+        return None
+    x = np.concatenate([model.tensors[i].values.reshape(-1) for i in common]).astype(np.float64)
+    ys = [np.concatenate([_values(m.tensors[f[i].b], f[i].transposed) for i in common]).astype(np.float64)
+          for m, f in zip(members, found, strict=True)]  # fmt: skip
+    return x, ys
 
 
 def content_distance(x: TensorSketch, y: TensorSketch, transposed: bool = False) -> float:

@@ -26,6 +26,8 @@ from modelkin.provenance.lineage.sketch import TensorSketch, row_step
 GRID_BITS = 8.5  # at most this many grid bits: integer-quantised (int8, int4); float16 values measure 11 or more
 SNAP = 0.05  # within this share of a step of a level, a value sits on the grid
 RANK_SHARE = 4  # a low-rank update has rank at most min(shape) / RANK_SHARE
+REGROWN = 2.0  # regrown weights are at most this many times the size of the movement of the others
+BELOW = 0.25  # ... and at most this share of the sparse model's smallest weight (pruned ones average about half)
 _STEPS: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
 _STEPS_LIMIT = 20000
 
@@ -90,8 +92,8 @@ def mask_fit(child: np.ndarray, parent: np.ndarray) -> float | None:
     """1 when the child's new zeros are exactly the parent's smallest-magnitude weights (magnitude pruning),
     falling towards 0 with the share of them that are not. None when the child has (almost) no new zeros.
 
-    A dense model regrown from a sparse one (the reverse edge) leaves small weights on both sides of any
-    threshold, and a relative of the true parent misorders the weights near it.
+    A relative of the true parent misorders the weights near the threshold. A dense model regrown from a
+    sparse one can fit the reverse reading (its regrown weights are small); grown_from tells the two apart.
     """
     zeros = child == 0
     k = int(zeros.sum()) - int((parent == 0).sum())
@@ -101,6 +103,27 @@ def mask_fit(child: np.ndarray, parent: np.ndarray) -> float | None:
     threshold = np.partition(magnitude.reshape(-1), k - 1)[k - 1]
     outside = float(np.mean(magnitude[zeros & (parent != 0)] > threshold * (1 + 1e-6)))
     return float(np.clip(-np.log10(outside + 1e-4) / 4, 0.0, 1.0))
+
+
+def grown_from(child: np.ndarray, parent: np.ndarray) -> bool:
+    """The child is the sparse parent trained without its mask: its weights at the parent's zeros are no larger
+    than REGROWN times the distance its other weights moved, nor than BELOW of the parent's smallest weight.
+
+    A regrown weight started at zero and was moved by the same optimiser as every other weight, so it is about
+    as large as their movement; a magnitude-pruned weight is one of the dense model's own weights, as large as
+    the weights themselves, which exceed any fine-tuning movement by the inverse of its relative distance (and
+    a pruned copy that was not retrained moved nothing at all). A dense ancestor further up (a fine-tune, then
+    the pruning) moved as much as it is large, so the grown weights must also sit far below the cut: pruned
+    ones average about half of the smallest kept weight, regrown ones start at zero. Grid-valued tensors are
+    for the grid tests: a value rounded to zero is as large as the rounding of the others.
+    """
+    grown = (parent == 0) & (child != 0)
+    both = (parent != 0) & (child != 0)
+    if grown.sum() < max(4, 0.05 * child.size) or both.sum() < 4:
+        return False
+    moved = float(np.mean(np.abs(child[both] - parent[both])))
+    size = float(np.mean(np.abs(child[grown])))
+    return moved > 0 and size <= REGROWN * moved and size <= BELOW * float(np.min(np.abs(parent[parent != 0])))
 
 
 def lowrank_fit(s: np.ndarray, side: int) -> float:
