@@ -811,17 +811,23 @@ def most_robust_within(table: dict[float, dict[str, float]]) -> float | None:
                default=None)  # fmt: skip
 
 
+def margin_table(label: str, table: dict[float, dict[str, float]]) -> list[str]:
+    """One row per margin tried: its mean accuracy change and how often each calibration attack was survived."""
+    lines = [f"| {label} | mean accuracy change (points) | " + " | ".join(CALIBRATION_ATTACKS) + " |",
+             "| ---: | ---: |" + " ---: |" * len(CALIBRATION_ATTACKS)]  # fmt: skip
+    for h, row in sorted(table.items()):
+        lines.append(f"| {h:g} | {row['fidelity']:+.2f} | "
+                     + " | ".join(f"{row[a]:.0f}%" for a in CALIBRATION_ATTACKS) + " |")  # fmt: skip
+    return lines
+
+
 def training_lines(table: dict[float, dict[str, float]] | None) -> list[str]:
     if not table:
         return []
     lines = ["### Calibration of the training-time regulariser's margin (seed-0 zoo)", "",
              "The zoo's training (lr 3e-3, 20 epochs) with `Regulariser(margin=...)`: margin 0 is NeuralMark's loss, "
              "which leaves the weakest bits near zero. Accuracy change against the same training without a mark.", "",
-             "| training margin | mean accuracy change (points) | " + " | ".join(CALIBRATION_ATTACKS) + " |",
-             "| ---: | ---: |" + " ---: |" * len(CALIBRATION_ATTACKS)]  # fmt: skip
-    for h, row in sorted(table.items()):
-        lines.append(f"| {h:g} | {row['fidelity']:+.2f} | "
-                     + " | ".join(f"{row[a]:.0f}%" for a in CALIBRATION_ATTACKS) + " |")  # fmt: skip
+             *margin_table("training margin", table)]  # fmt: skip
     pick = most_robust_within(table)
     found = f"**{pick:g}**" if pick is not None else "none"
     return lines + [
@@ -988,11 +994,7 @@ def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | No
                   "BCE(w~K - margin |w~| s, b): margin 0 is NeuralMark's loss, which lets the fine-tune erode the "
                   "post-hoc margin; a positive one asks each bit to keep part of it. Accuracy change against the "
                   "same fine-tune without a mark.", "",
-                  "| healing margin | mean accuracy change (points) | " + " | ".join(CALIBRATION_ATTACKS) + " |",
-                  "| ---: | ---: |" + " ---: |" * len(CALIBRATION_ATTACKS)]  # fmt: skip
-        for h, row in sorted(heal.items()):
-            lines.append(f"| {h:g} | {row['fidelity']:+.2f} | "
-                         + " | ".join(f"{row[a]:.0f}%" for a in CALIBRATION_ATTACKS) + " |")  # fmt: skip
+                  *margin_table("healing margin", heal)]  # fmt: skip
         found = f"**{pick:g}**" if pick is not None else "none"
         lines += ["", f"Least accuracy cost with >= 99% after all three: {found}; shipped HEAL_MARGIN is "
                   f"{HEAL_MARGIN:g} ({'agree' if pick == HEAL_MARGIN else 'DISAGREE'}).", ""]  # fmt: skip
