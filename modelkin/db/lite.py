@@ -29,7 +29,7 @@ EXPANDING = "__[POSTCOMPILE_{}]"  # how SQLAlchemy leaves an expanding IN parame
 Statement = tuple[str, tuple[str | None, ...], Mapping[str, Any]]
 
 
-_SCAN = json.JSONDecoder().scan_once
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set by __init__ (the C scanner), not in typeshed
 
 
 def loads_json(text: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load, save
@@ -40,7 +41,7 @@ def from_bytes(data: bytes) -> Knowledge:
     return Knowledge(**{k: arrays[k] for k in _ARRAYS}, forward_calls=int(meta.get("forward_calls", 0)))
 
 
-def _meta(data: bytes) -> dict[str, object]:
+def _meta(data: bytes) -> dict[str, Any]:
     (n,) = struct.unpack("<Q", data[:8])
     meta = json.loads((json.loads(data[8 : 8 + n]).get("__metadata__") or {}).get(META_KEY, "{}"))
     if meta.get("format") not in (FORMAT, FORMAT_1):

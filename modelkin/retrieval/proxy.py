@@ -39,6 +39,6 @@ def knowledge_logme(pool_logits: Sequence[np.ndarray], nearest: tuple[np.ndarray
     widths = np.array([np.shape(p)[1] for p in pool_logits])
     for width in np.unique(widths):
         members = np.flatnonzero(widths == width)
-        stack = np.stack([np.asarray(pool_logits[i], dtype=np.float64)[near] for i in members])  # (B, n, k, C)
+        stack = np.stack([np.asarray(pool_logits[int(i)], dtype=np.float64)[near] for i in members])  # (B, n, k, C)
         scores[members] = logme_stack((stack * weights[None, ..., None]).sum(axis=2), y)
     return scores

@@ -93,7 +93,7 @@ def _numerical_rank(s: np.ndarray) -> int:
     return int(np.count_nonzero(s > RANK_TOLERANCE * s[0])) if s.size and s[0] > 0 else 0
 
 
-def _mean(values: list[float], weights: list[float]) -> float:
+def _mean(values: Sequence[float], weights: Sequence[float]) -> float:
     w = np.asarray(weights, dtype=np.float64)
     return float(np.dot(values, w) / w.sum()) if len(values) and w.sum() > 0 else 0.0
 

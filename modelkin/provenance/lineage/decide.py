@@ -28,7 +28,7 @@ from modelkin.provenance.lineage.compare import (
     merge_children,
 )
 from modelkin.provenance.lineage.copies import NEAR_COPY, near_copy, upstream
-from modelkin.provenance.lineage.pairing import pair_tensors
+from modelkin.provenance.lineage.pairing import Pair, pair_tensors
 from modelkin.provenance.lineage.sketch import ModelSketch
 from modelkin.provenance.lineage.twins import original, own_tensors
 
@@ -233,7 +233,7 @@ def _merge(
     full = whole[:MERGE_CANDIDATES]
     keys = [k for k, _, _ in whole]
     sketches = [s for _, _, s in whole]
-    pairs = [c.pairs for _, c, _ in whole]
+    pairs: list[Sequence[Pair]] = [c.pairs for _, c, _ in whole]
     for key, sketch in pool:
         found = pair_tensors(query, sketch)
         covered = sum(query.tensors[p.a].numel for p in found)

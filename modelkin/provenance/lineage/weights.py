@@ -31,7 +31,7 @@ def mapped_tensors(
         if t.dtype not in _MAPPED and t.dtype != "BF16" or t.end == t.begin:
             continue
         data = raw[header.data_start + t.begin : header.data_start + t.end]
-        digest = (digests or {}).get(t.name) or hashlib.sha256(data).hexdigest()
+        digest = (digests or {}).get(t.name) or hashlib.sha256(data.data).hexdigest()
         if t.dtype == "BF16":
             array = (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
         else:
