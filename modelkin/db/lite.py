@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -83,7 +84,7 @@ def failure(reason: object) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"the registry database failed: {text}.", hint="check MODELKIN_DATABASE_URL")
 
 
-class PlainConnection:
+class PlainConnection(ABC):
     """One read transaction run by a driver alone, on the SQL text ``make sql`` generated for its dialect.
 
     ``modelkin.registry.rows.run`` hands it the statement of that name from ``statements_module``.
@@ -94,15 +95,15 @@ class PlainConnection:
     def statements(self) -> Mapping[str, Statement]:
         return importlib.import_module(self.statements_module).STATEMENTS  # type: ignore[no-any-return]
 
+    @abstractmethod
     def execute(
         self, statement: Statement, params: Mapping[str, Any] | None = None, *, stream: bool = False
     ) -> Iterable[tuple[Any, ...]]:
         """The rows of ``statement`` as SQLAlchemy would hand them over; ``stream`` reads a long result lazily."""
-        raise NotImplementedError
 
+    @abstractmethod
     def revision(self) -> str | None:
         """The schema stamp Alembic keeps (None when the database holds no registry)."""
-        raise NotImplementedError
 
 
 class LiteConnection(PlainConnection):
