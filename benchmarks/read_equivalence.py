@@ -74,7 +74,7 @@ READS: list[list[str]] = [
     ["show", "model-00042:7"],
     ["show", "model-00042:7", "--json"],
     ["show", "model-00042"],
-    ["show", "model-00042:prod", "--json"],
+    ["show", "model-00042@prod", "--json"],
     ["show", "model-00042:8"],
     ["show", "model-00007", "--json"],
     ["show", "model-99999:1"],
