@@ -446,8 +446,9 @@ def attacks(model: ZooModel, mark: Mark, setting: Setting, seed: int) -> dict[st
 
 
 def run_zoo(
-    root: Path, per_arch: int, setting: Setting, seed: int, cnn_lam: float, log: Callable[[str], None]
+    root: Path, per_arch: int, setting: Setting, seed: int, cnn_lam: float | None, log: Callable[[str], None]
 ) -> dict[str, Any]:
+    """Every MLP measurement on ``root``, and the CNNs' with the training-time weight ``cnn_lam`` (None: skipped)."""
     truth, data = read_zoo(root)
     names, counts = pick_models(root, truth, per_arch)
     log(f"{root}: marking {len(names)} models ({', '.join(f'{a}: {n}' for a, n in sorted(counts.items()))})")
@@ -487,7 +488,7 @@ def run_zoo(
         keys.append((name, nm))
         log(f"  [{i}/{len(names)}] {name}: {time.perf_counter() - t0:.1f} s")
     results["false_positives"] = false_positives(root, truth, keys, seed)
-    results["cnn"] = cnn_capacity(root, per_arch, seed, cnn_lam, log)
+    results["cnn"] = cnn_capacity(root, per_arch, seed, cnn_lam, log) if cnn_lam is not None else []
     return results
 
 
@@ -1160,7 +1161,7 @@ def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | No
               f"{sum(b >= THRESHOLD_BITS for b in main['uchida_forging'])}/{len(main['uchida_forging'])} cases "
               "(nothing ties its bits to its projection).", ""]  # fmt: skip
     lines += cnn_lambda_lines(main["cnn_lambda"])
-    lines += cnn_lines(main["cnn"])
+    lines += cnn_lines(main["cnn"]) if main["cnn"] else []
     lines += targets(main)
     if minilm is not None:
         m = minilm
@@ -1244,6 +1245,7 @@ def main() -> None:
     parser.add_argument("--together", type=float, default=DEFAULT_TOGETHER, help="co-activation of two units")
     parser.add_argument("--seed", type=int, default=0, help="seeds keys and attacks")
     parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--skip-cnn", action="store_true", help="leave out the CNNs' section (the slowest part)")
     parser.add_argument("--calibrate-only", action="store_true", help="print the calibration table and stop")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ownership.md"))
     args = parser.parse_args()
@@ -1275,7 +1277,8 @@ def main() -> None:
         return
     args.seed_label = json.loads((args.zoo / "ground_truth.json").read_text())["seed"]
     setting = Setting(args.margin, args.floor, args.together)
-    main_run = run_zoo(args.zoo, args.per_arch, setting, args.seed, chosen_lambda(cnn_table), log)
+    cnn_lam = None if args.skip_cnn else chosen_lambda(cnn_table)
+    main_run = run_zoo(args.zoo, args.per_arch, setting, args.seed, cnn_lam, log)
     main_run["cnn_lambda"], main_run["training_margin"] = cnn_table, training
     minilm = None
     if not args.skip_minilm:
