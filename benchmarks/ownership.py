@@ -73,6 +73,7 @@ State = dict[str, torch.Tensor]
 ATTACK_EPOCHS = 20
 BATCH = 64
 TRAINING_LR = 3e-3  # the zoo's own training learning rate, for the training-time regulariser
+DISTIL_T = 2.0  # healing by distillation from the unmarked source (tried, not shipped: see "Healing by distillation")
 FRESH_KEYS_PER_MODEL = 2
 MARGIN_GRID = (0.75, 1.0, 1.25, 1.5)
 FLOOR_GRID = (0.2, 0.4)
@@ -91,6 +92,7 @@ class ZooModel:
     state: State
     train: tuple[np.ndarray, np.ndarray]
     eval: tuple[np.ndarray, np.ndarray]
+    query: tuple[np.ndarray, np.ndarray]  # the task's query pool: seen by no zoo model, 4.4x the eval split
     parents: list[str]
     children: list[str] = field(default_factory=list)
 
@@ -102,10 +104,12 @@ def read_zoo(root: Path) -> tuple[dict[str, Any], ZooData]:
 
 def zoo_model(root: Path, truth: dict[str, Any], data: ZooData, name: str) -> ZooModel:
     info = truth["models"][name]
-    train, evaluation = data.source(Task.from_json(info["task"]))
+    task = Task.from_json(info["task"])
+    train, evaluation = data.source(task)
+    _, query = data.query(task, shots=0)
     children = [n for n, m in truth["models"].items() if name in m["parents"]]
     state = load_file(str(root / "models" / f"{name}.safetensors"))
-    return ZooModel(name, info["architecture"], state, train, evaluation, info["parents"], children)
+    return ZooModel(name, info["architecture"], state, train, evaluation, query, info["parents"], children)
 
 
 def shapes(state: State) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -114,6 +118,12 @@ def shapes(state: State) -> dict[str, tuple[tuple[int, ...], str]]:
 
 def acc(model: ZooModel, state: State) -> float:
     return accuracy(load(model.spec, state), *model.eval)
+
+
+def acc_query(model: ZooModel, state: State) -> float:
+    """Accuracy on the task's query pool: a second, larger sample of the same task, to tell a mark's cost from
+    the evaluation split's sampling noise (one of its samples is worth 0.6-1.6 points on the small models)."""
+    return accuracy(load(model.spec, state), *model.query)
 
 
 # -- schemes: how a mark is made and read -----------------------------------------------------------------------
@@ -177,9 +187,10 @@ def uchida_reader(key: UchidaKey, layer: str) -> Callable[[State], int]:
 
 def train_all(
     model: ZooModel, state: State, lr: float, epochs: int, *, new_head: bool, seed: int,
-    extra: Callable[[dict[str, torch.nn.Parameter]], torch.Tensor] | None = None,
+    extra: Callable[[dict[str, torch.nn.Parameter]], torch.Tensor] | None = None, teacher: State | None = None,
 ) -> State:  # fmt: skip
-    """The fixed attack recipe: every parameter trainable, Adam, batch 64, on the model's training split."""
+    """The fixed attack recipe: every parameter trainable, Adam, batch 64, on the model's training split. With a
+    ``teacher``, the task loss is distillation from it (T^2 KL at temperature DISTIL_T) instead of the labels."""
     torch.manual_seed(seed)
     module = load(model.spec, state)
     if new_head:
@@ -189,11 +200,18 @@ def train_all(
     params = dict(module.named_parameters())
     optimiser = torch.optim.Adam(params.values(), lr=lr)
     x, y = torch.from_numpy(model.train[0]), torch.from_numpy(model.train[1])
+    if teacher is not None:
+        with torch.no_grad():
+            soft = F.softmax(load(model.spec, teacher)(x) / DISTIL_T, dim=1)
     generator = torch.Generator().manual_seed(seed)
     module.train()
     for _ in range(epochs):
         for batch in torch.randperm(len(y), generator=generator).split(BATCH):
-            loss = F.cross_entropy(module(x[batch]), y[batch])
+            out = module(x[batch])
+            if teacher is None:
+                loss = F.cross_entropy(out, y[batch])
+            else:
+                loss = DISTIL_T**2 * F.kl_div(F.log_softmax(out / DISTIL_T, dim=1), soft[batch], reduction="batchmean")
             if extra is not None:
                 loss = loss + extra(params)
             optimiser.zero_grad(set_to_none=True)
@@ -215,6 +233,9 @@ def uchida_regulariser(key: UchidaKey, layer: str, lam: float):  # type: ignore[
     return lambda params: lam * F.binary_cross_entropy_with_logits(params[layer].reshape(-1) @ projection, target)
 
 
+DISTILLED = "NeuralMark healed by distillation (not shipped)"
+
+
 @dataclass(frozen=True)
 class Setting:
     """How the data-free mark is made: margin, metric floor, and how often two units are active together."""
@@ -231,14 +252,18 @@ def with_mark(state: State, key: WatermarkKey, placement: Placement, setting: Se
     return {**state, placement.layer: torch.from_numpy(marked.astype(np.float32))}
 
 
-def healed_mark(model: ZooModel, posthoc: Mark, control: State, heal_margin: float, seed: int) -> Mark:
+def healed_mark(
+    model: ZooModel, posthoc: Mark, control: State, heal_margin: float, seed: int, distil: bool = False
+) -> Mark:
     """What `watermark embed --data` makes: the data-free mark, then 5 epochs with the regulariser asking each bit
-    for ``heal_margin`` (HEAL_MARGIN)."""
+    for ``heal_margin`` (HEAL_MARGIN); with ``distil``, the fine-tune matches the unmarked source's outputs
+    instead of the labels (the alternative tried; ``control`` is then the same distillation without a mark)."""
     reg = nm_regulariser(posthoc.key, posthoc.layer, posthoc.rounds, posthoc.pool, model.state[posthoc.layer].numel(),
                          1.0, heal_margin)  # fmt: skip
-    healed = train_all(model, posthoc.state, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed, extra=reg)
-    return Mark("NeuralMark healed", posthoc.layer, healed, posthoc.read, posthoc.key, posthoc.rounds, posthoc.pool,
-                control, model.state)  # fmt: skip
+    healed = train_all(model, posthoc.state, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed, extra=reg,
+                       teacher=model.state if distil else None)  # fmt: skip
+    return Mark(DISTILLED if distil else "NeuralMark healed", posthoc.layer, healed, posthoc.read, posthoc.key,
+                posthoc.rounds, posthoc.pool, control, model.state)  # fmt: skip
 
 
 def make_marks(model: ZooModel, seed: int, setting: Setting, training_time: bool = True) -> list[Mark]:
@@ -260,6 +285,9 @@ def make_marks(model: ZooModel, seed: int, setting: Setting, training_time: bool
         controls["heal"] = train_all(model, model.state, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed)
         controls["train"] = train_all(model, model.state, TRAINING_LR, ATTACK_EPOCHS, new_head=False, seed=seed)
         marks.append(healed_mark(model, marks[0], controls["heal"], HEAL_MARGIN, seed))
+        controls["distil"] = train_all(model, model.state, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed,
+                                       teacher=model.state)  # fmt: skip
+        marks.append(healed_mark(model, marks[0], controls["distil"], HEAL_MARGIN, seed, distil=True))
         trained = train_all(model, model.state, TRAINING_LR, ATTACK_EPOCHS, new_head=False, seed=seed,
                             extra=nm_regulariser(key, layer, rounds, pool, numel, 1.0))  # fmt: skip
         marks.append(Mark("NeuralMark training-time", layer, trained, read, key, rounds, pool, controls["train"],
@@ -418,14 +446,16 @@ def attacks(model: ZooModel, mark: Mark, setting: Setting, seed: int) -> dict[st
 
 
 def run_zoo(
-    root: Path, per_arch: int, setting: Setting, seed: int, cnn_lam: float, log: Callable[[str], None]
+    root: Path, per_arch: int, setting: Setting, seed: int, cnn_lam: float | None, log: Callable[[str], None]
 ) -> dict[str, Any]:
+    """Every MLP measurement on ``root``, and the CNNs' with the training-time weight ``cnn_lam`` (None: skipped)."""
     truth, data = read_zoo(root)
     names, counts = pick_models(root, truth, per_arch)
     log(f"{root}: marking {len(names)} models ({', '.join(f'{a}: {n}' for a, n in sorted(counts.items()))})")
     results: dict[str, Any] = {"models": names, "counts": counts, "fidelity": {}, "detection": {}, "attacks": {},
                                "forging": [], "uchida_forging": [], "placements": [], "bare": {},
-                               "heal_parts": [], "eval_sizes": []}  # fmt: skip
+                               "heal_parts": [], "eval_sizes": [], "query_sizes": [],
+                               "fidelity_query": {}, "relative_change": {}}  # fmt: skip
     keys: list[tuple[str, Mark]] = []
     for i, name in enumerate(names, 1):
         model = zoo_model(root, truth, data, name)
@@ -433,12 +463,20 @@ def run_zoo(
         t0 = time.perf_counter()
         marks = make_marks(model, seed, setting)
         results["placements"].append((name, marks[0].layer, marks[0].rounds, marks[0].pool))
+        layer = marks[0].layer
+        results["relative_change"][name] = float((marks[0].state[layer] - model.state[layer]).norm()
+                                                 / model.state[layer].norm())  # fmt: skip
         results["heal_parts"].append(heal_parts(model, marks, base, seed))
         results["eval_sizes"].append(len(model.eval[1]))
+        results["query_sizes"].append(len(model.query[1]))
         for mark in marks:
             marked = acc(model, mark.state)
             comparable = acc(model, mark.control) if mark.control is not None else base
             results["fidelity"].setdefault(mark.scheme, []).append((100 * base, 100 * comparable, 100 * marked))
+            reference = mark.control if mark.control is not None else model.state
+            results["fidelity_query"].setdefault(mark.scheme, []).append(
+                100 * (acc_query(model, mark.state) - acc_query(model, reference))
+            )
             results["detection"].setdefault(mark.scheme, []).append(mark.read(mark.state))
             for attack, (bits, attacked, bare) in attacks(model, mark, setting, seed).items():
                 results["attacks"].setdefault(mark.scheme, {}).setdefault(attack, []).append((bits, 100 * attacked))
@@ -450,7 +488,7 @@ def run_zoo(
         keys.append((name, nm))
         log(f"  [{i}/{len(names)}] {name}: {time.perf_counter() - t0:.1f} s")
     results["false_positives"] = false_positives(root, truth, keys, seed)
-    results["cnn"] = cnn_capacity(root, per_arch, seed, cnn_lam, log)
+    results["cnn"] = cnn_capacity(root, per_arch, seed, cnn_lam, log) if cnn_lam is not None else []
     return results
 
 
@@ -746,28 +784,38 @@ def calibrate(root: Path, per_arch: int, seed: int, log: Callable[[str], None]) 
 HEAL_MARGIN_GRID = (0.0, 0.5, 1.0)
 
 
-def calibrate_heal(root: Path, per_arch: int, seed: int, log: Callable[[str], None]) -> dict[float, dict[str, float]]:
+def calibrate_heal(
+    root: Path, per_arch: int, seed: int, log: Callable[[str], None]
+) -> tuple[dict[float, dict[str, float]], dict[str, float]]:
     """Healing margin -> mean accuracy change (against the same fine-tune without a mark) and detection rate after
-    each calibration attack, for healed marks made from the shipped data-free one (as `watermark embed --data`)."""
+    each calibration attack, for healed marks made from the shipped data-free one (as `watermark embed --data`);
+    and the same for healing by distillation from the unmarked source at HEAL_MARGIN (against the same
+    distillation without a mark), the alternative to the labels' loss."""
     truth, data = read_zoo(root)
     names, _ = pick_models(root, truth, per_arch)
     shipped = Setting(DEFAULT_MARGIN, DEFAULT_FLOOR, DEFAULT_TOGETHER)
-    fidelity: dict[float, list[float]] = {h: [] for h in HEAL_MARGIN_GRID}
-    survived: dict[float, dict[str, list[int]]] = {h: {a: [] for a in CALIBRATION_ATTACKS} for h in HEAL_MARGIN_GRID}
+    variants = [*HEAL_MARGIN_GRID, DISTILLED]
+    fidelity: dict[float | str, list[float]] = {h: [] for h in variants}
+    survived: dict[float | str, dict[str, list[int]]] = {h: {a: [] for a in CALIBRATION_ATTACKS} for h in variants}
     for name in names:
         model = zoo_model(root, truth, data, name)
         control = train_all(model, model.state, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed)
+        distilled = train_all(model, model.state, HEAL_LR, HEAL_EPOCHS, new_head=False, seed=seed, teacher=model.state)
         posthoc = make_marks(model, seed, shipped, training_time=False)[0]
-        for heal in HEAL_MARGIN_GRID:
-            mark = healed_mark(model, posthoc, control, heal, seed)
-            fidelity[heal].append(100 * (acc(model, mark.state) - acc(model, control)))
+        for heal in variants:
+            distil = heal == DISTILLED
+            reference = distilled if distil else control
+            mark = healed_mark(model, posthoc, reference, HEAL_MARGIN if distil else float(heal), seed, distil)
+            fidelity[heal].append(100 * (acc(model, mark.state) - acc(model, reference)))
             survived[heal][CALIBRATION_ATTACKS[0]].append(mark.read(train_all(model, mark.state, 1e-2, ATTACK_EPOCHS,
                                                                               new_head=True, seed=seed)))  # fmt: skip
             survived[heal][CALIBRATION_ATTACKS[1]].append(mark.read(prune(mark.state, 0.7)))
             survived[heal][CALIBRATION_ATTACKS[2]].append(mark.read(overwrite_posthoc(model, mark, shipped, seed)))
-        log(f"  heal calibration {name}: " + ", ".join(f"{h:g}: {fidelity[h][-1]:+.2f}" for h in HEAL_MARGIN_GRID))
-    return {h: {"fidelity": statistics.mean(fidelity[h]), **{a: detection_rate(b) for a, b in survived[h].items()}}
-            for h in HEAL_MARGIN_GRID}  # fmt: skip
+        log(f"  heal calibration {name}: " + ", ".join(f"{h}: {fidelity[h][-1]:+.2f}" for h in variants))
+    rows = {h: {"fidelity": statistics.mean(fidelity[h]), **{a: detection_rate(b) for a, b in survived[h].items()}}
+            for h in variants}  # fmt: skip
+    distil_row = rows.pop(DISTILLED)
+    return {float(h): row for h, row in rows.items()}, distil_row
 
 
 TRAINING_MARGIN_GRID = (0.0, 0.5, 1.0)
@@ -958,8 +1006,8 @@ def fmt_rate(bits: list[int]) -> str:
 
 
 def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | None,
-           heal: dict[float, dict[str, float]] | None, main: dict[str, Any], minilm: dict[str, Any] | None,
-           seconds: float) -> str:  # fmt: skip
+           heal: dict[float, dict[str, float]] | None, distil: dict[str, float] | None, main: dict[str, Any],
+           minilm: dict[str, Any] | None, seconds: float) -> str:  # fmt: skip
     lines = ["# Ownership benchmark", ""]
     command = "OMP_NUM_THREADS=1 python benchmarks/ownership.py " + " ".join(sys.argv[1:])
     lines += [f"Command: `{command}`.",
@@ -998,6 +1046,16 @@ def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | No
         found = f"**{pick:g}**" if pick is not None else "none"
         lines += ["", f"Least accuracy cost with >= 99% after all three: {found}; shipped HEAL_MARGIN is "
                   f"{HEAL_MARGIN:g} ({'agree' if pick == HEAL_MARGIN else 'DISAGREE'}).", ""]  # fmt: skip
+    if distil is not None:
+        row = distil
+        labels = heal[HEAL_MARGIN]["fidelity"] if heal is not None else float("nan")
+        lines += ["Healing by distillation (the fine-tune matches the unmarked source's outputs, T^2 KL at T = "
+                  f"{DISTIL_T:g}, instead of the labels; margin {HEAL_MARGIN:g}; against the same distillation "
+                  f"without a mark, which leaves an unmarked model as it is): mean change {row['fidelity']:+.2f} "
+                  f"points against {labels:+.2f} with the labels, "
+                  + ", ".join(f"{a} {row[a]:.0f}%" for a in CALIBRATION_ATTACKS)
+                  + f"; {'kept: the labels' if row['fidelity'] <= labels else 'DISAGREE: distillation is cheaper'}"
+                  " (`watermark embed --data` heals on the labels).", ""]  # fmt: skip
     lines += training_lines(main.get("training_margin"))
     counts = main["counts"]
     lines += [f"## Zoo (seed {args.seed_label}): {len(main['models'])} marked models", "",
@@ -1010,31 +1068,45 @@ def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | No
     lines += ["### Fidelity and detection", "",
               "Accuracy on each model's own evaluation split. A healed or training-time mark comes with extra "
               "training, so it is compared with the same training without the watermark (the comparable model); "
-              "a data-free mark is compared with the original. Within target: at most 0.5 points lost.", "",
+              "a data-free mark is compared with the original. Within target: at most 0.5 points lost. The last "
+              f"two columns measure the same change on the task's query pool ({min(main['query_sizes'])}-"
+              f"{max(main['query_sizes'])} samples per model against {min(main['eval_sizes'])}-"
+              f"{max(main['eval_sizes'])} in the evaluation split; seen by no zoo model and by none of the "
+              "training here): a second, larger sample of the same task, to tell the mark's cost from the "
+              "evaluation split's sampling noise. The target is judged on the evaluation split.", "",
               "| scheme | original | comparable unmarked | marked | change (mean) | 95% CI of the mean | worst "
-              "| within 0.5 points | detected (p < 2^-64) | min bits |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+              "| within 0.5 points | detected (p < 2^-64) | min bits | change on the query pool | its 95% CI |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for scheme, rows in main["fidelity"].items():
         bits = main["detection"][scheme]
         changes = [marked - comparable for _, comparable, marked in rows]
-        within = sum(c >= -0.5 for c in changes)
+        within, query = sum(c >= -0.5 for c in changes), main["fidelity_query"][scheme]
         lines.append(f"| {scheme} | {statistics.mean(r[0] for r in rows):.1f}% | "
                      f"{statistics.mean(r[1] for r in rows):.1f}% | {statistics.mean(r[2] for r in rows):.1f}% | "
                      f"{statistics.mean(changes):+.2f} | {ci(changes)} | {min(changes):+.2f} | "
-                     f"{within}/{len(changes)} | {fmt_rate(bits)} | {min(bits)} |")  # fmt: skip
-    by_arch: dict[str, list[tuple[str, float]]] = {}
+                     f"{within}/{len(changes)} | {fmt_rate(bits)} | {min(bits)} | {statistics.mean(query):+.2f} | "
+                     f"{ci(query)} |")  # fmt: skip
+    by_arch: dict[str, list[tuple[str, float, float]]] = {}
     pools = {n: m for n, _, _, m in main["placements"]}
     for scheme, rows in main["fidelity"].items():
-        for name, (_, comparable, marked) in zip(main["models"], rows, strict=True):
-            by_arch.setdefault(name.rsplit("-", 1)[0], []).append((scheme, marked - comparable))
-    lines += ["", "Mean change by architecture (the cost falls with the pool size m, which the tensor's size sets):",
-              "", "| architecture | pool m | " + " | ".join(main["fidelity"]) + " |",
-              "| --- | ---: |" + " ---: |" * len(main["fidelity"])]  # fmt: skip
+        query = main["fidelity_query"][scheme]
+        for name, (_, comparable, marked), q in zip(main["models"], rows, query, strict=True):
+            by_arch.setdefault(name.rsplit("-", 1)[0], []).append((scheme, marked - comparable, q))
+    lines += ["", "Mean change by architecture (the cost falls with the pool size m, which the tensor's size sets); "
+              "in brackets the same on the query pool; the relative change of the marked tensor is the data-free "
+              "mark's |W' - W| / |W|:",
+              "", "| architecture | pool m | relative change of the marked tensor | " + " | ".join(main["fidelity"])
+              + " |", "| --- | ---: | ---: |" + " ---: |" * len(main["fidelity"])]  # fmt: skip
     for arch, changes in sorted(by_arch.items()):
         ms = sorted({pools[n] for n in main["models"] if n.startswith(arch + "-")})
-        means = [f"{statistics.mean(c for sch, c in changes if sch == scheme):+.2f}" for scheme in main["fidelity"]]
+        means = [
+            f"{statistics.mean(c for sch, c, _ in changes if sch == scheme):+.2f} "
+            f"({statistics.mean(q for sch, _, q in changes if sch == scheme):+.2f})"
+            for scheme in main["fidelity"]
+        ]
         span = f"{ms[0]}" if ms[0] == ms[-1] else f"{ms[0]}-{ms[-1]}"
-        lines.append(f"| {arch} | {span} | " + " | ".join(means) + " |")
+        change = statistics.mean(c for n, c in main["relative_change"].items() if n.startswith(arch + "-"))
+        lines.append(f"| {arch} | {span} | {change:.2f} | " + " | ".join(means) + " |")
     lines += heal_lines(main)
     fp = main["false_positives"]
     lines += ["", "### False positives (NeuralMark keys against unmarked zoo models)", "",
@@ -1089,7 +1161,7 @@ def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | No
               f"{sum(b >= THRESHOLD_BITS for b in main['uchida_forging'])}/{len(main['uchida_forging'])} cases "
               "(nothing ties its bits to its projection).", ""]  # fmt: skip
     lines += cnn_lambda_lines(main["cnn_lambda"])
-    lines += cnn_lines(main["cnn"])
+    lines += cnn_lines(main["cnn"]) if main["cnn"] else []
     lines += targets(main)
     if minilm is not None:
         m = minilm
@@ -1173,6 +1245,7 @@ def main() -> None:
     parser.add_argument("--together", type=float, default=DEFAULT_TOGETHER, help="co-activation of two units")
     parser.add_argument("--seed", type=int, default=0, help="seeds keys and attacks")
     parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--skip-cnn", action="store_true", help="leave out the CNNs' section (the slowest part)")
     parser.add_argument("--calibrate-only", action="store_true", help="print the calibration table and stop")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ownership.md"))
     args = parser.parse_args()
@@ -1184,27 +1257,34 @@ def main() -> None:
 
     calib: dict[Setting, dict[str, float]] | None = None
     heal: dict[float, dict[str, float]] | None = None
+    distil: dict[str, float] | None = None
     cnn_table: dict[float, dict[str, float]] | None = None
     training: dict[float, dict[str, float]] | None = None
     if args.calibration_zoo:
         calib = calibrate(args.calibration_zoo, args.calibration_per_arch, args.seed, log)
-        heal = calibrate_heal(args.calibration_zoo, args.calibration_per_arch, args.seed, log)
+        heal, distil = calibrate_heal(args.calibration_zoo, args.calibration_per_arch, args.seed, log)
         training = calibrate_training(args.calibration_zoo, args.calibration_per_arch, args.seed, log)
         cnn_table = cnn_lambda(args.calibration_zoo, args.per_arch, args.seed, log)
     if args.calibrate_only:
         rows = [{**asdict(setting), **row} for setting, row in (calib or {}).items()]
         choice = chosen_setting(calib or {})
-        print(json.dumps({"table": rows, "chosen": asdict(choice) if choice else None, "healing": heal}, indent=2))
+        print(
+            json.dumps(
+                {"table": rows, "chosen": asdict(choice) if choice else None, "healing": heal, "distillation": distil},
+                indent=2,
+            )
+        )
         return
     args.seed_label = json.loads((args.zoo / "ground_truth.json").read_text())["seed"]
     setting = Setting(args.margin, args.floor, args.together)
-    main_run = run_zoo(args.zoo, args.per_arch, setting, args.seed, chosen_lambda(cnn_table), log)
+    cnn_lam = None if args.skip_cnn else chosen_lambda(cnn_table)
+    main_run = run_zoo(args.zoo, args.per_arch, setting, args.seed, cnn_lam, log)
     main_run["cnn_lambda"], main_run["training_margin"] = cnn_table, training
     minilm = None
     if not args.skip_minilm:
         torch.set_num_threads(2)
         minilm = run_minilm(log)
-    text = report(args, calib, heal, main_run, minilm, time.perf_counter() - start)
+    text = report(args, calib, heal, distil, main_run, minilm, time.perf_counter() - start)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -117,34 +117,52 @@ def measure(argv: Sequence[str], env: dict[str, str], repeat: int) -> tuple[floa
     return statistics.median(times), statistics.median(cpu), max(peaks)
 
 
+def environment(home: Path, url: str | None) -> dict[str, str]:
+    """The environment the commands run in: this venv's ``modelkin`` first on PATH, the registry at ``home``."""
+    env = {**os.environ, "MODELKIN_HOME": str(home), "OMP_NUM_THREADS": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    if url is not None:
+        env["MODELKIN_DATABASE_URL"] = url
+    return env
+
+
+def init_home(home: Path, url: str | None) -> str:
+    """A new empty registry at ``home`` (on ``url``, whose ``public`` schema is wiped first); its database URL."""
+    if url is not None:
+        reset = create_engine(url)
+        with reset.begin() as conn:
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        reset.dispose()
+    reg = Registry.init(home, database_url=url)
+    db_url = reg.settings.database_url
+    reg.close()
+    return db_url
+
+
+def grow(db_url: str, start: int, stop: int, *, postgresql: bool) -> None:
+    """Versions ``start .. stop`` inserted, then the statistics the database would hold after real writes."""
+    populate(db_url, start, stop)
+    analyze = make_engine(db_url)
+    with analyze.begin() as conn:
+        if postgresql:
+            conn.execute(text("ANALYZE"))
+        else:
+            keep_statistics(conn)
+    analyze.dispose()
+
+
 def run_backend(
     name: str, url: str | None, repeat: int, steps: Sequence[int]
 ) -> dict[tuple[str, int], tuple[float, float, float]]:
     with tempfile.TemporaryDirectory(prefix=f"modelkin-scale-{name}-") as tmp:
         home = Path(tmp) / "home"
-        env = {**os.environ, "MODELKIN_HOME": str(home), "OMP_NUM_THREADS": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
-        if url is not None:
-            reset = create_engine(url)
-            with reset.begin() as conn:
-                conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-                conn.execute(text("CREATE SCHEMA public"))
-            reset.dispose()
-            env["MODELKIN_DATABASE_URL"] = url
-        reg = Registry.init(home, database_url=url)
-        db_url = reg.settings.database_url
-        reg.close()
+        env = environment(home, url)
+        db_url = init_home(home, url)
         results: dict[tuple[str, int], tuple[float, float, float]] = {}
         done = 0
         for step in steps:
             started = time.perf_counter()
-            populate(db_url, done, step)
-            analyze = make_engine(db_url)
-            with analyze.begin() as conn:
-                if url is not None:
-                    conn.execute(text("ANALYZE"))
-                else:
-                    keep_statistics(conn)
-            analyze.dispose()
+            grow(db_url, done, step, postgresql=url is not None)
             print(f"{name}: {step} versions inserted in {time.perf_counter() - started:.1f} s", file=sys.stderr)
             done = step
             for label, argv, _ in COMMANDS:

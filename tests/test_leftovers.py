@@ -133,6 +133,25 @@ def test_sigterm_mid_registration_removes_the_staging_folder(registry: Registry,
     assert list(staging.iterdir()) == []
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_signal_right_after_the_staging_folder_appears_still_removes_it(
+    registry: Registry, weights: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM's SystemExit raised at the first instant it can be, the moment the folder exists (as a loaded
+    machine makes likely: the test above sends it as soon as the folder appears)."""
+    staging = Settings.resolve().staging
+    real_mkdir = os.mkdir
+
+    def mkdir_then_signal(path: Any, *args: Any, **kwargs: Any) -> None:
+        real_mkdir(path, *args, **kwargs)
+        if Path(path).parent == staging:
+            raise SystemExit(128 + signal.SIGTERM)
+
+    monkeypatch.setattr(os, "mkdir", mkdir_then_signal)
+    assert cli("register", weights, "--name", "m").exit_code == 128 + signal.SIGTERM
+    assert list(staging.iterdir()) == []
+
+
 def _big_model(folder: Path, seed: int, mib: int) -> Path:
     """A two-shard model of about ``mib`` MiB, distinct for each seed."""
     rng = np.random.default_rng(seed)

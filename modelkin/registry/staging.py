@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,17 +89,27 @@ class Staging:
 
     @contextmanager
     def directory(self, prefix: str) -> Iterator[Path]:
-        """A new folder, removed with its contents on every way out of the block."""
+        """A new private folder, removed with its contents on every way out of the block.
+
+        It is made inside the ``try``: a SIGTERM (SystemExit) that lands right after the folder appears still
+        removes it. ``tempfile.TemporaryDirectory`` left that moment open (between its ``mkdir`` and the
+        finalizer that cleans up), and ``gc`` would only have found the folder once this process was gone.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=writer_name(prefix) + "-", dir=self.root) as tmp:
-            yield Path(tmp)
+        path = self.root / f"{writer_name(prefix)}-dir"  # a folder's name ends in one more part (see leftovers)
+        try:
+            path.mkdir(mode=0o700)
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
     def leftovers(self, cutoff: float) -> Iterator[Leftover]:
         if not self.root.is_dir():
             return
         for entry in sorted(self.root.iterdir()):
             st = entry.lstat()
-            # TemporaryDirectory appends its own random part: the writer's name is what precedes it
+            # a folder's name has one more part ("-dir", or TemporaryDirectory's random part before round
+            # five): the writer's name is what precedes it
             name = entry.name.rsplit("-", 1)[0] if entry.is_dir() else entry.name
             if writer_gone(name, st.st_mtime, cutoff):
                 yield Leftover("staging", str(entry), _tree_size(entry))
