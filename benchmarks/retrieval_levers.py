@@ -28,7 +28,7 @@ from retrieval import SPACE, queries
 from modelkin import Registry
 from modelkin.retrieval import baselines
 from modelkin.retrieval.mixing import zscore
-from modelkin.retrieval.rerank import DIVERSITY, KNN_WEIGHT, STAGE_WEIGHT, WINDOW
+from modelkin.retrieval.rerank import DIVERSITY, KNN_WEIGHT, STAGE_WEIGHT, WINDOW, combine
 from modelkin.retrieval.runner import features_and_probs, one_thread
 from modelkin.zoo.registration import read_ground_truth
 
@@ -141,8 +141,7 @@ def replay(cache: dict[str, Any], prior: np.ndarray) -> dict[tuple[float, ...], 
             regret = np.zeros(nq)
             for q, ran in enumerate(picks):
                 gt = cache["gt"][q]
-                score = (zscore(cache["logme"][q][ran]) + kw * zscore(cache["knn"][q][ran])
-                         + sw * zscore(cache["stage"][q][ran]))  # fmt: skip
+                score = combine(cache["logme"][q][ran], cache["knn"][q][ran], cache["stage"][q][ran], kw, sw)
                 regret[q] = gt.max() - gt[ran[int(np.argmax(score))]]
             out[(*setting, kw, sw)] = regret
     return out

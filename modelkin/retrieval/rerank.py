@@ -42,6 +42,10 @@ def pick(scores: np.ndarray, predictions: Sequence[np.ndarray], n: int) -> list[
     return chosen
 
 
-def combine(logme: np.ndarray, knn: np.ndarray, stage: np.ndarray) -> np.ndarray:
-    """The rerank score of each model run: z(LogME) + KNN_WEIGHT·z(kNN) + STAGE_WEIGHT·z(stage-2 score)."""
-    return zscore(logme) + KNN_WEIGHT * zscore(knn) + STAGE_WEIGHT * zscore(stage)
+def combine(
+    logme: np.ndarray, knn: np.ndarray, stage: np.ndarray, knn_weight: float = KNN_WEIGHT,
+    stage_weight: float = STAGE_WEIGHT,
+) -> np.ndarray:
+    """The rerank score of each model run: z(LogME) + knn_weight·z(kNN) + stage_weight·z(stage-2 score); the
+    weights are open so that benchmarks/retrieval_levers.py can replay other settings through this formula."""
+    return zscore(logme) + knn_weight * zscore(knn) + stage_weight * zscore(stage)
