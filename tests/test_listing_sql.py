@@ -13,7 +13,7 @@ from sqlalchemy import inspect
 
 from modelkin import Registry
 from modelkin.registry.filters import parse_filter, parse_filter_tree
-from modelkin.registry.listing import to_sql
+from modelkin.registry.listing import plan
 from modelkin.registry.rows import FIELDS, filter_fields
 
 FILTERS = [
@@ -30,6 +30,7 @@ FILTERS = [
     "family = 'mlp' OR name ILIKE 'M1%'",
     "yanked = false",
     "version IN (1, 2)",
+    "version IN (1, 2.5) OR parameters < 212.5",  # a float is compared as a float, not cast to the column's type
     "name = '1'",
     "parameters = '212'",
     "tags.`odd.key-1` = 'x'",
@@ -49,16 +50,25 @@ def populated(registry: Registry, tmp_path: Path) -> Registry:
     return registry
 
 
-def test_sql_pushdown_agrees_with_python(populated: Registry) -> None:
+def test_sql_pushdown_agrees_with_python(populated: Registry, cli: Any) -> None:
+    """Through SQLAlchemy (``Registry``) and through the driver alone (the CLI), the same SQL text and rows."""
     everything = populated.list(include_yanked=True)
+
+    def listed(expr: str, *options: str) -> list[str]:
+        result = cli("list", "--filter", expr, "--all", "--json", *options)
+        assert result.exit_code == 0, result.stderr
+        return [v["ref"] for v in json.loads(result.stdout)]
+
     for expr in FILTERS:
         predicate = parse_filter(expr, FIELDS)
         expected = [v.ref for v in everything if predicate(filter_fields(v))]
         assert [v.ref for v in populated.list(expr, include_yanked=True)] == expected, expr
+        assert listed(expr) == expected, expr
         for sort in ("-created", "parameters", "-version"):
             got = [v.ref for v in populated.list(expr, sort=sort, include_yanked=True, limit=3)]
             ordered = [r.ref for r in populated.list(None, sort=sort, include_yanked=True)]
             assert got == [ref for ref in ordered if ref in expected][:3], (expr, sort)
+            assert listed(expr, "--sort", sort, "--limit", "3") == got, (expr, sort)
     assert sum(bool(populated.list(expr, include_yanked=True)) for expr in FILTERS) >= 12  # most filters match
 
 
@@ -77,10 +87,11 @@ def test_latest_and_limits_in_sql(populated: Registry, cli: Any) -> None:
 def test_filter_values_are_bound_parameters_never_sql_text(populated: Registry) -> None:
     node = parse_filter_tree("name = 'x''; DROP TABLE versions; --' OR tags.task LIKE '%''--'", FIELDS)
     assert node is not None
-    condition, _ = to_sql(node)
-    assert condition is not None
-    compiled = condition.compile(populated.engine)
-    assert "DROP" not in str(compiled) and "x'; DROP TABLE versions; --" in compiled.params.values()
+    for postgresql, pyformat in [(False, False), (True, False), (True, True)]:
+        sql, values, keep = plan(node, sort=None, limit=5, include_yanked=False, latest=False, postgresql=postgresql,
+                                 pyformat=pyformat)  # fmt: skip
+        assert "DROP" not in sql and "--" not in sql and "%" not in sql.replace("%(", "")
+        assert "x'; DROP TABLE versions; --" in values.values() and "%'--" in values.values() and keep is not None
     assert populated.list("name = 'x''; DROP TABLE versions; --'") == []
     assert inspect(populated.engine).has_table("versions") and len(populated.list(include_yanked=True)) == 8
 

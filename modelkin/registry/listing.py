@@ -3,46 +3,74 @@
 A parsed filter (modelkin.registry.filters) is translated into a SQL condition wherever the database can decide
 it exactly as Python would (typed comparisons on columns, string tests on tags); everything else stays in Python
 and is applied to the rows SQL returns. The SQL part is always a necessary condition of the whole filter, so
-rows are never lost, and when it is the whole filter the limit goes to SQL too. Values always travel as bound
-parameters, never as SQL text. Rows stream in batches of ``BATCH``, so memory does not grow with the registry.
-Everything is SQLAlchemy Core on ``modelkin.db.tables``: listing never imports the ORM (see modelkin.registry.reader).
-``version_query`` also builds the unfiltered listing among the named statements (modelkin.registry.statements).
+rows are never lost, and when it is the whole filter the limit goes to SQL too.
+
+The query is written here as SQL text for SQLite or PostgreSQL, by one builder, with every value a named bound
+parameter (``Params`` numbers them; a value never becomes SQL text). The text is what the driver alone runs on
+the read path (modelkin.db.lite, modelkin.db.pg), so a filtered ``list`` never imports SQLAlchemy, whose import
+costs more than the query; an engine runs the same text (``iter_versions``). ``:name`` parameters serve sqlite3
+and SQLAlchemy's ``text()``, ``%(name)s`` psycopg. Rows stream in batches, so memory does not grow with the
+registry. The unfiltered listing among the named statements (modelkin.registry.statements) is built here too.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Engine, Select, and_, func, or_, select
-
-from modelkin.db.engine import read_connection
-from modelkin.db.tables import models, tags, versions
 from modelkin.errors import InvalidName
 from modelkin.registry.filters import BoolOp, Comparison, Node, compile_node, parse_filter_tree
 from modelkin.registry.records import ModelVersion
 from modelkin.registry.rows import FIELDS, RECORD_KEYS, filter_fields, stream_records
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 BATCH = 500
-V, M, T = versions.c, models.c, tags.c
-RECORD_COLUMNS = tuple(V[k] for k in RECORD_KEYS)
-TEXT_COLUMNS: dict[str, Any] = {
-    "name": M.name, "digest": V.digest, "family": V.family, "relation": V.relation, "source": V.source,
-    "arch_fingerprint": V.arch_fingerprint,
+RECORD_SELECT = "SELECT " + ", ".join(f"versions.{k}" for k in RECORD_KEYS)
+TEXT_COLUMNS = {
+    "name": "models.name", "digest": "versions.digest", "family": "versions.family",
+    "relation": "versions.relation", "source": "versions.source", "arch_fingerprint": "versions.arch_fingerprint",
 }  # fmt: skip
-NUMBER_COLUMNS: dict[str, Any] = {
-    "version": V.number, "parameters": V.parameters, "tensors": V.tensor_count, "bytes": V.bytes,
+# each number column with its SQL type, the cast PostgreSQL gets for an integer compared with it
+NUMBER_COLUMNS = {
+    "version": ("versions.number", "INTEGER"), "parameters": ("versions.parameters", "BIGINT"),
+    "tensors": ("versions.tensor_count", "INTEGER"), "bytes": ("versions.bytes", "BIGINT"),
 }  # fmt: skip
-SORT_COLUMNS: dict[str, tuple[Any, ...]] = {
-    "name": (M.name, V.number),
-    "version": (V.number, M.name),
-    "created": (V.created_at, M.name, V.number),
-    "parameters": (V.parameters, M.name, V.number),
-    "bytes": (V.bytes, M.name, V.number),
-    "tensors": (V.tensor_count, M.name, V.number),
+SORT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "name": ("models.name", "versions.number"),
+    "version": ("versions.number", "models.name"),
+    "created": ("versions.created_at", "models.name", "versions.number"),
+    "parameters": ("versions.parameters", "models.name", "versions.number"),
+    "bytes": ("versions.bytes", "models.name", "versions.number"),
+    "tensors": ("versions.tensor_count", "models.name", "versions.number"),
 }
-_ORDERED = {"==": "__eq__", "!=": "__ne__", "<": "__lt__", "<=": "__le__", ">": "__gt__", ">=": "__ge__"}
+_ORDERED = {"==": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+# a listing's SQL: (text, its bound values, the test records must pass in Python or None when SQL decides all)
+Plan = tuple[str, dict[str, Any], Callable[[ModelVersion], bool] | None]
+
+
+class Params:
+    """The bound values of one statement, each behind a numbered marker in the dialect's parameter style."""
+
+    def __init__(self, postgresql: bool, pyformat: bool) -> None:
+        self.postgresql = postgresql
+        self.pyformat = pyformat
+        self.values: dict[str, Any] = {}
+
+    def bind(self, value: Any, cast: str | None = None) -> str:
+        """The marker of a new parameter holding ``value``, cast to ``cast`` on PostgreSQL."""
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return self.named(name, cast)
+
+    def named(self, name: str, cast: str | None = None) -> str:
+        """The marker of parameter ``name`` (a named statement's ``limit`` is supplied by its caller); on
+        PostgreSQL a typed one is cast, as SQLAlchemy's psycopg dialect casts it."""
+        marker = f"%({name})s" if self.pyformat else f":{name}"
+        return f"CAST({marker} AS {cast})" if cast and self.postgresql else marker
 
 
 def iter_versions(
@@ -54,15 +82,22 @@ def iter_versions(
     include_yanked: bool = False,
     latest: bool = False,
 ) -> Iterator[ModelVersion]:
-    """Versions matching ``filter``, in ``sort`` order (``-key`` descends), at most ``limit`` of them."""
+    """Versions matching ``filter``, in ``sort`` order (``-key`` descends), at most ``limit`` of them, read
+    through an engine (a database URL the drivers alone do not take, and ``Registry``)."""
+    from sqlalchemy import text
+
+    from modelkin.db.engine import read_connection
+    from modelkin.registry.statements import RECORD_COLUMNS
+
     node = parse_listing(filter, sort)
     if limit == 0:
         return
     with read_connection(engine) as conn:
-        query, keep = plan(node, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest,
-                           postgresql=conn.dialect.name == "postgresql")  # fmt: skip
+        sql, values, keep = plan(node, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest,
+                                 postgresql=conn.dialect.name == "postgresql")  # fmt: skip
+        query = text(sql).columns(*RECORD_COLUMNS)
         # the version rows stream from one cursor; each batch's files, tags, aliases and parents are read beside it
-        rows = conn.execute(query, execution_options={"yield_per": BATCH})
+        rows = conn.execute(query, values, execution_options={"yield_per": BATCH})
         yield from stream_records(conn, rows, limit, keep)
 
 
@@ -81,40 +116,49 @@ def plan(
     include_yanked: bool,
     latest: bool,
     postgresql: bool,
-) -> tuple[Select[Any], Callable[[ModelVersion], bool] | None]:
-    """The query a listing runs, and the test its records must pass in Python (None when SQL decides it all)."""
-    condition, exact = to_sql(node) if node is not None else (None, True)
+    pyformat: bool = False,
+) -> Plan:
+    """The SQL a listing runs with its values, and the test its records must pass in Python."""
+    params = Params(postgresql, pyformat)
+    condition, exact = to_sql(node, params) if node is not None else (None, True)
     residual = compile_node(node) if node is not None and not exact else None
-    query = version_query(sort or "name", include_yanked=include_yanked, latest=latest, condition=condition,
-                          postgresql=postgresql, limit=limit if residual is None else None)  # fmt: skip
+    bound = None if residual is not None or limit is None else params.bind(limit, "INTEGER")
+    sql = version_query(sort or "name", params, include_yanked=include_yanked, latest=latest, condition=condition,
+                        limit=bound)  # fmt: skip
     if residual is None:
-        return query, None
-    return query, lambda record: bool(residual(filter_fields(record)))
+        return sql, params.values, None
+    return sql, params.values, lambda record: bool(residual(filter_fields(record)))
 
 
 def version_query(
     sort: str,
+    params: Params,
     *,
     include_yanked: bool = False,
     latest: bool = False,
-    condition: ColumnElement[bool] | None = None,
-    postgresql: bool = False,
-    limit: Any = None,
-) -> Select[Any]:
-    """The versions (their ``RECORD_KEYS`` columns) a listing reads, in ``sort`` order, at most ``limit``."""
-    order = [_code_point_order(k, postgresql) for k in sort_keys(sort)]
-    query = select(*RECORD_COLUMNS).join(models, M.id == V.model_id)
-    if not include_yanked:
-        query = query.where(V.yanked.is_(False))
+    condition: str | None = None,
+    limit: str | None = None,
+) -> str:
+    """The versions (their ``RECORD_KEYS`` columns) a listing reads, in ``sort`` order, at most ``limit`` (a
+    parameter's marker)."""
+    false = "false" if params.postgresql else "0"
+    where = [] if include_yanked else [f"versions.yanked IS {false}"]
     if latest:
-        query = query.where(V.number == _newest_number(include_yanked))
+        newest = ("SELECT max(newer.number) FROM versions AS newer WHERE newer.model_id = versions.model_id"
+                  + ("" if include_yanked else f" AND newer.yanked IS {false}"))  # fmt: skip
+        where.append(f"versions.number = ({newest})")
     if condition is not None:
-        query = query.where(condition)
-    query = query.order_by(*(k.desc() if sort.startswith("-") else k.asc() for k in order))
-    return query if limit is None else query.limit(limit)
+        where.append(condition)
+    direction = " DESC" if sort.startswith("-") else " ASC"
+    order = ", ".join(_code_point_order(k, params.postgresql) + direction for k in sort_keys(sort))
+    sql = f"{RECORD_SELECT} FROM versions JOIN models ON models.id = versions.model_id"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY {order}"
+    return sql if limit is None else f"{sql} LIMIT {limit}"
 
 
-def sort_keys(sort: str) -> tuple[Any, ...]:
+def sort_keys(sort: str) -> tuple[str, ...]:
     """The columns ``sort`` (``key`` or ``-key``) orders by, or InvalidName."""
     keys = SORT_COLUMNS.get(sort.lstrip("-"))
     if keys is None:
@@ -122,66 +166,67 @@ def sort_keys(sort: str) -> tuple[Any, ...]:
     return keys
 
 
-def _code_point_order(column: Any, postgresql: bool) -> Any:
+def _code_point_order(column: str, postgresql: bool) -> str:
     """Names sort by code point, as in Python, whatever the PostgreSQL database's collation."""
-    return column.collate("C") if postgresql and column is M.name else column
+    return f'{column} COLLATE "C"' if postgresql and column == "models.name" else column
 
 
-def _newest_number(include_yanked: bool) -> Any:
-    newer = versions.alias("newer")
-    query = select(func.max(newer.c.number)).where(newer.c.model_id == V.model_id)
-    if not include_yanked:
-        query = query.where(newer.c.yanked.is_(False))
-    return query.scalar_subquery()
-
-
-def to_sql(node: Node) -> tuple[ColumnElement[bool] | None, bool]:
+def to_sql(node: Node, params: Params) -> tuple[str | None, bool]:
     """(a SQL condition every matching version meets or None, whether that condition is the whole filter)."""
     if isinstance(node, BoolOp):
-        parts = [to_sql(p) for p in node.parts]
+        parts = [to_sql(p, params) for p in node.parts]
+        exact = all(e for _, e in parts)
+        kept = [c for c, _ in parts if c is not None]
         if node.op == "AND":
-            kept = [c for c, _ in parts if c is not None]
-            condition = and_(*kept) if kept else None
-            return condition, all(exact for _, exact in parts)
-        if any(c is None for c, _ in parts):
+            return (f"({' AND '.join(kept)})" if kept else None), exact
+        if len(kept) < len(parts):
             return None, False
-        return or_(*(c for c, _ in parts if c is not None)), all(exact for _, exact in parts)
-    condition = _comparison(node)
+        return f"({' OR '.join(kept)})", exact
+    condition = _comparison(node, params)
     # SQLite's LIKE ignores ASCII case, so there SQL only narrows a LIKE down and Python decides
     return condition, condition is not None and node.op != "LIKE"
 
 
-def _comparison(c: Comparison) -> ColumnElement[bool] | None:
+def _comparison(c: Comparison, params: Params) -> str | None:
     """The exact SQL for one comparison, or None where SQL could disagree with Python's reading of it."""
     values = c.value if c.op == "IN" else (c.value,)
     if c.key.startswith("tags."):
-        test = _text_test(T.value, c.op, c.value, values)
-        if test is None:
+        if not _text_decides(c.op, values):
             return None
-        return V.id.in_(select(T.version_id).where(T.key == c.key[5:], test))
+        key = params.bind(c.key[5:], "VARCHAR")
+        test = _text_test("tags.value", c.op, c.value, params)
+        return f'versions.id IN (SELECT tags.version_id FROM tags WHERE tags."key" = {key} AND {test})'
     if c.key in TEXT_COLUMNS:
-        return _text_test(TEXT_COLUMNS[c.key], c.op, c.value, values)
+        return _text_test(TEXT_COLUMNS[c.key], c.op, c.value, params) if _text_decides(c.op, values) else None
     if c.key in NUMBER_COLUMNS and all(_plain_number(v) for v in values) and c.op not in ("LIKE", "ILIKE"):
-        column = NUMBER_COLUMNS[c.key]
-        return column.in_(values) if c.op == "IN" else getattr(column, _ORDERED[c.op])(c.value)
+        column, sql_type = NUMBER_COLUMNS[c.key]
+
+        def number(v: Any) -> str:  # a float is compared as a float (cast to the column's type it would round)
+            return params.bind(v, sql_type if isinstance(v, int) else None)
+
+        if c.op == "IN":
+            return f"{column} IN ({', '.join(number(v) for v in values)})"
+        return f"{column} {_ORDERED[c.op]} {number(c.value)}"
     if c.key == "yanked" and c.op == "==" and isinstance(c.value, bool):
-        return V.yanked.is_(c.value)
+        return f"versions.yanked IS {str(c.value).lower() if params.postgresql else int(c.value)}"
     return None
 
 
-def _text_test(column: Any, op: str, value: Any, values: tuple[Any, ...]) -> ColumnElement[bool] | None:
-    if not all(isinstance(v, str) for v in values):
-        return None  # numbers against text compare as numbers in Python: left to Python
+def _text_decides(op: str, values: tuple[Any, ...]) -> bool:
+    # numbers against text compare as numbers in Python, and ILIKE and ordered string comparisons depend on the
+    # database's collation: those are left to Python
+    return op in ("==", "!=", "IN", "LIKE") and all(isinstance(v, str) for v in values)
+
+
+def _text_test(column: str, op: str, value: Any, params: Params) -> str:
     if op == "==":
-        return column == value  # type: ignore[no-any-return]
+        return f"{column} = {params.bind(value, 'VARCHAR')}"
     if op == "!=":
-        return and_(column.is_not(None), column != value)
+        return f"({column} IS NOT NULL AND {column} != {params.bind(value, 'VARCHAR')})"
     if op == "IN":
-        return column.in_(values)  # type: ignore[no-any-return]
-    if op == "LIKE":
-        # both databases match LIKE in linear time; backslash is the escape character, so a typed one is doubled
-        return column.like(value.replace("\\", "\\\\"), escape="\\")  # type: ignore[no-any-return]
-    return None  # ILIKE and ordered string comparisons depend on the database's collation
+        return f"{column} IN ({', '.join(params.bind(v, 'VARCHAR') for v in value)})"
+    # LIKE: both databases match it in linear time; backslash is the escape character, so a typed one is doubled
+    return f"{column} LIKE {params.bind(value.replace(chr(92), chr(92) * 2), 'VARCHAR')} ESCAPE '\\'"
 
 
 def _plain_number(v: Any) -> bool:

@@ -1,10 +1,11 @@
 """The read path: open a registry's database and answer ``list``, ``show`` and ``log``.
 
 These commands run far more often than any other, and for them start-up is most of the cost: this module and
-what it imports never import the ORM, Alembic, torch or the blob store, and not even SQLAlchemy unless a filter
-or a non-default listing needs it. The fixed-shape queries are the named statements of
+what it imports never import the ORM, Alembic, torch or the blob store, and not even SQLAlchemy unless the
+database URL is one the drivers alone do not take. The fixed-shape queries are the named statements of
 ``modelkin.registry.statements``, run by SQLAlchemy or as SQL generated from them by the driver alone: the
-standard library's sqlite3 (``modelkin.db.lite``) or psycopg (``modelkin.db.pg``). ``Registry`` reads through a
+standard library's sqlite3 (``modelkin.db.lite``) or psycopg (``modelkin.db.pg``); a filtered or re-sorted
+listing is SQL text that ``modelkin.registry.listing`` writes for either. ``Registry`` reads through a
 ``Reader`` too, so there is one resolver and one query builder.
 """
 
@@ -65,7 +66,7 @@ def open_reader(home: str | os.PathLike[str] | None = None) -> Reader:
         _check_file(settings)
         with lite.read_connection(path) as conn:
             _check_revision(conn.revision(), settings)
-        return Reader(sqlite_file=path, url=settings.database_url)
+        return Reader(sqlite_file=path)
     args = pg.connect_args(settings.database_url)
     if args is None or not pg.available():
         return Reader(open_database(home)[1], owned=True)
@@ -76,7 +77,7 @@ def open_reader(home: str | os.PathLike[str] | None = None) -> Reader:
     except BaseException:
         database.close()
         raise
-    return Reader(postgresql=database, url=settings.database_url)
+    return Reader(postgresql=database)
 
 
 def _check_file(settings: Settings) -> None:
@@ -101,9 +102,7 @@ class Reader:
     """Read-only questions about versions and events, each in one read transaction.
 
     It reads through an engine (``owned``: ``close`` disposes of it), or straight from a SQLite file
-    (``sqlite_file``) or a psycopg connection (``postgresql``, which ``close`` closes), with the database's
-    ``url``; then an engine is made only when a query outside the named statements (a filtered listing) needs
-    SQLAlchemy.
+    (``sqlite_file``) or a psycopg connection (``postgresql``, which ``close`` closes) without SQLAlchemy.
     """
 
     def __init__(
@@ -113,21 +112,11 @@ class Reader:
         owned: bool = False,
         sqlite_file: str | None = None,
         postgresql: pg.PgDatabase | None = None,
-        url: str | None = None,
     ) -> None:
         self._engine = engine
-        self._owned = owned or engine is None
+        self._owned = owned
         self._sqlite_file = sqlite_file
         self._postgresql = postgresql
-        self._url = url
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            from modelkin.db.engine import make_engine
-
-            self._engine = make_engine(str(self._url))
-        return self._engine
 
     def close(self) -> None:
         """Dispose of the engine if it is this reader's own, and close the psycopg connection."""
@@ -145,7 +134,8 @@ class Reader:
         else:
             from modelkin.db.engine import read_connection
 
-            with read_connection(self.engine) as sa_conn:
+            assert self._engine is not None
+            with read_connection(self._engine) as sa_conn:
                 yield sa_conn
 
     @contextmanager
@@ -172,10 +162,10 @@ class Reader:
         plain = filter is None and options.get("sort") in (None, "name") and not options.get("include_yanked")
         if plain and not options.get("latest") and set(options) <= {"sort", "limit", "include_yanked", "latest"}:
             return self._listing(options.get("limit"))
-        if self._sqlite_file is None and self._postgresql is None:
+        if self._engine is not None:
             from modelkin.registry import listing
 
-            return listing.iter_versions(self.engine, filter, **options)
+            return listing.iter_versions(self._engine, filter, **options)
         return self._filtered(filter, **options)
 
     def _filtered(
@@ -187,25 +177,18 @@ class Reader:
         include_yanked: bool = False,
         latest: bool = False,
     ) -> Iterator[ModelVersion]:
-        """A listing that SQLAlchemy builds and compiles (one filter grammar, one query builder), run by the driver.
-
-        Importing SQLAlchemy Core is needed to build it, an engine is not.
-        """
-        from modelkin.registry import listing, statements
+        """A listing that ``listing`` writes as SQL text with bound values, run by the driver (no SQLAlchemy)."""
+        from modelkin.registry import listing
 
         node = listing.parse_listing(filter, sort)
         if limit == 0:
             return
-        dialect = "sqlite" if self._sqlite_file is not None else "postgresql"
-        query, keep = listing.plan(node, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest,
-                                   postgresql=dialect == "postgresql")  # fmt: skip
-        statement = statements.compile_for(query, dialect)
-        if statement is None:
-            yield from listing.iter_versions(self.engine, filter, sort=sort, limit=limit,
-                                             include_yanked=include_yanked, latest=latest)  # fmt: skip
-            return
+        postgresql = self._postgresql is not None
+        sql, values, keep = listing.plan(node, sort=sort, limit=limit, include_yanked=include_yanked, latest=latest,
+                                         postgresql=postgresql, pyformat=postgresql)  # fmt: skip
         with self._plain_connection() as conn:
-            yield from stream_records(conn, conn.execute(statement, stream=True), limit, keep)
+            kinds = conn.statements()["list"][1]  # the same columns as the unfiltered listing's
+            yield from stream_records(conn, conn.execute((sql, kinds, values), stream=True), limit, keep)
 
     def _listing(self, limit: int | None) -> Iterator[ModelVersion]:
         if limit == 0:

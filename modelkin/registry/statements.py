@@ -15,14 +15,22 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ARRAY, JSON, Boolean, ColumnElement, DateTime, Integer, any_, bindparam, func, select
+from sqlalchemy import ARRAY, JSON, Boolean, ColumnElement, DateTime, Integer, any_, bindparam, func, select, text
 
-from modelkin.db.lite import Statement
 from modelkin.db.tables import aliases, events, files, lineage_edges, models, tags, versions
-from modelkin.registry.listing import RECORD_COLUMNS, version_query
+from modelkin.registry.listing import Params, version_query
+from modelkin.registry.rows import RECORD_KEYS
 
 DETECTED = "detected"  # lineage_edges.source of an edge that lineage detection stored
 V, M = versions.c, models.c
+RECORD_COLUMNS = tuple(V[k] for k in RECORD_KEYS)  # what a listing's rows hold, typed for SQLAlchemy's results
+
+
+def _listing(postgresql: bool, limit: bool) -> Any:
+    """The unfiltered listing in the default order, as the listing builder writes it (``limit`` a parameter)."""
+    params = Params(postgresql, pyformat=False)
+    sql = version_query("name", params, limit=params.named("limit", "INTEGER") if limit else None)
+    return text(sql).columns(*RECORD_COLUMNS)  # ``limit`` untyped: the text casts it already
 
 
 def build(postgresql: bool) -> dict[str, Any]:
@@ -70,8 +78,8 @@ def build(postgresql: bool) -> dict[str, Any]:
         .where(e.child_id == bindparam("child_id"), e.source == DETECTED)
         .order_by(e.id),
         # list without a filter, in the default order, and the event log
-        "list": version_query("name", postgresql=postgresql),
-        "list_limit": version_query("name", postgresql=postgresql, limit=last),
+        "list": _listing(postgresql, limit=False),
+        "list_limit": _listing(postgresql, limit=True),
         "events": select(events).order_by(events.c.id),
         "events_last": select(events).order_by(events.c.id.desc()).limit(last),
         "version_events": select(events).where(of_version).order_by(events.c.id),
@@ -118,19 +126,6 @@ DIALECTS: dict[str, tuple[Callable[[], Any], bool]] = {"sqlite": (_sqlite, False
 def dialect(name: str) -> Any:
     """The dialect a generated module is compiled for (``DIALECTS``), made once."""
     return DIALECTS[name][0]()
-
-
-def compile_for(query: Any, dialect_name: str) -> Statement | None:
-    """``query`` compiled as ``make sql`` compiles the named statements, for a driver alone to run it now.
-
-    Expanding IN lists are rendered in place. None when a bound value would need SQLAlchemy's conversion on its
-    way in (no column type the listing compares has one; then the caller runs ``query`` through SQLAlchemy).
-    """
-    d = dialect(dialect_name)
-    compiled = query.compile(dialect=d, compile_kwargs={"render_postcompile": True})
-    if any(b.type.dialect_impl(d).bind_processor(d) is not None for b in compiled.binds.values()):
-        return None
-    return str(compiled), tuple(_kind(c.type) for c in query.selected_columns), dict(compiled.params)
 
 
 def render(dialect_name: str = "sqlite") -> str:
