@@ -115,3 +115,29 @@ def test_sqlite_statistics_are_kept_as_the_registry_grows(registry: Registry, tm
         registry.register(make_weights(tmp_path / f"s{i}.safetensors", seed=i), name=f"s{i}")
         seen.append(analyzed_rows())
     assert seen == [1, 2, 2, 4, 4]  # the first write, then each doubling
+
+
+def test_list_json_written_from_rows_is_what_the_records_encode(populated: Registry, cli: Any, tmp_path: Path) -> None:
+    """``list --json`` writes each version straight from its rows (modelkin.registry.version_json): byte for byte
+    what encoding the records' ``to_json`` gives, with every kind of field filled in somewhere."""
+    populated.register(make_weights(tmp_path / "rich.safetensors", seed=40), name="rich", parents=["m1:1", "m2:2"],
+                       relation="finetune", card={"license": "mit", "note": "Zürich \x1b[2J \u202e", "n": [1, 2.5, True]},
+                       tags={"z": "last", "a": "first \"quoted\""})  # fmt: skip
+    populated.set_alias("rich:1", "prod")
+    odd = json.dumps({"family": ["odd", 1.5], "n": None, "deep": {"x": [{}], "y": "東京"}})  # any JSON is encoded
+    with populated.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE versions SET architecture = '{odd}' WHERE number = 2")
+    populated.set_alias("m1:2", "staging")
+    cases: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+        ((), {}), (("--all",), {"include_yanked": True}), (("--latest",), {"latest": True}),
+        (("--sort", "-created", "--limit", "4"), {"sort": "-created", "limit": 4}),
+        (("--filter", "tags.lr > 0.01"), {"filter": "tags.lr > 0.01"}),  # decided in Python: from records
+        (("--filter", "name = 'rich' OR yanked = true", "--all"),
+         {"filter": "name = 'rich' OR yanked = true", "include_yanked": True}),
+    ]  # fmt: skip
+    for args, options in cases:
+        listed = cli("list", "--json", *args)
+        assert listed.exit_code == 0, listed.stderr
+        expected = [v.to_json() for v in populated.list(**options)]
+        assert listed.stdout == json.dumps(expected, indent=2, ensure_ascii=False) + "\n", args
+        assert any(v["ref"] == "rich:1" for v in expected) or "tags.lr" in str(args) or "--limit" in args

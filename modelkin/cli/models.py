@@ -89,10 +89,11 @@ def list_versions(
     json_out: Json = False,
 ) -> None:
     """List registered versions, filtered and sorted."""
-    versions = open_reader(ctx).iter_versions(filter, sort=sort, limit=limit, include_yanked=all_, latest=latest)
+    reader = open_reader(ctx)
     if json_out:
-        output.emit_json_stream(v.to_json() for v in versions)
+        output.emit_json_items(reader.iter_json(filter, sort=sort, limit=limit, include_yanked=all_, latest=latest))
         return
+    versions = reader.iter_versions(filter, sort=sort, limit=limit, include_yanked=all_, latest=latest)
     rows = (
         (v.ref + (" (yanked)" if v.yanked else ""), v.parameters, v.bytes,
          v.created_at.isoformat(timespec="seconds"), v.digest, v.family,

@@ -81,9 +81,11 @@ def iter_versions(
     limit: int | None = None,
     include_yanked: bool = False,
     latest: bool = False,
-) -> Iterator[ModelVersion]:
+    consume: Callable[..., Iterator[Any]] = stream_records,
+) -> Iterator[Any]:
     """Versions matching ``filter``, in ``sort`` order (``-key`` descends), at most ``limit`` of them, read
-    through an engine (a database URL the drivers alone do not take, and ``Registry``)."""
+    through an engine (a database URL the drivers alone do not take, and ``Registry``); ``consume`` makes
+    them of the rows (records by default)."""
     from sqlalchemy import text
 
     from modelkin.db.engine import read_connection
@@ -98,7 +100,7 @@ def iter_versions(
         query = text(sql).columns(*RECORD_COLUMNS)
         # the version rows stream from one cursor; each batch's files, tags, aliases and parents are read beside it
         rows = conn.execute(query, values, execution_options={"yield_per": BATCH})
-        yield from stream_records(conn, rows, limit, keep)
+        yield from consume(conn, rows, limit, keep)
 
 
 def parse_listing(filter: str | None, sort: str | None) -> Node | None:

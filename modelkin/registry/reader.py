@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from modelkin.registry.rows import Executor
+
+# what turns a listing's streamed rows into what it yields: (connection, rows, limit, the test Python applies)
+Consume = Callable[["Executor", Any, "int | None", "Callable[[Any], bool] | None"], Iterator[Any]]
 
 
 def open_database(
@@ -155,28 +158,39 @@ class Reader:
             return to_records(conn, list(row.values()))[0]
 
     def iter_versions(self, filter: str | None = None, **options: Any) -> Iterator[ModelVersion]:
-        """Versions matching ``filter``, streamed; ``options`` (sort, limit, include_yanked, latest) as in listing.
+        """Versions matching ``filter``, streamed; ``options`` (sort, limit, include_yanked, latest) as in listing."""
+        return self._stream(stream_records, filter, options)
+
+    def iter_json(self, filter: str | None = None, **options: Any) -> Iterator[str]:
+        """What ``iter_versions`` lists, as each version's JSON text (modelkin.registry.version_json)."""
+        from modelkin.registry.version_json import stream_json
+
+        return self._stream(stream_json, filter, options)
+
+    def _stream(self, consume: Consume, filter: str | None, options: dict[str, Any]) -> Iterator[Any]:
+        """A listing's rows handed to ``consume`` (``rows.stream_records`` or alike) with its limit and test.
 
         The plain listing (no filter, default order) is a named statement; anything else is built by listing.
         """
         plain = filter is None and options.get("sort") in (None, "name") and not options.get("include_yanked")
         if plain and not options.get("latest") and set(options) <= {"sort", "limit", "include_yanked", "latest"}:
-            return self._listing(options.get("limit"))
+            return self._listing(consume, options.get("limit"))
         if self._engine is not None:
             from modelkin.registry import listing
 
-            return listing.iter_versions(self._engine, filter, **options)
-        return self._filtered(filter, **options)
+            return listing.iter_versions(self._engine, filter, consume=consume, **options)
+        return self._filtered(consume, filter, **options)
 
     def _filtered(
         self,
+        consume: Consume,
         filter: str | None,
         *,
         sort: str | None = None,
         limit: int | None = None,
         include_yanked: bool = False,
         latest: bool = False,
-    ) -> Iterator[ModelVersion]:
+    ) -> Iterator[Any]:
         """A listing that ``listing`` writes as SQL text with bound values, run by the driver (no SQLAlchemy)."""
         from modelkin.registry import listing
 
@@ -188,15 +202,15 @@ class Reader:
                                          postgresql=postgresql, pyformat=postgresql)  # fmt: skip
         with self._plain_connection() as conn:
             kinds = conn.statements()["list"][1]  # the same columns as the unfiltered listing's
-            yield from stream_records(conn, conn.execute((sql, kinds, values), stream=True), limit, keep)
+            yield from consume(conn, conn.execute((sql, kinds, values), stream=True), limit, keep)
 
-    def _listing(self, limit: int | None) -> Iterator[ModelVersion]:
+    def _listing(self, consume: Consume, limit: int | None) -> Iterator[Any]:
         if limit == 0:
             return
         with self.connect() as conn:
             rows = run(conn, "list", stream=True) if limit is None else run(conn, "list_limit", {"limit": limit},
                                                                              stream=True)  # fmt: skip
-            yield from stream_records(conn, rows, limit)
+            yield from consume(conn, rows, limit, None)
 
     def log(self, ref: str | None = None, limit: int | None = None) -> list[EventRecord]:
         """The append-only event log, oldest first; for one version if ``ref`` is given; the last ``limit``."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from modelkin.db.lite import PlainConnection
 from modelkin.db.times import as_utc
@@ -65,14 +65,22 @@ def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
 
 
 def stream_records(
-    conn: Executor, rows: Any, limit: int | None = None, keep: Callable[[ModelVersion], bool] | None = None
-) -> Iterator[ModelVersion]:
-    """Records for version ``rows`` (a streamed result) in batches; those ``keep`` accepts, at most ``limit``."""
+    conn: Executor,
+    rows: Any,
+    limit: int | None = None,
+    keep: Callable[[Any], bool] | None = None,
+    build: Callable[[Executor, Sequence[Any]], list[Any]] | None = None,
+) -> Iterator[Any]:
+    """Records for version ``rows`` (a streamed result) in batches; those ``keep`` accepts, at most ``limit``.
+
+    ``build`` makes something else than records of each batch (``to_records`` by default).
+    """
+    make = to_records if build is None else build
     shown = 0
     it = iter(rows)
     try:
         while batch := list(islice(it, _BATCH)):
-            for record in to_records(conn, batch):
+            for record in make(conn, batch):
                 if keep is not None and not keep(record):
                     continue
                 yield record
@@ -94,15 +102,54 @@ def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
     # an ORM class has a __table__ (asked of the type: a Row answers a missing attribute slowly, with a KeyError)
     values = [tuple(getattr(v, k) for k in RECORD_KEYS) if hasattr(type(v), "__table__") else tuple(v)
               for v in rows]  # fmt: skip
+    files, tags, aliases, parents, names = surroundings(conn, values)
+    empty: dict[str, str] = {}
+    return [
+        ModelVersion(
+            name=names[model_id],
+            version=number,
+            digest=digest,
+            parameters=parameters,
+            tensors=tensors,
+            bytes=size,
+            files=tuple(FileEntry(*f) for f in files.get(vid, ())),
+            tags=dict(tags.get(vid, empty)),
+            aliases=tuple(aliases.get(vid, ())),
+            declared_parents=tuple(parents.get(vid, ())),
+            relation=relation,
+            architecture=architecture,
+            arch_fingerprint=fingerprint,
+            source=source,
+            card=dict(card or empty),
+            yanked=yanked,
+            created_at=as_utc(created),
+        )
+        for (vid, model_id, number, digest, parameters, tensors, size, architecture, fingerprint, relation, source,
+             card, yanked, created) in values
+    ]  # fmt: skip
+
+
+class Surroundings(NamedTuple):
+    """What a batch of versions' records hold beside their own columns, by version id (model names by model)."""
+
+    files: dict[int, list[tuple[str, int, str]]]  # (path, size, sha256) in path order
+    tags: dict[int, dict[str, str]]
+    aliases: dict[int, list[str]]
+    parents: dict[int, list[str]]  # declared parents as REFs, then external ones
+    names: dict[int, str]
+
+
+def surroundings(conn: Executor, values: Sequence[tuple[Any, ...]]) -> Surroundings:
+    """Files, tags, aliases, declared parents and model names of version rows (``RECORD_KEYS`` tuples)."""
     ids = [v[0] for v in values]
-    file_map: dict[int, list[FileEntry]] = defaultdict(list)
+    file_map: dict[int, list[tuple[str, int, str]]] = defaultdict(list)
     tag_map: dict[int, dict[str, str]] = defaultdict(dict)
     alias_map: dict[int, list[str]] = defaultdict(list)
     parents: dict[int, list[str]] = defaultdict(list)
     parent_ids: dict[int, list[int]] = defaultdict(list)
     for chunk in _chunks(ids):
         for version_id, path, size, sha256 in run(conn, "files", {"ids": chunk}):
-            file_map[version_id].append(FileEntry(path, size, sha256))
+            file_map[version_id].append((path, size, sha256))
         for version_id, key, value in run(conn, "tags", {"ids": chunk}):
             tag_map[version_id][key] = value
         for version_id, alias in run(conn, "aliases", {"ids": chunk}):
@@ -118,30 +165,7 @@ def to_records(conn: Executor, rows: Sequence[Any]) -> list[ModelVersion]:
     names = model_names(conn, wanted)
     for child, pids in parent_ids.items():
         parents[child] = [f"{names[parent_rows[p][1]]}:{parent_rows[p][2]}" for p in pids] + parents.get(child, [])
-    empty: dict[str, str] = {}
-    return [
-        ModelVersion(
-            name=names[model_id],
-            version=number,
-            digest=digest,
-            parameters=parameters,
-            tensors=tensors,
-            bytes=size,
-            files=tuple(file_map.get(vid, ())),
-            tags=dict(tag_map.get(vid, empty)),
-            aliases=tuple(alias_map.get(vid, ())),
-            declared_parents=tuple(parents.get(vid, ())),
-            relation=relation,
-            architecture=architecture,
-            arch_fingerprint=fingerprint,
-            source=source,
-            card=dict(card or empty),
-            yanked=yanked,
-            created_at=as_utc(created),
-        )
-        for (vid, model_id, number, digest, parameters, tensors, size, architecture, fingerprint, relation, source,
-             card, yanked, created) in values
-    ]  # fmt: skip
+    return Surroundings(file_map, tag_map, alias_map, parents, names)
 
 
 def load_rows(conn: Executor, ids: Iterable[int]) -> dict[int, Any]:
