@@ -121,8 +121,8 @@ def test_list_json_written_from_rows_is_what_the_records_encode(populated: Regis
     """``list --json`` writes each version straight from its rows (modelkin.registry.version_json): byte for byte
     what encoding the records' ``to_json`` gives, with every kind of field filled in somewhere."""
     populated.register(make_weights(tmp_path / "rich.safetensors", seed=40), name="rich", parents=["m1:1", "m2:2"],
-                       relation="finetune", card={"license": "mit", "note": "Zürich \x1b[2J \u202e", "n": [1, 2.5, True]},
-                       tags={"z": "last", "a": "first \"quoted\""})  # fmt: skip
+                       relation="finetune", tags={"z": "last", "a": "first \"quoted\""},
+                       card={"license": "mit", "note": "Zürich \x1b[2J \u202e", "n": [1, 2.5, True]})  # fmt: skip
     populated.set_alias("rich:1", "prod")
     odd = json.dumps({"family": ["odd", 1.5], "n": None, "deep": {"x": [{}], "y": "東京"}})  # any JSON is encoded
     with populated.engine.begin() as conn:

@@ -98,6 +98,9 @@ def _sampling() -> Iterator[list[int]]:
         peak[0] = max(peak[0], _rss())
 
 
+TERMINATED = 128 + signal.SIGTERM  # the exit code the CLI unwinds with on SIGTERM (modelkin.cli.app)
+
+
 def _on_guard(signum: int, frame: object) -> None:
     raise _Interrupted()
 
@@ -112,6 +115,7 @@ def run_main(
     out, err = io.StringIO(), io.StringIO()
     code, interrupted = 0, False
     before = _rss()
+    terminate = signal.getsignal(signal.SIGTERM)  # main() installs its own; the harness's is put back after
     previous = signal.signal(signal.SIGALRM, _on_guard)
     signal.setitimer(signal.ITIMER_REAL, guard)
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -121,6 +125,8 @@ def run_main(
             try:
                 main()
             except SystemExit as exc:
+                if exc.code == TERMINATED:
+                    raise  # a SIGTERM the CLI unwound from was meant for the harness: stop the run, not the case
                 code = exc.code if isinstance(exc.code, int) else 1
     except _Interrupted:
         code, interrupted = -1, True
@@ -128,6 +134,7 @@ def run_main(
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGTERM, terminate)
     return code, out.getvalue(), err.getvalue(), seconds, cpu, max(0, peak[0] - before), interrupted
 
 
