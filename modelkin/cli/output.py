@@ -28,7 +28,6 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from modelkin.errors import ModelkinError
-from modelkin.jsontext import ITEM, encode
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -106,17 +105,21 @@ def styled(*parts: str | tuple[str, str]) -> Text:
 
 def emit_json(obj: Any) -> None:
     """Stable JSON on stdout: one document, keys in the order the record defines them."""
+    from modelkin.jsontext import encode
+
     sys.stdout.write(encode(obj, "\n") + "\n")
     sys.stdout.flush()
 
 
 def emit_json_stream(items: Iterable[Any]) -> None:
     """A JSON array written item by item, byte for byte what ``emit_json(list(items))`` prints, in flat memory."""
+    from modelkin.jsontext import ITEM, encode
+
     emit_json_items(encode(item, ITEM) for item in items)
 
 
 def emit_json_items(texts: Iterable[str]) -> None:
-    """A JSON array of items already encoded at an item's indentation (``ITEM``), written as they come."""
+    """A JSON array of items already encoded at an item's indentation (``jsontext.ITEM``), written as they come."""
     first = True
     for text in texts:
         sys.stdout.write(("[\n  " if first else ",\n  ") + text)
