@@ -223,3 +223,16 @@ def test_a_postgresql_failure_on_the_fast_path_is_one_sentence(cli: Any, reg: Re
         assert result.exit_code == 1 and "Traceback" not in result.stderr
         assert result.stderr.startswith("Error: the registry database failed: connection failed:")
         assert "password authentication failed" in result.stderr and "wrong" not in result.stderr
+
+
+def test_a_listing_cut_short_after_the_postgresql_connection_closed_ends_quietly(reg: Registry, backend: str) -> None:
+    """``modelkin list | head`` on PostgreSQL: the command closes the reader when stdout goes away, and only then
+    is the streaming generator finalized; its transaction must not roll back on the closed connection (that
+    printed a traceback as an "exception ignored")."""
+    if backend != "postgresql":
+        pytest.skip("a sqlite3 transaction cut short raises nothing")
+    reader = _fast_reader(reg)
+    listing = reader.iter_versions(sort="-created")
+    assert next(listing).ref == "b:1"
+    reader.close()
+    listing.close()  # raised DatabaseUnavailable ("the connection is closed")

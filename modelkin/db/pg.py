@@ -98,7 +98,8 @@ class PgDatabase:
             try:
                 yield PgConnection(self._raw)
             finally:
-                self._raw.rollback()
+                if not self._raw.closed:  # a listing cut short (``| head``) is closed after the command closed this
+                    self._raw.rollback()
         except self._errors as exc:
             raise failure(exc) from None
 
