@@ -237,6 +237,11 @@ def served_rows(reg: Registry, x: np.ndarray, y: np.ndarray, refs: list[str], fi
             tally.recall[shots].append((float(gt.max() in gt[ran]), float(gt.max() - gt[ran].max())))
 
 
+def progress(message: str) -> None:
+    """One timestamped line on stderr, so that a long run can be timed part by part."""
+    print(f"{time.strftime('%H:%M:%S', time.gmtime())} {message}", file=sys.stderr, flush=True)
+
+
 def evaluate(reg: Registry, args: argparse.Namespace) -> tuple[Tally, Tally, dict[str, Any]]:
     """The main table (meta-test tasks, every test model, with LOFO) and the restricted one (the test zoo's
     meta-train tasks, each among the models it was scored on)."""
@@ -277,13 +282,16 @@ def evaluate(reg: Registry, args: argparse.Namespace) -> tuple[Tally, Tally, dic
                 held_s = s[[refs.index(r) for r in held]]
                 main.lofo[(shots, label)].append(float(weightedtau(gt_held, held_s, rank=None)[0]))
             main.tasks[shots].append(task)
+        progress(f"estimators, {shots} shots: {len(qs)} queries")
     # 2. learned and hybrid, trained on the train zoo's meta-train tasks, then with one family held out
     t0 = time.perf_counter()
     report = reg.retrieval.train([args.train_zoo], target=args.target, epochs=args.epochs)["encoders"][0]
     train_s = time.perf_counter() - t0
+    progress(f"trained in {train_s:.0f} s")
     for shots, qs in per_shot.items():
         for task, x, y in qs:
             served_rows(reg, x, y, refs, base, gt_of(task, refs), shots, main)
+        progress(f"search and hybrid, {shots} shots")
     # 3. the restricted table, on the encoder trained on every family
     restricted = Tally()
     for shots in args.shots:
@@ -303,6 +311,7 @@ def evaluate(reg: Registry, args: argparse.Namespace) -> tuple[Tally, Tally, dic
             names = ", ".join(f"'{name_of[r]}'" for r in among)
             served_rows(reg, x, y, among, f"{base} AND name IN ({names})", gt, shots, restricted)
             restricted.tasks[shots].append(task)
+        progress(f"restricted table, {shots} shots")
     # 4. leave one family out of training
     reg.retrieval.train([args.train_zoo], target=args.target, epochs=args.epochs,
                         exclude_families=[args.lofo_family])  # fmt: skip
@@ -312,6 +321,7 @@ def evaluate(reg: Registry, args: argparse.Namespace) -> tuple[Tally, Tally, dic
             for label, shortlist, n in SERVED:
                 s, _, _, _ = search_scores(reg, x, y, held, held_filter, shortlist, n)
                 main.lofo[(shots, label)].append(float(weightedtau(gt_of(task, held), s, rank=None)[0]))
+    progress("leave one family out")
     # leave the registry serving the encoder trained on every family
     reg.retrieval.train([args.train_zoo], target=args.target, epochs=args.epochs)
     summary = {"candidates": len(refs), "held_out": len(held), "load_ms": load_ms, "train_s": train_s,
@@ -471,6 +481,7 @@ def main() -> None:
     main_tally, restricted, summary = evaluate(reg, args)
     quality = quality_lines(main_tally, restricted, args)
     capture_lines = capture_cost(reg, args.capture_models)
+    progress("capture cost")
     dim = reg.retrieval.status()["spaces"][0]
     learned_dim = reg.retrieval._serving_for(reg.retrieval._latest_pool(SPACE)).scorer.dim  # type: ignore[arg-type]
     scale_lines = scale(args.scale, learned_dim, 200, 0.001) if args.scale else ["(skipped)"]
