@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/retrieval.py --train-zoo /work/zoos/full-s0 --test-zoo /work/zoos/full-s1 \
         --home /work/zoos/retrieval-bench [--shots 5 10 20] [--seeds 9] [--restricted-seeds 3] [--scale 1000000]
+    OMP_NUM_THREADS=1 python benchmarks/retrieval.py --scale-only 256    # the scale part alone (its timings)
 
 Both zoos are registered once into one registry (``--home``, reused on later runs), and every model is captured
 on one probe pool (one pool per input space, as in any registry) that covers the domains of every registered
@@ -473,8 +474,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--scale", type=int, default=1_000_000, help="synthetic vectors (0 skips the scale part)")
     parser.add_argument("--capture-models", type=int, default=10, help="models timed per family")
+    parser.add_argument("--scale-only", type=int, default=0, metavar="DIM",
+                        help="run only the scale part on vectors of dimension DIM and print its table (for a "
+                             "timing on a quiet machine; the learned scorer serves 256)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "retrieval.md")
     args = parser.parse_args()
+    if args.scale_only:
+        print("\n".join(scale(args.scale, args.scale_only, 200, 0.001)))
+        return
     started = time.perf_counter()
     args.pool_zoos = args.pool_zoos or [args.train_zoo, args.test_zoo]
     reg = prepare(args.home, args.train_zoo, args.test_zoo, args.pool_zoos)
