@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/retrieval.py --train-zoo /work/zoos/full-s0 --test-zoo /work/zoos/full-s1 \
         --home /work/zoos/retrieval-bench [--shots 5 10 20] [--seeds 9] [--restricted-seeds 3] [--scale 1000000]
+    OMP_NUM_THREADS=1 python benchmarks/retrieval.py --scale-only 256    # the scale part alone (its timings)
 
 Both zoos are registered once into one registry (``--home``, reused on later runs), and every model is captured
 on one probe pool (one pool per input space, as in any registry) that covers the domains of every registered
@@ -237,6 +238,11 @@ def served_rows(reg: Registry, x: np.ndarray, y: np.ndarray, refs: list[str], fi
             tally.recall[shots].append((float(gt.max() in gt[ran]), float(gt.max() - gt[ran].max())))
 
 
+def progress(message: str) -> None:
+    """One timestamped line on stderr, so that a long run can be timed part by part."""
+    print(f"{time.strftime('%H:%M:%S', time.gmtime())} {message}", file=sys.stderr, flush=True)
+
+
 def evaluate(reg: Registry, args: argparse.Namespace) -> tuple[Tally, Tally, dict[str, Any]]:
     """The main table (meta-test tasks, every test model, with LOFO) and the restricted one (the test zoo's
     meta-train tasks, each among the models it was scored on)."""
@@ -277,13 +283,16 @@ def evaluate(reg: Registry, args: argparse.Namespace) -> tuple[Tally, Tally, dic
                 held_s = s[[refs.index(r) for r in held]]
                 main.lofo[(shots, label)].append(float(weightedtau(gt_held, held_s, rank=None)[0]))
             main.tasks[shots].append(task)
+        progress(f"estimators, {shots} shots: {len(qs)} queries")
     # 2. learned and hybrid, trained on the train zoo's meta-train tasks, then with one family held out
     t0 = time.perf_counter()
     report = reg.retrieval.train([args.train_zoo], target=args.target, epochs=args.epochs)["encoders"][0]
     train_s = time.perf_counter() - t0
+    progress(f"trained in {train_s:.0f} s")
     for shots, qs in per_shot.items():
         for task, x, y in qs:
             served_rows(reg, x, y, refs, base, gt_of(task, refs), shots, main)
+        progress(f"search and hybrid, {shots} shots")
     # 3. the restricted table, on the encoder trained on every family
     restricted = Tally()
     for shots in args.shots:
@@ -303,6 +312,7 @@ def evaluate(reg: Registry, args: argparse.Namespace) -> tuple[Tally, Tally, dic
             names = ", ".join(f"'{name_of[r]}'" for r in among)
             served_rows(reg, x, y, among, f"{base} AND name IN ({names})", gt, shots, restricted)
             restricted.tasks[shots].append(task)
+        progress(f"restricted table, {shots} shots")
     # 4. leave one family out of training
     reg.retrieval.train([args.train_zoo], target=args.target, epochs=args.epochs,
                         exclude_families=[args.lofo_family])  # fmt: skip
@@ -312,6 +322,7 @@ def evaluate(reg: Registry, args: argparse.Namespace) -> tuple[Tally, Tally, dic
             for label, shortlist, n in SERVED:
                 s, _, _, _ = search_scores(reg, x, y, held, held_filter, shortlist, n)
                 main.lofo[(shots, label)].append(float(weightedtau(gt_of(task, held), s, rank=None)[0]))
+    progress("leave one family out")
     # leave the registry serving the encoder trained on every family
     reg.retrieval.train([args.train_zoo], target=args.target, epochs=args.epochs)
     summary = {"candidates": len(refs), "held_out": len(held), "load_ms": load_ms, "train_s": train_s,
@@ -463,14 +474,21 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--scale", type=int, default=1_000_000, help="synthetic vectors (0 skips the scale part)")
     parser.add_argument("--capture-models", type=int, default=10, help="models timed per family")
+    parser.add_argument("--scale-only", type=int, default=0, metavar="DIM",
+                        help="run only the scale part on vectors of dimension DIM and print its table (for a "
+                             "timing on a quiet machine; the learned scorer serves 256)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "retrieval.md")
     args = parser.parse_args()
+    if args.scale_only:
+        print("\n".join(scale(args.scale, args.scale_only, 200, 0.001)))
+        return
     started = time.perf_counter()
     args.pool_zoos = args.pool_zoos or [args.train_zoo, args.test_zoo]
     reg = prepare(args.home, args.train_zoo, args.test_zoo, args.pool_zoos)
     main_tally, restricted, summary = evaluate(reg, args)
     quality = quality_lines(main_tally, restricted, args)
     capture_lines = capture_cost(reg, args.capture_models)
+    progress("capture cost")
     dim = reg.retrieval.status()["spaces"][0]
     learned_dim = reg.retrieval._serving_for(reg.retrieval._latest_pool(SPACE)).scorer.dim  # type: ignore[arg-type]
     scale_lines = scale(args.scale, learned_dim, 200, 0.001) if args.scale else ["(skipped)"]

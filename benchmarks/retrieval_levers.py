@@ -1,18 +1,20 @@
 """The hybrid's two levers, replayed offline on one zoo: which 5 models the rerank runs, and how it picks among them.
 
-    OMP_NUM_THREADS=1 python benchmarks/retrieval_levers.py --home /work/scratch/retrieval/home \
-        --zoo /work/zoos/full-s0 [--seeds 4] [--cache levers-s0.npz]
+    OMP_NUM_THREADS=1 python benchmarks/retrieval_levers.py --home HOME --zoo /work/zoos/full-s0 \
+        [--seeds 4] [--cache levers-s0.npz]
 
-Run on the *train* zoo only (seed 0), after ``benchmarks/retrieval.py`` left its home serving the encoder
-trained on that zoo's meta-train tasks: it scores the zoo's meta-test tasks (tasks the encoders never saw),
-so anything chosen here is chosen without the test zoo. Per query it caches, for every model of the zoo, the
+Run on the *train* zoo only (seed 0), on a home holding that zoo's models, captured on a probe pool without
+that zoo's query inputs (``benchmarks/retrieval.py``'s home drops only the test zoo's, so a replay there would
+let the search read seed-0 query samples) and serving an encoder trained on its meta-train tasks: it scores
+the zoo's meta-test tasks (tasks the encoders never saw), so anything chosen here is chosen without the test
+zoo. Per query it caches, for every model of the zoo, the
 stage-2 score of ``Registry.retrieval.search`` and LogME and kNN on the real features; then it replays the
 rerank with other settings: the diversity strength of the pick, a penalty per model of the same family already
 picked, a per-model transfer prior added to the pick (predicted from a model's parameter count, head width and
 output entropy on the probe pool, fitted by ridge on the zoo's meta-train ground truth, cross-fitted over models
 so that no model's prior saw its own scores), and the weights of the choice among the 5. Each setting is chosen
 by leave-one-task-out (chosen on every task but one, scored on that one), which is the figure to compare with
-the current rule's.
+the current rule's, paired per task with its standard error over tasks.
 """
 
 from __future__ import annotations
@@ -170,14 +172,22 @@ def recall_report(cache: dict[str, Any]) -> list[str]:
     return lines
 
 
-def loto(regrets: dict[tuple[float, ...], np.ndarray], tasks: np.ndarray, keys: list[tuple[float, ...]]) -> float:
-    """Mean regret when the setting is chosen on every task but one and scored on that one."""
+def loto(
+    regrets: dict[tuple[float, ...], np.ndarray],
+    tasks: np.ndarray,
+    keys: list[tuple[float, ...]],
+    current: tuple[float, ...],
+) -> str:
+    """Mean regret when the setting is chosen on every task but one and scored on that one, and its paired
+    difference from the current rule with the standard error over tasks (the figure a lever must beat)."""
     per_task = []
     for t in sorted(set(tasks.tolist())):
         held = tasks == t
         best = min(keys, key=lambda k: (regrets[k][~held].mean(), k))
-        per_task.append(float(regrets[best][held].mean()))
-    return float(np.mean(per_task))
+        per_task.append((float(regrets[best][held].mean()), float(regrets[current][held].mean())))
+    diff = np.array([a - b for a, b in per_task])
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    return f"{np.mean([a for a, _ in per_task]):.4f} ({diff.mean():+.4f} ± {se:.4f})"
 
 
 def main() -> None:
@@ -209,8 +219,8 @@ def main() -> None:
         print("| shots | current rule | best in-sample (setting) | LOTO: diversity only | LOTO: family only | "
               "LOTO: prior only | LOTO: choice weights only | LOTO: all |")  # fmt: skip
         print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
-        for shots in sorted(set(cache["shots"].tolist())):
-            m = cache["shots"] == shots
+        for shots in [*sorted(set(cache["shots"].tolist())), "all"]:
+            m = cache["shots"] == shots if shots != "all" else np.ones(len(cache["shots"]), dtype=bool)
             sub = {k: v[m] for k, v in regrets.items()}
             tasks = cache["task"][m]
             best = min(sub, key=lambda k: (sub[k].mean(), k))
@@ -219,8 +229,8 @@ def main() -> None:
                     for free in ((0,), (1,), (2,), (3, 4))]  # fmt: skip
             assert np.allclose(sub[current], served[m]), "the replay of the current rule differs from search"
             print(f"| {shots} | {sub[current].mean():.4f} | {sub[best].mean():.4f} {best} | "
-                  + " | ".join(f"{loto(sub, tasks, ks):.4f}" for ks in only)
-                  + f" | {loto(sub, tasks, keys):.4f} |")  # fmt: skip
+                  + " | ".join(loto(sub, tasks, ks, current) for ks in only)
+                  + f" | {loto(sub, tasks, keys, current)} |")  # fmt: skip
 
 
 if __name__ == "__main__":
