@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from modelkin.provenance.watermark import (
+    DEFAULT_MARGIN,
     TRAINING_MARGIN,
     Detection,
+    Projection,
     Regulariser,
     align,
     binomial_tail,
@@ -23,9 +25,11 @@ from modelkin.provenance.watermark import (
     corrected,
     detect,
     embed_posthoc,
+    fine_tune,
     generate_key,
     plan_rounds,
     pool_indices,
+    pool_size,
     projections,
     survivors,
     unit_metric,
@@ -204,6 +208,55 @@ def test_a_regulariser_margin_asks_each_bit_for_more(key: WatermarkKey) -> None:
     assert default.margin == TRAINING_MARGIN
     with torch.no_grad():
         assert float(wide(layer.weight)) > float(default(layer.weight)) > float(plain(layer.weight)) > 0
+
+
+def test_healing_is_the_plain_fine_tune_while_the_bits_hold_and_keeps_the_data_free_margin(
+    key: WatermarkKey,
+) -> None:
+    """Healing costs nothing while every bit stays past the data-free mark's margin (it is then exactly the plain
+    fine-tune; the previous rule, the regulariser's loss beside the task loss, changed every step), and where the
+    plain fine-tune would pull bits back it ends with each of them at that margin."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 4))
+    source = model[0].weight.detach().numpy().copy()
+    pool = pool_size(source.size, key.watermark(), 1, key.rows)
+    with torch.no_grad():
+        model[0].weight.copy_(torch.from_numpy(embed_posthoc(source, key, 1, pool, DEFAULT_MARGIN)))
+    marked = {n: t.clone() for n, t in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((512, 64)).astype(np.float32)
+    y = (x[:, :4] @ rng.standard_normal((4, 4))).argmax(1)
+    index = pool_indices(source.size, key.watermark(), 1, key.rows, pool)
+    need = DEFAULT_MARGIN * float(np.linalg.norm(source.reshape(-1).astype(np.float64)[index].mean(0)))
+    signs = 2.0 * key.watermark() - 1.0
+    projection = Projection(key, 1, pool, source, DEFAULT_MARGIN)
+
+    def weakest(state: dict[str, torch.Tensor]) -> float:
+        return float((signs * projections(state["0.weight"].numpy().reshape(-1), key, 1, pool)).min())
+
+    def tuned(lr: float, healed: bool) -> dict[str, torch.Tensor]:
+        model.load_state_dict(marked)
+        return fine_tune(model, x, y, layer="0.weight", projection=projection if healed else None, lr=lr, epochs=1)
+
+    assert weakest(marked) >= need
+    gentle = tuned(1e-6, healed=False)
+    assert weakest(gentle) >= need and not torch.equal(gentle["2.weight"], marked["2.weight"])
+    assert all(torch.equal(gentle[n], t) for n, t in tuned(1e-6, healed=True).items())
+    model.load_state_dict(marked)
+    reg = Regulariser(key, rounds=1, numel=source.size, pool=pool, margin=0.5)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-6)
+    for batch in torch.randperm(512, generator=torch.Generator().manual_seed(0)).split(64):  # the old rule
+        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x[batch])), torch.from_numpy(y[batch]))
+        optimiser.zero_grad()
+        (loss + reg(model[0].weight)).backward()
+        optimiser.step()
+    assert not torch.equal(model[0].weight.detach(), gentle["0.weight"])
+    assert weakest(tuned(1e-2, healed=False)) < need  # a real fine-tune pulls bits back...
+    healed = tuned(1e-2, healed=True)
+    assert weakest(healed) >= need  # ...which healing does not let it
+    assert not torch.equal(healed["0.weight"], marked["0.weight"])  # the marked layer trains too, within the set
+    with pytest.raises(KeyError, match="not a trainable parameter"):
+        fine_tune(model, x, y, layer="missing.weight", projection=projection)
 
 
 def test_alignment_undoes_row_and_column_permutations(key: WatermarkKey) -> None:

@@ -29,7 +29,7 @@ from modelkin.provenance.watermark import (
     DEFAULT_MARGIN,
     DEFAULT_TOGETHER,
     Detection,
-    Regulariser,
+    Projection,
     WatermarkKey,
     align,
     choose_layer,
@@ -37,6 +37,7 @@ from modelkin.provenance.watermark import (
     corrected,
     detect,
     embed_posthoc,
+    fine_tune,
     plan_rounds,
     pool_size,
     unit_metric,
@@ -49,12 +50,6 @@ if TYPE_CHECKING:
     from modelkin.registry.host import Host
 
 Tensors = Mapping[str, "torch.Tensor"]
-HEAL_EPOCHS = 5
-HEAL_LR = 1e-3
-HEAL_BATCH = 64
-# the margin (in units of |w~|) the healing fine-tune's regulariser asks of each bit: calibrated on zoo seed 0
-# (benchmarks/ownership.py --calibration-zoo): the least accuracy cost with every calibration attack survived
-HEAL_MARGIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -370,7 +365,7 @@ class Ownership:
         margin = DEFAULT_MARGIN if margin is None else margin
         changed = {placement.layer: _to_dtype(mark_weight(tensors, key, placement, margin), original)}
         if data is not None:
-            changed = self._heal(source.ref, {**tensors, **changed}, key, placement, data)
+            changed = self._heal(source.ref, {**tensors, **changed}, key, placement, data, _as_array(original), margin)
         new = {**tensors, **changed}
         weight = _as_array(new[placement.layer])
         detection = detect(weight.reshape(-1), key, placement.rounds, placement.pool)
@@ -384,39 +379,24 @@ class Ownership:
 
     def _heal(
         self, ref: str, tensors: dict[str, torch.Tensor], key: WatermarkKey, placement: Placement,
-        data: tuple[np.ndarray, np.ndarray],
+        data: tuple[np.ndarray, np.ndarray], source: np.ndarray, margin: float,
     ) -> dict[str, torch.Tensor]:  # fmt: skip
-        """A short fine-tune on (x, y) with the watermark regulariser on the marked tensor: every trainable
-        tensor may move to recover accuracy while the regulariser, asking each bit for HEAL_MARGIN, keeps the bits
-        (topping them back up to the post-hoc margin afterwards undid part of what the fine-tune won back)."""
-        import torch
-        from torch.nn import functional as F
-
+        """A short fine-tune of every trainable tensor on (x, y), the marked one projected back after each step
+        to every bit beyond ``margin`` of the unmarked ``source`` (heal.py): the bits keep the data-free mark's
+        margin and cost nothing more while they hold."""
         x, y = data
         module = self.host.load_module(ref)
         module.load_state_dict(tensors)
-        params = dict(module.named_parameters())
-        if placement.layer not in params:
+        if placement.layer not in dict(module.named_parameters()):
             raise WatermarkError(f"{placement.layer} is not a trainable parameter of {ref}; cannot heal.")
-        reg = Regulariser(key, placement.rounds, params[placement.layer].numel(), placement.pool, margin=HEAL_MARGIN)
-        optimiser = torch.optim.Adam(params.values(), lr=HEAL_LR)
-        inputs, labels = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64)
-        generator = torch.Generator().manual_seed(0)
-        module.train()
+        projection = Projection(key, placement.rounds, placement.pool, source, margin)
         try:
-            for _ in range(HEAL_EPOCHS):
-                for batch in torch.randperm(len(labels), generator=generator).split(HEAL_BATCH):
-                    loss = F.cross_entropy(module(inputs[batch]), labels[batch]) + reg(params[placement.layer])
-                    optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimiser.step()
+            return fine_tune(module, x, y, layer=placement.layer, projection=projection)
         except (RuntimeError, TypeError, IndexError, ValueError) as exc:  # torch's report of a shape/label mismatch
             raise WatermarkError(
                 f"cannot heal {ref} on the --data samples ({str(exc).splitlines()[0]}).",
                 hint="--data must hold inputs the model takes (x) and its class indices (y)",
             ) from None
-        module.eval()
-        return {n: p.detach().clone() for n, p in module.named_parameters()}
 
     def _register(self, source: Any, changed: dict[str, torch.Tensor], name: str) -> Any:
         """The source version's stored files with the changed tensors rewritten, registered under ``name``."""

@@ -13,6 +13,7 @@ from modelkin.provenance.watermark.embed import (
     least_norm_shift,
 )
 from modelkin.provenance.watermark.filter import pool_indices, pool_size, survivors
+from modelkin.provenance.watermark.heal import Projection, fine_tune
 from modelkin.provenance.watermark.keys import (
     DEFAULT_BITS,
     DEFAULT_ROWS,
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_TOGETHER",
     "Detection",
     "Plan",
+    "Projection",
     "Regulariser",
     "TRAINING_MARGIN",
     "WatermarkKey",
@@ -52,6 +54,7 @@ __all__ = [
     "detect",
     "eligible",
     "embed_posthoc",
+    "fine_tune",
     "generate_key",
     "least_norm_shift",
     "plan_rounds",

@@ -39,21 +39,34 @@ METRIC_ENTRIES = 1 << 16
 _SLACK = 1.02  # aim a little past the margin so float32 rounding of the result cannot undo it
 
 
-def _least_norm(a: np.ndarray, need: np.ndarray) -> np.ndarray:
-    """The least-norm x with a x >= need (rows of ``a`` are constraints), via the NNLS dual."""
-    if (need <= 0).all():
-        return np.zeros(a.shape[1])
+def constraint_rows(matrix: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """A = diag(s) K^T (s = 2 b - 1): row i of A w~ is bit i's projection, signed to be positive when it matches."""
+    return (2.0 * bits.astype(np.float64) - 1.0)[:, None] * matrix.astype(np.float64).T
+
+
+def gram_factor(a: np.ndarray) -> np.ndarray:
+    """The lower Cholesky factor L of G = A A^T, which the dual below needs (fixed for a key: cache it)."""
     lower, _ = cho_factor(a @ a.T, lower=True)
-    lower = np.tril(lower)
-    # min 1/2 lam^T G lam - need^T lam over lam >= 0  ==  min |L^T lam - L^-1 need|^2, G = a a^T = L L^T
+    return np.tril(lower)
+
+
+def dual_shift(a: np.ndarray, lower: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """The least-norm x with A x >= need, via the NNLS dual: min 1/2 lam^T G lam - need^T lam over lam >= 0
+    == min |L^T lam - L^-1 need|^2, and x = A^T lam."""
     lam, _ = nnls(lower.T, solve_triangular(lower, need, lower=True), maxiter=50 * len(need))
     return a.T @ lam
 
 
+def _least_norm(a: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """The least-norm x with a x >= need (rows of ``a`` are constraints), via the NNLS dual."""
+    if (need <= 0).all():
+        return np.zeros(a.shape[1])
+    return dual_shift(a, gram_factor(a), need)
+
+
 def least_norm_shift(w_pooled: np.ndarray, matrix: np.ndarray, bits: np.ndarray, margin: float) -> np.ndarray:
     """The least-norm d with (2 b_i - 1) ((w~ + d) K)_i >= margin for every i (exact, via the NNLS dual)."""
-    signs = 2.0 * bits.astype(np.float64) - 1.0
-    a = signs[:, None] * matrix.astype(np.float64).T  # n x k0
+    a = constraint_rows(matrix, bits)  # n x k0
     return _least_norm(a, margin - a @ w_pooled)
 
 
