@@ -57,7 +57,7 @@ from modelkin.provenance.lineage.calibration import (
 from modelkin.provenance.lineage.compare import compare, merge_children
 from modelkin.provenance.lineage.decide import decide, near_copy
 from modelkin.provenance.lineage.facade import MERGE_POOL, SEARCH
-from modelkin.provenance.lineage.index import CandidateIndex, Entry, tie_cut
+from modelkin.provenance.lineage.index import CandidateIndex, Entry
 from modelkin.provenance.lineage.neural import neural_lineage_scores
 from modelkin.provenance.lineage.sketch import ModelSketch, sketch_model
 from modelkin.provenance.lineage.tree import Forest, ancestors
@@ -136,8 +136,8 @@ def calibrate(zoo: Zoo, command: str) -> ParentModel:
     for n in zoo.names:
         if len(zoo.parents(n)) > 1 or zoo.distilled(n):
             continue  # merges are found by the two-parent fit; distilled students carry no weight-space lineage
-        found = index.search(sk[n], 2 * SEARCH, exclude={n})
-        comps = [(k, compare(sk[n], sk[k])) for k, _ in found[: tie_cut(found, SEARCH)]]
+        near, _ = index.shortlist(sk[n], SEARCH, 2 * SEARCH, exclude={n})
+        comps = [(k, compare(sk[n], sk[k])) for k in near]
         # a near-copy child is set aside by the registration-order tie-break, not by the model: leave it out
         live = [
             (k, c) for k, c in comps if not c.identical and c.shared > 0 and not (near_copy(c) and n in zoo.parents(k))
@@ -163,10 +163,8 @@ def calibrate(zoo: Zoo, command: str) -> ParentModel:
     for n in zoo.names:
         if zoo.distilled(n):
             continue
-        scored = index.search(sk[n], max(SEARCH, MERGE_POOL), exclude={n})
-        found, cut = [k for k, _ in scored], tie_cut(scored, SEARCH)
-        v = decide(sk[n], [(k, sk[k]) for k in found[:cut]], model, order, order[n],
-                   pool=[(k, sk[k]) for k in found[cut:]])  # fmt: skip
+        near, far = index.shortlist(sk[n], SEARCH, MERGE_POOL, exclude={n})
+        v = decide(sk[n], [(k, sk[k]) for k in near], model, order, order[n], pool=[(k, sk[k]) for k in far])
         raw.append(v.confidence)
         right.append(tuple(sorted(v.parents)) == zoo.parents(n))
     return replace(model, confidence_map=fit_confidence(raw, right))
