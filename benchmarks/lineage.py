@@ -2,6 +2,7 @@
 
     python benchmarks/lineage.py --calibrate /work/zoos/full-s0 --zoo /work/zoos/full-s1 \
         [--scale 10000] [--out benchmarks/results/lineage.md]
+    python benchmarks/lineage.py --timing-only --zoo /work/zoos/full-s1   # the timing rows alone
 
 1. Calibration (seed-0 zoo): modelkin's parent model (a conditional logit over candidates and "no parent",
    modelkin/provenance/lineage/fitted.json) is fitted on every model of the calibration zoo; the baselines'
@@ -31,7 +32,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,7 @@ from modelkin.provenance.lineage.calibration import (
 from modelkin.provenance.lineage.compare import compare, merge_children
 from modelkin.provenance.lineage.decide import decide, near_copy
 from modelkin.provenance.lineage.facade import MERGE_POOL, SEARCH
-from modelkin.provenance.lineage.index import CandidateIndex, Entry, tie_cut
+from modelkin.provenance.lineage.index import CandidateIndex, Entry
 from modelkin.provenance.lineage.neural import neural_lineage_scores
 from modelkin.provenance.lineage.sketch import ModelSketch, sketch_model
 from modelkin.provenance.lineage.tree import Forest, ancestors
@@ -134,8 +136,8 @@ def calibrate(zoo: Zoo, command: str) -> ParentModel:
     for n in zoo.names:
         if len(zoo.parents(n)) > 1 or zoo.distilled(n):
             continue  # merges are found by the two-parent fit; distilled students carry no weight-space lineage
-        found = index.search(sk[n], 2 * SEARCH, exclude={n})
-        comps = [(k, compare(sk[n], sk[k])) for k, _ in found[: tie_cut(found, SEARCH)]]
+        near, _ = index.shortlist(sk[n], SEARCH, 2 * SEARCH, exclude={n})
+        comps = [(k, compare(sk[n], sk[k])) for k in near]
         # a near-copy child is set aside by the registration-order tie-break, not by the model: leave it out
         live = [
             (k, c) for k, c in comps if not c.identical and c.shared > 0 and not (near_copy(c) and n in zoo.parents(k))
@@ -161,10 +163,8 @@ def calibrate(zoo: Zoo, command: str) -> ParentModel:
     for n in zoo.names:
         if zoo.distilled(n):
             continue
-        scored = index.search(sk[n], max(SEARCH, MERGE_POOL), exclude={n})
-        found, cut = [k for k, _ in scored], tie_cut(scored, SEARCH)
-        v = decide(sk[n], [(k, sk[k]) for k in found[:cut]], model, order, order[n],
-                   pool=[(k, sk[k]) for k in found[cut:]])  # fmt: skip
+        near, far = index.shortlist(sk[n], SEARCH, MERGE_POOL, exclude={n})
+        v = decide(sk[n], [(k, sk[k]) for k in near], model, order, order[n], pool=[(k, sk[k]) for k in far])
         raw.append(v.confidence)
         right.append(tuple(sorted(v.parents)) == zoo.parents(n))
     return replace(model, confidence_map=fit_confidence(raw, right))
@@ -483,24 +483,18 @@ ROWS = [
 # -- scale ---------------------------------------------------------------------------------------------------------
 
 
-def scale_run(zoo: Zoo, total: int, siblings: int, model: ParentModel, seed: int = 0) -> dict[str, Any]:
-    """``total`` models in one in-process registry: ``siblings`` real fine-tunes of zoo roots, the rest perturbed
-    copies of zoo models, plus the zoo itself. Sketches go in through modelkin's storage (not full
-    registrations); parent queries run through ``registry.lineage.parent``."""
-    from sqlalchemy import insert
+SIBLING_STEPS = 40
 
-    from modelkin.db.schema import Model, Version
+
+def fine_tunes(zoo: Zoo, parents: Sequence[str], rng: np.random.Generator) -> list[tuple[dict[str, np.ndarray], str]]:
+    """One real fine-tune of each of ``parents`` on its own task (Adam, random seed and learning rate, half the
+    data): siblings of one parent share their data and recipe, so they are correlated, as real ones are."""
     from modelkin.zoo.recipes import apply
     from modelkin.zoo.tasks import ZooData
 
-    rng = np.random.default_rng(seed)
     data = ZooData(zoo.truth["seed"], 3)
-    roots = [n for n in zoo.names if not zoo.models[n]["parents"] and zoo.models[n]["relation"] is None]
-    made: dict[str, tuple[dict[str, np.ndarray], str | None]] = {n: (zoo.weights[n], None) for n in zoo.names}
-    t0 = time.perf_counter()
-    for i in range(siblings):
-        parent = roots[i % len(roots)]
-        spec = zoo.models[parent]["architecture"]
+    out = []
+    for parent in parents:
         recipe = {
             "op": "finetune",
             "seed": int(rng.integers(2**31)),
@@ -508,22 +502,27 @@ def scale_run(zoo: Zoo, total: int, siblings: int, model: ParentModel, seed: int
             "new_head": False,
             "freeze": [],
             "data_fraction": 0.5,
-            "optimizer": {"name": "adam", "lr": float(rng.uniform(5e-4, 3e-3)), "steps": 40, "batch_size": 64},
-        }
+            "optimizer": {"name": "adam", "lr": float(rng.uniform(5e-4, 3e-3)), "steps": SIBLING_STEPS,
+                          "batch_size": 64},
+        }  # fmt: skip
         weights = {k: torch.from_numpy(v) for k, v in zoo.weights[parent].items()}
-        _, out = apply(recipe, [(spec, weights)], data)
-        made[f"sib-{i:05d}"] = ({k: v.numpy() for k, v in out.items()}, parent)
-    train_s = time.perf_counter() - t0
-    while len(made) < total:
-        base = zoo.names[int(rng.integers(len(zoo.names)))]
-        step = float(np.exp(rng.uniform(np.log(0.01), np.log(0.3))))
-        noisy = {k: (v + step * np.linalg.norm(v) / np.sqrt(v.size) * rng.standard_normal(v.shape)).astype(np.float32)
-                 for k, v in zoo.weights[base].items()}  # fmt: skip
-        made[f"copy-{len(made):05d}"] = (noisy, base)
-    with tempfile.TemporaryDirectory(prefix="modelkin-lineage-scale-") as home:
+        _, w = apply(recipe, [(zoo.models[parent]["architecture"], weights)], data)
+        out.append(({k: v.numpy() for k, v in w.items()}, parent))
+    return out
+
+
+@contextmanager
+def sketch_registry(weights: dict[str, dict[str, np.ndarray]], model: ParentModel) -> Iterator[Registry]:
+    """A fresh in-process registry holding one version ``NAME:1`` per entry, in the dict's order (its
+    registration order), with its sketch inserted through modelkin's storage code (not a full registration)."""
+    from sqlalchemy import insert
+
+    from modelkin.db.schema import Model, Version
+
+    with tempfile.TemporaryDirectory(prefix="modelkin-lineage-sketches-") as home:
         reg = Registry.init(home)
         reg.lineage._model = model
-        names = list(made)
+        names = list(weights)
         with reg.engine.begin() as conn:
             conn.execute(insert(Model), [{"name": n} for n in names])
             ids = dict(conn.execute(Model.__table__.select().with_only_columns(Model.name, Model.id)).all())
@@ -532,12 +531,36 @@ def scale_run(zoo: Zoo, total: int, siblings: int, model: ParentModel, seed: int
                  "bytes": 0, "arch_fingerprint": "", "card": {}, "yanked": False}
                 for i, n in enumerate(names)])  # fmt: skip
         vids = {info.ref.rsplit(":", 1)[0]: vid for vid, info in storage.versions(reg.engine).items()}
-        t0 = time.perf_counter()
         for i in range(0, len(names), 500):
             chunk = names[i : i + 500]
-            storage.save_sketches(reg.engine, [(vids[n], sketch_model(made[n][0].items())) for n in chunk])
-        insert_s = (time.perf_counter() - t0) / len(names)
-        queries = [f"sib-{i:05d}" for i in rng.choice(siblings, 100, replace=False)]
+            storage.save_sketches(reg.engine, [(vids[n], sketch_model(weights[n].items())) for n in chunk])
+        try:
+            yield reg
+        finally:
+            reg.close()
+
+
+def scale_run(zoo: Zoo, total: int, siblings: int, model: ParentModel, seed: int = 0) -> dict[str, Any]:
+    """``total`` models in one in-process registry: ``siblings`` real fine-tunes of zoo roots, the rest perturbed
+    copies of zoo models, plus the zoo itself. Sketches go in through modelkin's storage (not full
+    registrations); parent queries run through ``registry.lineage.parent``."""
+    rng = np.random.default_rng(seed)
+    roots = [n for n in zoo.names if not zoo.models[n]["parents"] and zoo.models[n]["relation"] is None]
+    made: dict[str, tuple[dict[str, np.ndarray], str | None]] = {n: (zoo.weights[n], None) for n in zoo.names}
+    t0 = time.perf_counter()
+    tuned = fine_tunes(zoo, [roots[i % len(roots)] for i in range(siblings)], rng)
+    made.update({f"sib-{i:05d}": w for i, w in enumerate(tuned)})
+    train_s = time.perf_counter() - t0
+    while len(made) < total:
+        base = zoo.names[int(rng.integers(len(zoo.names)))]
+        step = float(np.exp(rng.uniform(np.log(0.01), np.log(0.3))))
+        noisy = {k: (v + step * np.linalg.norm(v) / np.sqrt(v.size) * rng.standard_normal(v.shape)).astype(np.float32)
+                 for k, v in zoo.weights[base].items()}  # fmt: skip
+        made[f"copy-{len(made):05d}"] = (noisy, base)
+    t0 = time.perf_counter()
+    with sketch_registry({n: w for n, (w, _) in made.items()}, model) as reg:
+        insert_s = (time.perf_counter() - t0) / len(made)
+        queries = [f"sib-{i:05d}" for i in rng.choice(siblings, min(100, siblings), replace=False)]
         t0 = time.perf_counter()
         first = reg.lineage.parent(f"{queries[0]}:1")
         cold_s = time.perf_counter() - t0
@@ -552,7 +575,6 @@ def scale_run(zoo: Zoo, total: int, siblings: int, model: ParentModel, seed: int
         forest, _, _ = reg.lineage.forest("name LIKE 'sib-%'")
         tree_s = time.perf_counter() - t0
         tree_n = len(forest.edges) + len(forest.roots)
-        reg.close()
     return {"total": len(made), "siblings": siblings, "train_s": train_s, "insert_s": insert_s, "cold_s": cold_s,
             "warm_s": statistics.median(times), "accuracy": float(np.mean(hits)), "queries": len(queries),
             "tree_s": tree_s, "tree_n": tree_n}  # fmt: skip
@@ -603,17 +625,32 @@ def indexing_cost(zoo: Zoo, repeat: int = 3) -> dict[str, float]:
     return out
 
 
+RESULTS = Path("benchmarks/results")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--calibrate", type=Path, required=True, help="zoo to fit on (seed 0)")
+    ap.add_argument("--calibrate", type=Path, help="zoo to fit on (seed 0); required unless --timing-only")
     ap.add_argument("--zoo", type=Path, required=True, help="zoo to report on (another seed)")
     ap.add_argument("--scale", type=int, default=10000)
     ap.add_argument("--siblings", type=int, default=1000)
     ap.add_argument("--no-neural", action="store_true", help="skip the Neural Lineage baselines")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/lineage.md"))
+    ap.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="only the scale, indexing and start-up timings, with the committed fitted.json",
+    )
+    ap.add_argument("--out", type=Path, help="default benchmarks/results/lineage.md (lineage-timing.md with "
+                    "--timing-only)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
     command = "python " + " ".join(sys.argv)
+    if args.timing_only:
+        timing_only(Zoo(args.zoo), args.scale, args.siblings, args.out or RESULTS / "lineage-timing.md", command)
+        return
+    if args.calibrate is None:
+        ap.error("--calibrate is required unless --timing-only is given")
+    args.out = args.out or RESULTS / "lineage.md"
     started = time.perf_counter()
     cal, test = Zoo(args.calibrate), Zoo(args.zoo)
     model = calibrate(cal, command)
@@ -694,17 +731,26 @@ def write_report(out: Path, command: str, cal: Zoo, test: Zoo, model: ParentMode
                        ("parent_s", "`lineage parent` (every registered model a candidate)"),
                        ("tree_s", f"whole tree of {len(test.names)} (seconds, not per model)")):  # fmt: skip
         lines.append(f"| {label} | " + " | ".join(f"{timings[o][key]:.3f} s" for o in ORDERS) + " |")
-    lines += ["", f"Indexing cost per zoo model: read its weights once {1e3 * cost['read']:.2f} ms, read and "
-              f"sketch {1e3 * cost['sketch']:.2f} ms ({cost['sketch'] / cost['read']:.1f}x)."]  # fmt: skip
+    lines += timing_lines(scale, cost, startup)
+    lines += ["## Fitted parent model", "", "```json", json.dumps(model.to_json(), indent=1), "```", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def timing_lines(scale: dict[str, Any] | None, cost: dict[str, float], startup: dict[str, float]) -> list[str]:
+    """The report's timing sections (scale, indexing cost, CLI start-up), also all that --timing-only prints."""
+    lines = ["", f"Indexing cost per zoo model: read its weights once {1e3 * cost['read']:.2f} ms, read and "
+             f"sketch {1e3 * cost['sketch']:.2f} ms ({cost['sketch'] / cost['read']:.1f}x)."]  # fmt: skip
     if scale:
         lines += [
             "",
             "## Scale (in-process)",
             "",
-            f"{scale['total']:,} models: the report zoo, {scale['siblings']:,} real fine-tuned siblings (20 Adam "
-            f"steps from one of its roots, trained in {scale['train_s']:.0f} s) and perturbed copies of zoo models. "
-            "Version rows and sketches are inserted through modelkin's storage code, not full registrations "
-            f"({1e3 * scale['insert_s']:.1f} ms per sketch).",
+            f"{scale['total']:,} models: the report zoo, {scale['siblings']:,} real fine-tuned siblings "
+            f"({SIBLING_STEPS} Adam steps from one of its roots, trained in {scale['train_s']:.0f} s) and perturbed "
+            "copies of zoo models. Version rows and sketches are inserted through modelkin's storage code, not full "
+            f"registrations ({1e3 * scale['insert_s']:.1f} ms per model: its rows and its sketch).",
             "",
             "| measure | value |",
             "|---|---|",
@@ -713,10 +759,20 @@ def write_report(out: Path, command: str, cal: Zoo, test: Zoo, model: ParentMode
             f"| parent accuracy of those {scale['queries']} sibling queries | {pct(scale['accuracy'])} |",
             f"| tree of {scale['tree_n']:,} models (the siblings) | {scale['tree_s']:.1f} s |",
         ]
-    lines += ["", "## CLI start-up (median of 5)", "",
-              f"`python -c pass` {startup['python']:.2f} s; `modelkin lineage --help` {startup['help']:.2f} s; "
-              f"`modelkin lineage tree --json` on an empty registry {startup['tree']:.2f} s.", ""]  # fmt: skip
-    lines += ["## Fitted parent model", "", "```json", json.dumps(model.to_json(), indent=1), "```", ""]
+    return lines + ["", "## CLI start-up (median of 5)", "",
+                    f"`python -c pass` {startup['python']:.2f} s; `modelkin lineage --help` {startup['help']:.2f} s; "
+                    f"`modelkin lineage tree --json` on an empty registry {startup['tree']:.2f} s.", ""]  # fmt: skip
+
+
+def timing_only(zoo: Zoo, scale: int, siblings: int, out: Path, command: str) -> None:
+    """The timing rows alone, with the committed fitted.json (no calibration, no accuracy part), so they can be
+    re-measured on a quiet machine in a few minutes."""
+    model = ParentModel.load()
+    result = scale_run(zoo, scale, siblings, model) if scale else None
+    lines = ["# Lineage benchmark: timing rows only", "", f"Command: `{command}`  ",
+             f"Zoo: {zoo.dir}; fitted model: the committed fitted.json; `uptime` at the end: "
+             f"{os.getloadavg()[0]:.2f} (1 min load, {os.cpu_count()} cores), torch threads 1."]  # fmt: skip
+    lines += timing_lines(result, indexing_cost(zoo), cli_startup())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     print("\n".join(lines))

@@ -567,3 +567,27 @@ def test_the_precise_comparison_never_cuts_a_tie() -> None:
     found = [("a", 0.1), ("b", 0.1), ("c", 0.2), ("d", 0.2), ("e", 0.2004), ("f", 0.3)]
     assert tie_cut(found, 3) == 5 and tie_cut(found, 2) == 2 and tie_cut(found, 5) == 5
     assert tie_cut([("a", 0.2)] * 10, 4) == 6 and tie_cut(found[:2], 5) == 2
+
+
+def test_a_crowd_of_correlated_siblings_does_not_hide_their_parent() -> None:
+    """Siblings that drifted the same way sit nearer each other than the parent; the shortlist still reaches it."""
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.decide import decide
+    from modelkin.provenance.lineage.index import CandidateIndex, Entry
+
+    rng = np.random.default_rng(3)
+    base = {f"layer{i}.weight": rng.standard_normal((32, 32)).astype(np.float32) for i in range(3)}
+    # one shared drift that grows the norm, as fine-tuning does, and a smaller one of each sibling's own
+    drift = {k: 0.03 * w + 0.03 * rng.standard_normal(w.shape) for k, w in base.items()}
+    models = {"base": base}
+    for s in range(40):
+        models[f"sib-{s}"] = {k: (w + drift[k] + 0.025 * rng.standard_normal(w.shape)).astype(np.float32)
+                              for k, w in base.items()}  # fmt: skip
+    sk = {n: sketch_model(w.items()) for n, w in models.items()}
+    index = CandidateIndex([Entry.of(n, s) for n, s in sk.items()])
+    query = "sib-0"
+    assert "base" not in [k for k, _ in index.search(sk[query], 24, exclude={query})]  # nearest alone misses it
+    near, far = index.shortlist(sk[query], 24, 64, exclude={query})
+    assert "base" in near and not set(near) & set(far) and query not in near + far
+    verdict = decide(sk[query], [(k, sk[k]) for k in near], ParentModel.load())
+    assert verdict.parents == ("base",)

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from modelkin.db.schema import LineageSketch
 from modelkin.errors import InvalidModelFile
 from modelkin.provenance.lineage import storage
-from modelkin.provenance.lineage.index import CandidateIndex, tie_cut
+from modelkin.provenance.lineage.index import CandidateIndex
 from modelkin.provenance.lineage.reports import (
     AncestorsReport,
     AuditReport,
@@ -132,13 +132,13 @@ class Lineage:
         from modelkin.provenance.lineage.decide import decide
 
         index = index or self._candidate_index()
-        found = index.search(sketch, max(search, MERGE_POOL), exclude={exclude} if exclude is not None else set())
-        ids = [_id(key) for key, _ in found]
+        keys, beyond = index.shortlist(sketch, search, MERGE_POOL, exclude={exclude} if exclude is not None else set())
+        ids = [_id(key) for key in chain(keys, beyond)]
         sketches = self._load(ids)
         # version ids grow with registration: the order decide() may use as a tie-break between near-copies
         order: dict[Hashable, int] = {i: i for i in ids}
-        cut = tie_cut(found, search)
-        near, far = [i for i in ids[:cut] if i in sketches], [i for i in ids[cut:] if i in sketches]
+        near = [i for i in ids[: len(keys)] if i in sketches]
+        far = [i for i in ids[len(keys) :] if i in sketches]
         return decide(sketch, [(i, sketches[i]) for i in near], self.model, order, exclude,
                       pool=[(i, sketches[i]) for i in far])  # fmt: skip
 

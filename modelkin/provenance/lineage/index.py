@@ -4,6 +4,12 @@ Each model contributes one short vector per tensor (``sketch.coarse``). A query 
 registered tensor of the same shape in one matrix operation; a candidate's tensor distance is its closest
 same-shaped tensor (names are not trusted), and its model distance the √numel-weighted median over the query's
 tensors it covers. The best few candidates then get the precise comparison.
+
+Nearest is not enough: many siblings fine-tuned from one parent on one task drift the same way, so every one of
+them sits nearer a sibling than the parent, and with a few dozen siblings the parent falls out of the nearest
+few altogether (it ranks last among 280 in the correlated-sibling benchmark). Fine-tuning grows a model's norm,
+so the shortlist also takes the few lowest-norm models within reach (twice the last shortlisted distance): the
+parent such a crowd hides is its least-trained member. The precise comparison then decides as for any candidate.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from modelkin.provenance.lineage.sketch import ModelSketch, coarse
 
 MIN_COVERAGE = 0.2
 TIED = 5e-3  # coarse distances closer than this share of each other do not order two candidates
+UPSTREAM = 2  # lowest-norm models within reach added to the shortlist
+REACH = 2.0  # ... reach: this multiple of the last shortlisted model's coarse distance
 
 
 def tie_cut(found: Sequence[tuple[Hashable, float]], k: int) -> int:
@@ -64,6 +72,7 @@ class CandidateIndex:
             for shape, items in rows.items()
         }
         self._norms = {shape: np.linalg.norm(m, axis=1) for shape, (_, m) in self._groups.items()}
+        self._mass = np.array([_mass(e.vectors) for e in entries])
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -72,10 +81,38 @@ class CandidateIndex:
         self, query: ModelSketch, k: int, exclude: AbstractSet[Hashable] = frozenset()
     ) -> list[tuple[Hashable, float]]:
         """The ``k`` nearest models as (key, coarse distance), nearest first."""
+        median = self._distances(query)
+        ranked = [i for i in np.argsort(median, kind="stable") if np.isfinite(median[i])]
+        out = [(self.keys[i], float(median[i])) for i in ranked if self.keys[i] not in exclude]
+        return out[:k]
+
+    def shortlist(
+        self, query: ModelSketch, k: int, pool: int, exclude: AbstractSet[Hashable] = frozenset()
+    ) -> tuple[list[Hashable], list[Hashable]]:
+        """(the models that get the precise comparison, the further ones only the two-parent fit may draw on):
+        the ``k`` nearest and their ties (``tie_cut``), plus the lowest-norm models within reach (module note);
+        the second list completes the ``pool`` nearest."""
+        median = self._distances(query)
+        ranked = [
+            i for i in np.argsort(median, kind="stable") if np.isfinite(median[i]) and self.keys[i] not in exclude
+        ]
+        cut = tie_cut([(i, float(median[i])) for i in ranked[: max(k, pool)]], k)
+        near = ranked[:cut]
+        if near:
+            reach = REACH * median[near[-1]]
+            taken = set(near)
+            within = [i for i in ranked[cut:] if median[i] <= reach and i not in taken]
+            near += sorted(within, key=lambda i: self._mass[i])[:UPSTREAM]
+        taken = set(near)
+        far = [i for i in ranked[: max(k, pool)] if i not in taken]
+        return [self.keys[i] for i in near], [self.keys[i] for i in far]
+
+    def _distances(self, query: ModelSketch) -> np.ndarray:
+        """Each registered model's coarse distance to ``query`` (inf: too little shared)."""
+        n = len(self.keys)
         tensors = [t for t in query.tensors if t.numel >= TINY] or list(query.tensors)
         if not tensors or not self.keys:
-            return []
-        n = len(self.keys)
+            return np.full(n, np.inf)
         dist = np.full((n, len(tensors)), np.inf)
         for col, t in enumerate(tensors):
             group = self._groups.get(tuple(sorted(t.shape)))
@@ -99,6 +136,9 @@ class CandidateIndex:
         pick = np.minimum((cum < half).sum(1), len(tensors) - 1)
         median = sorted_d[np.arange(n), pick]
         median[coverage < MIN_COVERAGE] = np.inf
-        ranked = [i for i in np.argsort(median, kind="stable") if np.isfinite(median[i])]
-        out = [(self.keys[i], float(median[i])) for i in ranked if self.keys[i] not in exclude]
-        return out[:k]
+        return median
+
+
+def _mass(vectors: np.ndarray) -> float:
+    """A model's squared norm as the index sees it (its coarse vectors: a CountSketch keeps norms on average)."""
+    return float(np.sum(np.square(vectors, dtype=np.float64)))
