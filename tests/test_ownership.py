@@ -56,6 +56,18 @@ def owner(cli: Any, tmp_path: Path) -> Path:
     return tmp_path
 
 
+def test_key_commands_print_two_lines_not_an_escaped_newline(cli: Any, tmp_path: Path) -> None:
+    """The console escapes control characters in what it prints, so a message holding a newline came out as a
+    literal ``\\x0a``: each line is its own print."""
+    for args, second in (
+        (("keys", "new", "--out", tmp_path / "me"), "key id "),
+        (("watermark", "keygen", "--out", tmp_path / "wm.key"), "commitment sha256:"),
+    ):
+        lines = ok(cli(*args)).splitlines()
+        assert len(lines) == 2 and lines[0].startswith("wrote ") and lines[1].startswith(second), lines
+        assert "\\x0a" not in "".join(lines)
+
+
 def test_keys_new_writes_a_p256_pair_with_a_private_mode(cli: Any, tmp_path: Path) -> None:
     out = ok(cli("keys", "new", "--out", tmp_path / "alice", "--json"))
     assert set(out) == {"key_id", "private", "public"} and len(out["key_id"]) == 64

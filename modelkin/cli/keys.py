@@ -27,4 +27,5 @@ def new(
     if json_out:
         output.emit_json({"key_id": key_id, "private": str(private), "public": str(public)})
     else:
-        output.stdout.print(f"wrote {private} (keep it secret) and {public}\nkey id {key_id}")
+        output.stdout.print(f"wrote {private} (keep it secret) and {public}")
+        output.stdout.print(f"key id {key_id}")

@@ -42,7 +42,8 @@ def keygen(
     if json_out:
         output.emit_json({"path": str(out), "bits": key.bits, "rows": key.rows, "commitment": key.commitment()})
     else:
-        output.stdout.print(f"wrote {out} ({key.rows} x {key.bits}; keep it secret)\ncommitment {key.commitment()}")
+        output.stdout.print(f"wrote {out} ({key.rows} x {key.bits}; keep it secret)")
+        output.stdout.print(f"commitment {key.commitment()}")
 
 
 def read_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
