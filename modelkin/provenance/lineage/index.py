@@ -77,15 +77,6 @@ class CandidateIndex:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def search(
-        self, query: ModelSketch, k: int, exclude: AbstractSet[Hashable] = frozenset()
-    ) -> list[tuple[Hashable, float]]:
-        """The ``k`` nearest models as (key, coarse distance), nearest first."""
-        median = self._distances(query)
-        ranked = [i for i in np.argsort(median, kind="stable") if np.isfinite(median[i])]
-        out = [(self.keys[i], float(median[i])) for i in ranked if self.keys[i] not in exclude]
-        return out[:k]
-
     def shortlist(
         self, query: ModelSketch, k: int, pool: int, exclude: AbstractSet[Hashable] = frozenset()
     ) -> tuple[list[Hashable], list[Hashable]]:
