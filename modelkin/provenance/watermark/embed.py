@@ -36,7 +36,7 @@ DEFAULT_MARGIN = 1.0
 # and 1 whose mean accuracy cost stays within 0.5 points (benchmarks/ownership.py --calibration-zoo)
 TRAINING_MARGIN = 0.5
 METRIC_ENTRIES = 1 << 16
-_SLACK = 1.02  # aim a little past the margin so float32 rounding of the result cannot undo it
+SLACK = 1.02  # aim a little past the margin so float32 rounding of the result cannot undo it
 
 
 def constraint_rows(matrix: np.ndarray, bits: np.ndarray) -> np.ndarray:
@@ -104,7 +104,7 @@ def embed_posthoc(
     flat = np.asarray(weight, dtype=np.float64).reshape(-1).copy()
     index = pool_indices(flat.size, key.watermark(), rounds, key.rows, pool)
     w = pooled(flat, index)
-    target = margin * (float(np.linalg.norm(w)) or 1.0) * _SLACK
+    target = margin * (float(np.linalg.norm(w)) or 1.0) * SLACK
     if metric is None or index.size > METRIC_ENTRIES:
         flat[index] += least_norm_shift(w, key.matrix, key.watermark(), target)[None, :]
     else:

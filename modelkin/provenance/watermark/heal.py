@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from modelkin.provenance.watermark.embed import _SLACK, DEFAULT_MARGIN, constraint_rows, dual_shift, gram_factor
+from modelkin.provenance.watermark.embed import DEFAULT_MARGIN, SLACK, constraint_rows, dual_shift, gram_factor
 from modelkin.provenance.watermark.filter import pool_indices
 from modelkin.provenance.watermark.keys import WatermarkKey
 from modelkin.provenance.watermark.verify import pooled
@@ -46,7 +46,7 @@ class Projection:
         reads = self.rows @ pooled(flat, self.index)
         if (reads >= self.margin).all():
             return None
-        flat[self.index] += dual_shift(self.rows, self.lower, self.margin * _SLACK - reads)[None, :]
+        flat[self.index] += dual_shift(self.rows, self.lower, self.margin * SLACK - reads)[None, :]
         return flat.reshape(np.shape(weight))
 
     def step(self, param: torch.Tensor) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelkin.provenance.watermark.embed import _SLACK, least_norm_shift
+from modelkin.provenance.watermark.embed import SLACK, least_norm_shift
 from modelkin.provenance.watermark.verify import binomial_tail
 
 
@@ -30,7 +30,7 @@ def uchida_key(numel: int, bits: int, rng: np.random.Generator) -> UchidaKey:
 
 def uchida_embed(weight: np.ndarray, key: UchidaKey, margin: float) -> np.ndarray:
     flat = weight.astype(np.float64).reshape(-1)
-    shift = least_norm_shift(flat, key.projection, key.bits, margin * float(np.linalg.norm(flat)) * _SLACK)
+    shift = least_norm_shift(flat, key.projection, key.bits, margin * float(np.linalg.norm(flat)) * SLACK)
     return (flat + shift).reshape(weight.shape).astype(weight.dtype)
 
 
