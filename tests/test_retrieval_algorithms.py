@@ -65,7 +65,7 @@ def test_the_space_encoder_is_deterministic_and_signed() -> None:
     assert (a.components[rows, np.abs(a.components).argmax(axis=1)] > 0).all()
 
 
-def test_the_knowledge_proxy_is_logme_when_the_query_samples_are_probes() -> None:
+def test_the_knowledge_proxy_is_centred_logme_when_the_query_samples_are_probes() -> None:
     rng = np.random.default_rng(4)
     pool_phi = rng.standard_normal((50, 6))
     logits = rng.standard_normal((50, 5))
@@ -75,8 +75,11 @@ def test_the_knowledge_proxy_is_logme_when_the_query_samples_are_probes() -> Non
     assert np.array_equal(nearest[0][:, 0], pick) and np.allclose(nearest[1][:, 0], 1.0)
     other = rng.standard_normal((50, 3))  # a model with another output width is scored in its own batch
     scores = knowledge_logme([logits, other, logits * 2], nearest, y)
-    expected = [baselines.logme(f[pick], y) for f in (logits, other, logits * 2)]
+    expected = [baselines.logme(f[pick] - f[pick].mean(axis=0), y) for f in (logits, other, logits * 2)]
     assert np.allclose(scores, expected)
+    # an offset common to every sample does not change the score (it would without the centring)
+    assert np.isclose(knowledge_logme([logits + 5.0], nearest, y)[0], scores[0])
+    assert not np.isclose(baselines.logme(logits[pick] + 5.0, y), baselines.logme(logits[pick], y))
 
 
 def test_the_knowledge_proxy_averages_the_nearest_probes_by_distance() -> None:
