@@ -210,7 +210,7 @@ def main() -> None:
                         taus[(shots, row, group)][task].append(float(weightedtau(gt[m], score[m], rank=None)[0]))
         print(f"{shots} shots done at {time.perf_counter() - started:.0f} s", flush=True)
     lines = [f"`OMP_NUM_THREADS=1 python benchmarks/retrieval_capture_ceiling.py --home {args.home} --zoo {args.zoo} "
-             f"--seeds {args.seeds}` ({time.perf_counter() - started:.0f} s)\n",
+             f"--seeds {args.seeds}{' --stored' if args.stored else ''}` ({time.perf_counter() - started:.0f} s)\n",
              f"Weighted tau (rank=None) of LogME on what each capture could show, at the real query samples, "
              f"{' / '.join(map(str, args.shots))} shots, {args.seeds} draws per task. `all tasks`: the zoo's "
              f"{len(truth['tasks'])} tasks (per-task mean over draws, then over tasks); `Δ logits`: the paired "
