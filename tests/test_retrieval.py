@@ -328,6 +328,17 @@ def test_train_from_a_registered_zoo_then_serve_new_models_without_retraining(
     assert "late:1" in refs
 
 
+def test_training_twice_stores_the_same_encoder_bytes_and_another_seed_does_not(reg: Any, tiny_zoo: Path) -> None:
+    """Benchmarks retrain in every run: their figures only compare if training is bit-reproducible."""
+    pool = reg.retrieval._latest_pool(SPACE)
+    scorers = []
+    for seed in (0, 0, 1):
+        reg.retrieval.train([tiny_zoo], seed=seed, epochs=5)
+        scorers.append(reg.retrieval._serving_for(pool).scorer)
+    assert scorers[0].to_bytes() == scorers[1].to_bytes()
+    assert any(not np.array_equal(w, scorers[2].state[k]) for k, w in scorers[0].state.items())  # the seed matters
+
+
 def test_train_from_logged_scores_and_a_jsonl_file(cli: Callable[..., Any], home: Path, tiny_zoo: Path,
                                                    tmp_path: Path) -> None:  # fmt: skip
     name, task = _task(tiny_zoo, "meta-train")
