@@ -527,4 +527,5 @@ def test_a_family_left_out_of_training_is_ranked_by_knowledge_alone(reg: Any, ti
     assert report["knowledge_mix"] > 0  # seen families would mix in the learned score
     after = reg.retrieval.search(x, y, k=100, filter=cnn)
     assert after.scorer == "learned+knowledge-logme" and [r["ref"] for r in after.results] == [r["ref"] for r in before]
-    assert np.allclose([r["score"] for r in after.results], zscore(np.array([r["score"] for r in before])), atol=1e-5)
+    # scores are reported to 6 decimals; z-scoring close raw scores magnifies that rounding (std here ~0.015)
+    assert np.allclose([r["score"] for r in after.results], zscore(np.array([r["score"] for r in before])), atol=1e-4)
