@@ -408,6 +408,26 @@ def test_near_copies_are_ordered_by_the_family() -> None:
         assert "copy" not in {c.key for c in v.candidates}, order
 
 
+def test_the_arborescence_is_networkx_minimum_one() -> None:
+    """The tree's own Edmonds (networkx's copies the graph at every contraction) on random graphs with a root
+    edge into every node: the same parents as networkx's minimum spanning arborescence."""
+    import networkx as nx
+
+    from modelkin.provenance.lineage.arborescence import minimum_arborescence
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 30, 80):
+        weights = {("root", v): float(rng.uniform(5, 10)) for v in range(n)}
+        for u, v in rng.integers(0, n, (6 * n, 2)):
+            if u != v:
+                weights[int(u), int(v)] = float(rng.uniform(0, 8))
+        graph = nx.DiGraph()
+        graph.add_weighted_edges_from((u, v, w) for (u, v), w in weights.items())
+        tree = nx.minimum_spanning_arborescence(graph)
+        want = {v: next(iter(tree.predecessors(v))) for v in range(n)}
+        assert minimum_arborescence("root", ((u, v, w) for (u, v), w in weights.items())) == want, n
+
+
 # -- bad input -------------------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from modelkin.provenance.lineage.arborescence import minimum_arborescence
 from modelkin.provenance.lineage.decide import Verdict, relation_of
 
 ROOT = ("__virtual_root__",)
@@ -53,15 +54,14 @@ def recover_forest(nodes: Sequence[Hashable], verdicts: Mapping[Hashable, Verdic
     if not nodes:
         return Forest((), ())
     order = {v: i for i, v in enumerate(nodes)}
-    graph = nx.DiGraph()
-    graph.add_nodes_from(nodes)
+    weights: dict[tuple[Hashable, Hashable], float] = {}
     for v in nodes:
         verdict = verdicts[v]
         # a model more likely than not to have a registered parent is a root only to break a cycle: its
         # parent probability may be split between look-alike candidates, none of which beats "no parent" alone
         rooted = verdict.none_probability >= 0.5
         root_cost = _cost(verdict.none_probability) + (0.0 if rooted else _CUT)
-        graph.add_edge(ROOT, v, weight=root_cost)
+        weights[ROOT, v] = root_cost
         merged = verdict.relation == "merge"  # a merge's tree edge comes from one of its two parents
         for c in verdict.candidates:
             if c.key in order and c.key != v and (not merged or c.key in verdict.parents):
@@ -71,8 +71,11 @@ def recover_forest(nodes: Sequence[Hashable], verdicts: Mapping[Hashable, Verdic
                 # an edge dearer than v's root edge is in no minimum arborescence (hanging v from the root
                 # instead is cheaper and cannot close a cycle), so leaving it out changes nothing but the time
                 if cost <= root_cost:
-                    graph.add_edge(c.key, v, weight=cost)
-    tree = nx.minimum_spanning_arborescence(graph, attr="weight", preserve_attrs=False)
+                    weights[c.key, v] = cost
+    parent_of = minimum_arborescence(ROOT, ((u, v, w) for (u, v), w in weights.items()))
+    tree = nx.DiGraph()
+    tree.add_nodes_from(nodes)
+    tree.add_edges_from((parent_of[v], v) for v in nodes)
     by_key = {v: {c.key: c for c in verdicts[v].candidates} for v in nodes}
     edges: list[TreeEdge] = []
     roots: list[Hashable] = []
