@@ -6,7 +6,9 @@ the arborescence (Edmonds' algorithm) is the most probable forest in which every
 cycles, and "no known parent" is a real answer. As in a single verdict, a model whose no-parent probability is
 below one half keeps a parent: its root edge costs as much as an edge ten times less likely than "no parent",
 so it is taken to break a cycle, not to avoid a plausible edge. A merge verdict adds its
-second parent afterwards. Registration order enters only as a tie-break of 1e-9.
+second parent afterwards. Registration order enters only as a tie-break of 1e-9, and below it the verdict's own
+ranking (1e-12 a place), so that exactly equal costs (re-headed twins, a merge's two parents) do not leave the
+choice to the arborescence algorithm's internals.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from modelkin.provenance.lineage.decide import Verdict, relation_of
 
 ROOT = ("__virtual_root__",)
 _TIE = 1e-9
+_RANK = 1e-12  # equal costs: the candidate the verdict ranked first (its own tie-breaks) wins
 _CUT = float(np.log(10.0))  # a model likely to have a parent is made a root only instead of a 10x weaker edge
 
 
@@ -63,11 +66,11 @@ def recover_forest(nodes: Sequence[Hashable], verdicts: Mapping[Hashable, Verdic
         root_cost = _cost(verdict.none_probability) + (0.0 if rooted else _CUT)
         weights[ROOT, v] = root_cost
         merged = verdict.relation == "merge"  # a merge's tree edge comes from one of its two parents
-        for c in verdict.candidates:
+        for rank, c in enumerate(verdict.candidates):
             if c.key in order and c.key != v and (not merged or c.key in verdict.parents):
                 later = order[c.key] > order[v]
                 p = 1.0 - verdict.none_probability if merged else c.probability  # a merge's parents come jointly
-                cost = _cost(p) + _TIE * later
+                cost = _cost(p) + _TIE * later + _RANK * rank
                 # an edge dearer than v's root edge is in no minimum arborescence (hanging v from the root
                 # instead is cheaper and cannot close a cycle), so leaving it out changes nothing but the time
                 if cost <= root_cost:
