@@ -138,7 +138,7 @@ def calibrate(zoo: Zoo, command: str) -> ParentModel:
             continue  # merges are found by the two-parent fit; distilled students carry no weight-space lineage
         near, _ = index.shortlist(sk[n], SEARCH, 2 * SEARCH, exclude={n})
         comps = [(k, compare(sk[n], sk[k])) for k in near]
-        # a near-copy child is set aside by the registration-order tie-break, not by the model: leave it out
+        # a near-copy child is set aside by decide's near-copy rule (family, norm, order), not by the model
         live = [
             (k, c) for k, c in comps if not c.identical and c.shared > 0 and not (near_copy(c) and n in zoo.parents(k))
         ]

@@ -408,6 +408,45 @@ def test_near_copies_are_ordered_by_the_family() -> None:
         assert "copy" not in {c.key for c in v.candidates}, order
 
 
+def test_a_near_copy_without_family_is_ordered_by_its_norm() -> None:
+    """With no trained relative among the candidates, the heavier of two near-copies is the copy (its few steps,
+    like training, pushed the weights outward): the original is its parent whatever the registration order."""
+    from modelkin.provenance.lineage.calibration import ParentModel
+    from modelkin.provenance.lineage.decide import decide
+
+    base = pretrained(0)
+    rng = np.random.default_rng(4)
+    copy = {k: (w + 3e-5 * np.sign(w) * rng.choice([-1.0, 1.0], w.shape, p=[0.3, 0.7])).astype(np.float32)
+            for k, w in base.items()}  # fmt: skip
+    sk = {n: sketch_model(t.items()) for n, t in {"base": base, "copy": copy, "other": pretrained(9)}.items()}
+    model = ParentModel.load()
+    for order in ({"base": 0, "other": 1, "copy": 2}, {"copy": 0, "other": 1, "base": 2}):
+        v = decide(sk["copy"], [(k, sk[k]) for k in ("base", "other")], model, order, order["copy"])
+        assert v.parents == ("base",), order
+        v = decide(sk["base"], [(k, sk[k]) for k in ("copy", "other")], model, order, order["base"])
+        assert "copy" not in {c.key for c in v.candidates}, order
+
+
+def test_the_arborescence_is_networkx_minimum_one() -> None:
+    """The tree's own Edmonds (networkx's copies the graph at every contraction) on random graphs with a root
+    edge into every node: the same parents as networkx's minimum spanning arborescence."""
+    import networkx as nx
+
+    from modelkin.provenance.lineage.arborescence import minimum_arborescence
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 30, 80):
+        weights = {("root", v): float(rng.uniform(5, 10)) for v in range(n)}
+        for u, v in rng.integers(0, n, (6 * n, 2)):
+            if u != v:
+                weights[int(u), int(v)] = float(rng.uniform(0, 8))
+        graph = nx.DiGraph()
+        graph.add_weighted_edges_from((u, v, w) for (u, v), w in weights.items())
+        tree = nx.minimum_spanning_arborescence(graph)
+        want = {v: next(iter(tree.predecessors(v))) for v in range(n)}
+        assert minimum_arborescence("root", ((u, v, w) for (u, v), w in weights.items())) == want, n
+
+
 # -- bad input -------------------------------------------------------------------------------------------------
 
 

@@ -5,9 +5,10 @@ a non-negative combination of two candidates that explains it far better than an
 
 A pair's own weights cannot order two near-copies (a few tiny optimiser steps apart) nor two re-headed twins
 (one trunk, two heads); the family around them can (copies.py, twins.py), and a query that carries nothing of
-either is read as the original's child (parsimony). Only where the family is silent too does registration order
-decide, as a tie-break: a near-copy registered after the query is taken for its child, and among candidates the
-query cannot tell apart the earliest registered is named first.
+either is read as the original's child (parsimony). Where the family is silent, the heavier of two near-copies is
+the copy (copies.heavier). Only where the norms tie too does registration order decide, as a tie-break: a
+near-copy registered after the query is taken for its child, and among candidates the query cannot tell apart
+the earliest registered is named first.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from modelkin.provenance.lineage.compare import (
     fit_merge,
     merge_children,
 )
-from modelkin.provenance.lineage.copies import NEAR_COPY, near_copy, upstream
+from modelkin.provenance.lineage.copies import NEAR_COPY, heavier, near_copy, upstream
 from modelkin.provenance.lineage.pairing import Pair, pair_tensors
 from modelkin.provenance.lineage.sketch import ModelSketch
 from modelkin.provenance.lineage.twins import original, own_tensors
@@ -169,16 +170,22 @@ def _without_copied_children(
     query: ModelSketch, live: Live, order: Mapping[Hashable, int] | None, query_order: int | None
 ) -> Live:
     """Drop candidates that are the query's near-copy children: the family names the query the original of
-    their cluster (copies.upstream) or, when it cannot, they were registered after the query (a tie-break)."""
+    their cluster (copies.upstream) or, when it cannot, they carry more norm than the query (copies.heavier),
+    or, their norms tied exactly, they were registered after the query (a tie-break)."""
     copies = [i for i, (_, c, _) in enumerate(live) if near_copy(c)]
     if not copies:
         return live
     family = [s for i, (_, _, s) in enumerate(live) if i not in copies]
     found = upstream([query, *(live[i][2] for i in copies)], family)
-    if found is None and order is not None and query_order is not None:
-        later = {i for i in copies if order.get(live[i][0], -1) > query_order}
-    else:
+    if found is not None:
         later = set(copies) if found == 0 else set()
+    else:
+
+        def registered_later(i: int) -> bool:
+            return order is not None and query_order is not None and order.get(live[i][0], -1) > query_order
+
+        heavy = heavier(query, [live[i][2] for i in copies])
+        later = {i for i, h in zip(copies, heavy, strict=True) if h or (h is None and registered_later(i))}
     return [r for i, r in enumerate(live) if i not in later]
 
 

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,7 @@ class TensorSketch:
 
     @property
     def numel(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+        return math.prod(self.shape)  # 1 for a scalar's empty shape
 
     @property
     def kept(self) -> np.ndarray:

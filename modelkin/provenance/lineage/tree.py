@@ -6,7 +6,9 @@ the arborescence (Edmonds' algorithm) is the most probable forest in which every
 cycles, and "no known parent" is a real answer. As in a single verdict, a model whose no-parent probability is
 below one half keeps a parent: its root edge costs as much as an edge ten times less likely than "no parent",
 so it is taken to break a cycle, not to avoid a plausible edge. A merge verdict adds its
-second parent afterwards. Registration order enters only as a tie-break of 1e-9.
+second parent afterwards. Registration order enters only as a tie-break of 1e-9, and below it the verdict's own
+ranking (1e-12 a place), so that exactly equal costs (re-headed twins, a merge's two parents) do not leave the
+choice to the arborescence algorithm's internals.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from modelkin.provenance.lineage.arborescence import minimum_arborescence
 from modelkin.provenance.lineage.decide import Verdict, relation_of
 
 ROOT = ("__virtual_root__",)
 _TIE = 1e-9
+_RANK = 1e-12  # equal costs: the candidate the verdict ranked first (its own tie-breaks) wins
 _CUT = float(np.log(10.0))  # a model likely to have a parent is made a root only instead of a 10x weaker edge
 
 
@@ -53,26 +57,28 @@ def recover_forest(nodes: Sequence[Hashable], verdicts: Mapping[Hashable, Verdic
     if not nodes:
         return Forest((), ())
     order = {v: i for i, v in enumerate(nodes)}
-    graph = nx.DiGraph()
-    graph.add_nodes_from(nodes)
+    weights: dict[tuple[Hashable, Hashable], float] = {}
     for v in nodes:
         verdict = verdicts[v]
         # a model more likely than not to have a registered parent is a root only to break a cycle: its
         # parent probability may be split between look-alike candidates, none of which beats "no parent" alone
         rooted = verdict.none_probability >= 0.5
         root_cost = _cost(verdict.none_probability) + (0.0 if rooted else _CUT)
-        graph.add_edge(ROOT, v, weight=root_cost)
+        weights[ROOT, v] = root_cost
         merged = verdict.relation == "merge"  # a merge's tree edge comes from one of its two parents
-        for c in verdict.candidates:
+        for rank, c in enumerate(verdict.candidates):
             if c.key in order and c.key != v and (not merged or c.key in verdict.parents):
                 later = order[c.key] > order[v]
                 p = 1.0 - verdict.none_probability if merged else c.probability  # a merge's parents come jointly
-                cost = _cost(p) + _TIE * later
+                cost = _cost(p) + _TIE * later + _RANK * rank
                 # an edge dearer than v's root edge is in no minimum arborescence (hanging v from the root
                 # instead is cheaper and cannot close a cycle), so leaving it out changes nothing but the time
                 if cost <= root_cost:
-                    graph.add_edge(c.key, v, weight=cost)
-    tree = nx.minimum_spanning_arborescence(graph, attr="weight", preserve_attrs=False)
+                    weights[c.key, v] = cost
+    parent_of = minimum_arborescence(ROOT, ((u, v, w) for (u, v), w in weights.items()))
+    tree = nx.DiGraph()
+    tree.add_nodes_from(nodes)
+    tree.add_edges_from((parent_of[v], v) for v in nodes)
     by_key = {v: {c.key: c for c in verdicts[v].candidates} for v in nodes}
     edges: list[TreeEdge] = []
     roots: list[Hashable] = []
