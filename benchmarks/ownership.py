@@ -53,6 +53,7 @@ from modelkin.provenance.watermark import (
     DEFAULT_FPR,
     DEFAULT_MARGIN,
     DEFAULT_TOGETHER,
+    HEAL_BUFFER,
     TRAINING_MARGIN,
     Projection,
     Regulariser,
@@ -252,10 +253,12 @@ def heal(model: ZooModel, state: State, seed: int, projection: Projection | None
     return {n: t.detach().clone() for n, t in module.state_dict().items()}
 
 
-def healed_mark(model: ZooModel, posthoc: Mark, control: State, margin: float, seed: int) -> Mark:
-    """What `watermark embed --data` makes: the data-free mark, then 5 epochs with the marked tensor projected
-    back after each step to every bit beyond ``margin`` (embed's own margin, DEFAULT_MARGIN) of the original."""
-    projection = Projection(posthoc.key, posthoc.rounds, posthoc.pool, model.state[posthoc.layer].numpy(), margin)
+def healed_mark(model: ZooModel, posthoc: Mark, control: State, margin: float, seed: int,
+                buffer: float = HEAL_BUFFER) -> Mark:  # fmt: skip
+    """What `watermark embed --data` makes: the data-free mark at ``margin``, then 5 epochs with the marked
+    tensor projected back after each step to every bit beyond ``buffer`` x ``margin`` of the original."""
+    projection = Projection(posthoc.key, posthoc.rounds, posthoc.pool, model.state[posthoc.layer].numpy(),
+                            buffer * margin)  # fmt: skip
     healed = heal(model, posthoc.state, seed, projection, posthoc.layer)
     return Mark("NeuralMark healed", posthoc.layer, healed, posthoc.read, posthoc.key, posthoc.rounds, posthoc.pool,
                 control, model.state)  # fmt: skip
@@ -643,7 +646,7 @@ def cnn_capacity(root: Path, count: int, seed: int, lam: float, log: Callable[[s
             plan, layer = placement, placement.layer
             read = neuralmark_reader(key, layer, plan.rounds, plan.pool)
             free = with_mark(model.state, key, placement, Setting(margin, DEFAULT_FLOOR, DEFAULT_TOGETHER))
-            projection = Projection(key, plan.rounds, plan.pool, model.state[layer].numpy(), margin)
+            projection = Projection(key, plan.rounds, plan.pool, model.state[layer].numpy(), HEAL_BUFFER * margin)
             healed = heal(model, free, seed, projection, layer)
             cells["free"].append(100 * (acc(model, free) - acc(model, model.state)))
             cells["healed"].append(100 * (acc(model, healed) - acc(model, control)))
@@ -773,32 +776,32 @@ def calibrate(root: Path, per_arch: int, seed: int, log: Callable[[str], None]) 
     return table
 
 
-HEAL_MARGIN_GRID = (0.5, 1.0, 1.5)
+HEAL_BUFFER_GRID = (1.0, 1.25, 1.5)
 
 
 def calibrate_heal(root: Path, per_arch: int, seed: int, log: Callable[[str], None]) -> dict[float, dict[str, float]]:
-    """Healing margin (the projection's) -> mean accuracy change (against the same fine-tune without a mark) and
-    detection rate after each calibration attack, for healed marks made from the shipped data-free one (as
-    `watermark embed --data`, which projects at the data-free mark's own margin)."""
+    """Healing buffer (the projection's margin over the data-free one) -> mean accuracy change (against the same
+    fine-tune without a mark), detection rate after each calibration attack and the fewest owner bits left after
+    the attacker's overwrite, for healed marks made from the shipped data-free one (as `watermark embed --data`)."""
     truth, data = read_zoo(root)
     names, _ = pick_models(root, truth, per_arch)
     shipped = Setting(DEFAULT_MARGIN, DEFAULT_FLOOR, DEFAULT_TOGETHER)
-    fidelity: dict[float, list[float]] = {h: [] for h in HEAL_MARGIN_GRID}
-    survived: dict[float, dict[str, list[int]]] = {h: {a: [] for a in CALIBRATION_ATTACKS} for h in HEAL_MARGIN_GRID}
+    fidelity: dict[float, list[float]] = {h: [] for h in HEAL_BUFFER_GRID}
+    survived: dict[float, dict[str, list[int]]] = {h: {a: [] for a in CALIBRATION_ATTACKS} for h in HEAL_BUFFER_GRID}
     for name in names:
         model = zoo_model(root, truth, data, name)
         control = heal(model, model.state, seed)
         posthoc = make_marks(model, seed, shipped, training_time=False)[0]
-        for margin in HEAL_MARGIN_GRID:
-            mark = healed_mark(model, posthoc, control, margin, seed)
+        for margin in HEAL_BUFFER_GRID:
+            mark = healed_mark(model, posthoc, control, DEFAULT_MARGIN, seed, buffer=margin)
             fidelity[margin].append(100 * (acc(model, mark.state) - acc(model, control)))
             survived[margin][CALIBRATION_ATTACKS[0]].append(mark.read(train_all(model, mark.state, 1e-2, ATTACK_EPOCHS,
                                                                                 new_head=True, seed=seed)))  # fmt: skip
             survived[margin][CALIBRATION_ATTACKS[1]].append(mark.read(prune(mark.state, 0.7)))
             survived[margin][CALIBRATION_ATTACKS[2]].append(mark.read(overwrite_posthoc(model, mark, shipped, seed)))
-        log(f"  heal calibration {name}: " + ", ".join(f"{h:g}: {fidelity[h][-1]:+.2f}" for h in HEAL_MARGIN_GRID))
-    return {h: {"fidelity": statistics.mean(fidelity[h]), **{a: detection_rate(b) for a, b in survived[h].items()}}
-            for h in HEAL_MARGIN_GRID}  # fmt: skip
+        log(f"  heal calibration {name}: " + ", ".join(f"{h:g}: {fidelity[h][-1]:+.2f}" for h in HEAL_BUFFER_GRID))
+    return {h: {"fidelity": statistics.mean(fidelity[h]), **{a: detection_rate(b) for a, b in survived[h].items()},
+                "fewest": min(survived[h][CALIBRATION_ATTACKS[2]])} for h in HEAL_BUFFER_GRID}  # fmt: skip
 
 
 TRAINING_MARGIN_GRID = (0.0, 0.5, 1.0)
@@ -1018,17 +1021,21 @@ def report(args: argparse.Namespace, calib: dict[Setting, dict[str, float]] | No
         lines += ["", f"{found}; the shipped defaults are margin {shipped.margin:g}, floor {shipped.floor:g}, "
                   f"together {shipped.together:g} ({'agree' if choice == shipped else 'DISAGREE'}).", ""]  # fmt: skip
     if healing is not None:
-        passing = [h for h, row in healing.items() if all(row[a] >= 99.0 for a in CALIBRATION_ATTACKS)]
-        pick = max(passing, key=lambda h: (healing[h]["fidelity"], -h)) if passing else None
+        within = [h for h, row in healing.items() if row["fidelity"] >= -0.5]
+        pick = max(within, key=lambda h: (healing[h]["fewest"], healing[h]["fidelity"])) if within else None
         lines += ["### Calibration of the healing margin (seed-0 zoo)", "",
                   "`watermark embed --data` fine-tunes the data-free mark for 5 epochs on the labels, projecting "
-                  "the marked tensor back after every step, by the least change, to every bit beyond margin x "
-                  "|w~| of the unmarked tensor (heal.py); the shipped margin is the data-free mark's own. Accuracy "
-                  "change against the same fine-tune without a mark.", "",
-                  *margin_table("healing margin", healing)]  # fmt: skip
+                  "the marked tensor back after every step, by the least change, to every bit beyond buffer x "
+                  "margin x |w~| of the unmarked tensor (heal.py). Accuracy change against the same fine-tune "
+                  "without a mark; the last column: the fewest owner bits any model keeps after the attacker's "
+                  "post-hoc overwrite (200 detect).", "",
+                  *[line + cell for line, cell in zip(margin_table("healing buffer", healing),
+                    [" fewest bits after the overwrite |", " ---: |",
+                     *(f" {healing[h]['fewest']:.0f} |" for h in sorted(healing))], strict=True)]]  # fmt: skip
         found = f"**{pick:g}**" if pick is not None else "none"
-        lines += ["", f"Least accuracy cost with >= 99% after all three: {found}; shipped: the data-free margin "
-                  f"{DEFAULT_MARGIN:g} ({'agree' if pick == DEFAULT_MARGIN else 'DISAGREE'}).", ""]  # fmt: skip
+        lines += ["", f"Most bits left after the overwrite within 0.5 points: {found}; shipped HEAL_BUFFER "
+                  f"{HEAL_BUFFER:g}, chosen on all 171 seed-0 MLPs (heal.py) "
+                  f"({'agree' if pick == HEAL_BUFFER else 'DISAGREE'}).", ""]  # fmt: skip
     lines += training_lines(main.get("training_margin"))
     counts = main["counts"]
     lines += [f"## Zoo (seed {args.seed_label}): {len(main['models'])} marked models", "",
