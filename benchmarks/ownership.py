@@ -1001,7 +1001,8 @@ def heal_lines(main: dict[str, Any]) -> list[str]:
             f"the same {HEAL_EPOCHS}-epoch fine-tune from it without the projection ends "
             f"{statistics.mean(plain):+.2f} "
             f"{ci(plain)} against the control (the mark's damage the fine-tune does not win back), and with the "
-            f"projection (every bit kept at margin {DEFAULT_MARGIN:g}) {statistics.mean(healed):+.2f} {ci(healed)}, "
+            f"projection (every bit kept at {HEAL_BUFFER:g} x margin {DEFAULT_MARGIN:g}) "
+            f"{statistics.mean(healed):+.2f} {ci(healed)}, "
             f"so {statistics.mean(healed) - statistics.mean(plain):+.2f} is the projection's. Largest losses: "
             + ", ".join(f"{n} {h:+.1f} (without the projection {q:+.1f}, data-free {f:+.1f})" for n, f, q, h in worst)
             + f". One evaluation sample is worth {100 / max(evals):.2f}-{100 / min(evals):.2f} points on these models "
