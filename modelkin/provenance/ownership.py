@@ -28,6 +28,7 @@ from modelkin.provenance.watermark import (
     DEFAULT_FPR,
     DEFAULT_MARGIN,
     DEFAULT_TOGETHER,
+    HEAL_BUFFER,
     Detection,
     Projection,
     WatermarkKey,
@@ -382,14 +383,14 @@ class Ownership:
         data: tuple[np.ndarray, np.ndarray], source: np.ndarray, margin: float,
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         """A short fine-tune of every trainable tensor on (x, y), the marked one projected back after each step
-        to every bit beyond ``margin`` of the unmarked ``source`` (heal.py): the bits keep the data-free mark's
-        margin and cost nothing more while they hold."""
+        to every bit beyond HEAL_BUFFER x ``margin`` of the unmarked ``source`` (heal.py): the bits keep a buffer
+        beyond the data-free mark's margin and cost nothing more while they hold."""
         x, y = data
         module = self.host.load_module(ref)
         module.load_state_dict(tensors)
         if placement.layer not in dict(module.named_parameters()):
             raise WatermarkError(f"{placement.layer} is not a trainable parameter of {ref}; cannot heal.")
-        projection = Projection(key, placement.rounds, placement.pool, source, margin)
+        projection = Projection(key, placement.rounds, placement.pool, source, HEAL_BUFFER * margin)
         try:
             return fine_tune(module, x, y, layer=placement.layer, projection=projection)
         except (RuntimeError, TypeError, IndexError, ValueError) as exc:  # torch's report of a shape/label mismatch

@@ -13,7 +13,7 @@ from modelkin.provenance.watermark.embed import (
     least_norm_shift,
 )
 from modelkin.provenance.watermark.filter import pool_indices, pool_size, survivors
-from modelkin.provenance.watermark.heal import Projection, fine_tune
+from modelkin.provenance.watermark.heal import HEAL_BUFFER, Projection, fine_tune
 from modelkin.provenance.watermark.keys import (
     DEFAULT_BITS,
     DEFAULT_ROWS,
@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_MARGIN",
     "DEFAULT_ROWS",
     "DEFAULT_TOGETHER",
+    "HEAL_BUFFER",
     "Detection",
     "Plan",
     "Projection",

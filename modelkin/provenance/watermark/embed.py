@@ -28,9 +28,10 @@ from modelkin.provenance.watermark.verify import pooled
 if TYPE_CHECKING:
     import torch
 
-# calibrated on zoo seed 0 with cost.DEFAULT_FLOOR and cost.DEFAULT_TOGETHER: the setting costing least accuracy
-# whose marks survive lr-1e-2 fine-tuning, 70% pruning and an attacker's overwrite in >= 99% of models
-# (benchmarks/ownership.py --calibration-zoo; results/ownership.md)
+# calibrated on zoo seed 0 with cost.DEFAULT_FLOOR and cost.DEFAULT_TOGETHER (benchmarks/ownership.py
+# --calibration-zoo; results/ownership.md). On all 171 seed-0 MLPs the two targets meet here: margin 1 costs
+# 0.43 points and its mark survives lr-1e-2 fine-tuning in 169/171 (98.8%), 1.1 costs 0.53 (171/171), 1.25
+# costs 0.72 (171/171); the benchmark's 12-model calibration, which asks only for >= 99%, picks 1.25.
 DEFAULT_MARGIN = 1.0
 # the training-time regulariser's margin, calibrated on zoo seed 0: the most robust of 0 (NeuralMark's loss), 0.5
 # and 1 whose mean accuracy cost stays within 0.5 points (benchmarks/ownership.py --calibration-zoo)
