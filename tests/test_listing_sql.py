@@ -31,6 +31,8 @@ FILTERS = [
     "yanked = false",
     "version IN (1, 2)",
     "version IN (1, 2.5) OR parameters < 212.5",  # a float is compared as a float, not cast to the column's type
+    "version = 3000000000 OR tensors IN (1, 3000000000)",  # past an INTEGER column's range: no match, no error
+    "version < 3000000000 AND tensors > -3000000000",
     "name = '1'",
     "parameters = '212'",
     "tags.`odd.key-1` = 'x'",

@@ -3,7 +3,7 @@
 Timing is measured by benchmarks/scale.py, not here; what a test can hold is the cause of the start-up cost,
 the modules a command imports. Each command runs in a fresh interpreter through the CLI's real entry point.
 The fixed-shape ones do not even load SQLAlchemy: they run SQL generated from its statements with the driver
-alone (sqlite3, psycopg), and answer exactly what SQLAlchemy answers.
+alone (sqlite3, psycopg2), and answer exactly what SQLAlchemy (with psycopg) answers.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ else:
     code = 0
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("alembic", "torch", "numpy", "safetensors")
                or m.startswith("sqlalchemy.orm") or m == "modelkin.registry.registry")
-loaded = {name: name in sys.modules for name in ("sqlalchemy", "rich", "pydantic")}
+loaded = {name: name in sys.modules for name in ("sqlalchemy", "rich", "pydantic", "psycopg")}
 print(json.dumps({"code": code, "heavy": heavy, **loaded,
                   "modules": sorted(m for m in sys.modules if m.startswith("modelkin.cli."))}), file=sys.stderr)
 """
@@ -76,6 +76,7 @@ def test_read_commands_never_load_the_orm(reg: Registry, backend: str, args: tup
     # commands, not the others'; piped output (as here) is written without rich
     assert report["sqlalchemy"] is False and report["rich"] is False
     assert report["pydantic"] is False  # option values are read directly (modelkin.cli.coercion)
+    assert report["psycopg"] is False  # on PostgreSQL they read with psycopg2, five times cheaper to import
     assert [m[13:] for m in report["modules"]] == ["app", "coercion", "models", "options", "output"]
 
 

@@ -1,13 +1,18 @@
-"""Reading a PostgreSQL registry with psycopg alone: the fast path of ``list``, ``show`` and ``log`` there too.
+"""Reading a PostgreSQL registry with psycopg2 alone: the fast path of ``list``, ``show`` and ``log`` there too.
 
-As on SQLite (modelkin.db.lite), importing SQLAlchemy costs these commands more than their queries do. psycopg
-runs the SQL text that ``make sql`` compiles from the same Core statements for SQLAlchemy's psycopg dialect
-(``modelkin.registry.postgresql_sql``; a test fails when it drifts), on a connection set up as that dialect sets
-one up: the keyword arguments it derives from the URL, JSON read by ``loads_json``, each command's reads in a
-transaction. The columns the statements read need no other conversion there: SQLAlchemy's psycopg dialect has
-no result processor for them (psycopg itself returns datetimes, booleans and floats). Only a plain URL (user,
-password, host, port and database, no query options) takes this path; any other is left to SQLAlchemy, so
-every connection option keeps meaning what SQLAlchemy makes of it. Nothing here imports SQLAlchemy.
+As on SQLite (modelkin.db.lite), importing SQLAlchemy costs these commands more than their queries do, and so
+does importing psycopg (version 3, the driver SQLAlchemy runs for a ``postgresql+psycopg://`` URL): about 560 M
+instructions, against about 110 M for psycopg2, whose C extension does what psycopg's Python modules do (pg8000,
+pure Python, costs 310 M). So the read commands connect with psycopg2 while everything else, writes included,
+keeps to the driver the URL names. psycopg2 runs the SQL text that ``make sql`` compiles from the same Core
+statements for SQLAlchemy's psycopg dialect (``modelkin.registry.postgresql_sql``; a test fails when it drifts;
+every bound value there has its type cast written out, so psycopg2's client-side binding gives the server the
+types psycopg's server-side binding gives it), on a connection set up as that dialect sets one up: the keyword
+arguments it derives from the URL, JSON read by ``loads_json``, each command's reads in a transaction. Both
+drivers return the same Python values for the columns read (datetimes with their zone, booleans, floats), and a
+test compares every statement's answer with SQLAlchemy's. Only a plain URL (user, password, host, port and
+database, no query options) takes this path; any other is left to SQLAlchemy, so every connection option keeps
+meaning what SQLAlchemy makes of it. Nothing here imports SQLAlchemy or psycopg.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote
 
-from modelkin.db.lite import PlainConnection, Statement, failure, loads_json
+from modelkin.db.lite import CONVERTERS, PlainConnection, Statement, failure
 
+JSON_TYPES = (114, 3802)  # the type oids of json and jsonb
+read_json = CONVERTERS["json"]  # loads_json, None for NULL
 STREAM_ROWS = 5_000  # rows a streamed result (a server-side cursor) brings per round trip
 # user[:password]@host[:port]/database, in characters whose reading SQLAlchemy's URL parser cannot differ on
 _PLAIN_URL = re.compile(
@@ -29,7 +36,8 @@ _PLAIN_URL = re.compile(
 
 
 def connect_args(url: str) -> dict[str, Any] | None:
-    """What SQLAlchemy's psycopg dialect passes to ``psycopg.connect`` for a plain ``url``; None for any other."""
+    """What SQLAlchemy's psycopg dialect passes to ``psycopg.connect`` for a plain ``url`` (``psycopg2.connect``
+    takes the same keywords); None for any other."""
     match = _PLAIN_URL.fullmatch(url)
     if match is None:
         return None
@@ -43,7 +51,7 @@ def connect_args(url: str) -> dict[str, Any] | None:
 
 
 class PgConnection(PlainConnection):
-    """One read transaction on a psycopg connection, running generated statements."""
+    """One read transaction on a psycopg2 connection, running generated statements."""
 
     statements_module = "modelkin.registry.postgresql_sql"
 
@@ -56,40 +64,46 @@ class PgConnection(PlainConnection):
         values = {key: _int_array(value) for key, value in {**defaults, **(params or {})}.items()}
         if not stream:
             with self.raw.cursor() as cursor:
-                return cursor.execute(text, values).fetchall()
+                cursor.execute(text, values)
+                return cursor.fetchall()
         cursor = self.raw.cursor(name="modelkin_rows")  # closed by whoever reads it (rows.stream_records)
         cursor.itersize = STREAM_ROWS
         cursor.execute(text, values)
         return cursor
 
     def revision(self) -> str | None:
-        if self.raw.execute("SELECT to_regclass('alembic_version')").fetchone()[0] is None:
-            return None
-        row = self.raw.execute("SELECT version_num FROM alembic_version").fetchone()
+        with self.raw.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('alembic_version')")
+            if cursor.fetchone()[0] is None:
+                return None
+            cursor.execute("SELECT version_num FROM alembic_version")
+            row = cursor.fetchone()
         return None if row is None else str(row[0])
 
 
 def _int_array(value: Any) -> Any:
     """A list of ints (a batch's ids, cast ``::INTEGER[]`` in the SQL) as PostgreSQL's array text, which the
-    server parses: psycopg's list dumper adapts each element in Python."""
+    server parses: one string to quote instead of an ``ARRAY[...]`` literal of 500 adapted elements."""
     if type(value) is list and all(type(v) is int for v in value):
         return "{" + ",".join(map(str, value)) + "}"
     return value
 
 
 class PgDatabase:
-    """One psycopg connection for a command's read transactions (as SQLAlchemy's pool would keep one)."""
+    """One psycopg2 connection for a command's read transactions (as SQLAlchemy's pool would keep one)."""
 
     def __init__(self, args: Mapping[str, Any]) -> None:
-        import psycopg
-        from psycopg.types.json import set_json_loads
+        import psycopg2
+        from psycopg2 import extensions
 
-        self._errors = psycopg.Error
+        self._errors = psycopg2.Error
         try:
-            self._raw = psycopg.connect(**args)
-        except psycopg.Error as exc:
-            raise failure(exc) from None
-        set_json_loads(loads_json, self._raw)  # as SQLAlchemy does with the engine's json_deserializer
+            self._raw = psycopg2.connect(**args)
+        except psycopg2.Error as exc:
+            raise failure(f"connection failed: {exc}") from None  # psycopg's words, as the engine's path says it
+        # JSON and JSONB read by loads_json, as SQLAlchemy does with the engine's json_deserializer
+        json = extensions.new_type(JSON_TYPES, "MODELKIN_JSON", lambda value, _cursor: read_json(value))
+        extensions.register_type(json, self._raw)
 
     @contextmanager
     def transaction(self) -> Iterator[PgConnection]:
@@ -108,7 +122,7 @@ class PgDatabase:
 
 
 def available() -> bool:
-    """Whether psycopg is installed (without it SQLAlchemy's path reports the missing driver)."""
+    """Whether psycopg2 is installed (without it the read commands take SQLAlchemy's path, with psycopg)."""
     from importlib.util import find_spec
 
-    return find_spec("psycopg") is not None
+    return find_spec("psycopg2") is not None

@@ -9,7 +9,7 @@ The query is written here as SQL text for SQLite or PostgreSQL, by one builder, 
 parameter (``Params`` numbers them; a value never becomes SQL text). The text is what the driver alone runs on
 the read path (modelkin.db.lite, modelkin.db.pg), so a filtered ``list`` never imports SQLAlchemy, whose import
 costs more than the query; an engine runs the same text (``iter_versions``). ``:name`` parameters serve sqlite3
-and SQLAlchemy's ``text()``, ``%(name)s`` psycopg. Rows stream in batches, so memory does not grow with the
+and SQLAlchemy's ``text()``, ``%(name)s`` psycopg2. Rows stream in batches, so memory does not grow with the
 registry. The unfiltered listing among the named statements (modelkin.registry.statements) is built here too.
 """
 
@@ -33,10 +33,9 @@ TEXT_COLUMNS = {
     "name": "models.name", "digest": "versions.digest", "family": "versions.family",
     "relation": "versions.relation", "source": "versions.source", "arch_fingerprint": "versions.arch_fingerprint",
 }  # fmt: skip
-# each number column with its SQL type, the cast PostgreSQL gets for an integer compared with it
 NUMBER_COLUMNS = {
-    "version": ("versions.number", "INTEGER"), "parameters": ("versions.parameters", "BIGINT"),
-    "tensors": ("versions.tensor_count", "INTEGER"), "bytes": ("versions.bytes", "BIGINT"),
+    "version": "versions.number", "parameters": "versions.parameters", "tensors": "versions.tensor_count",
+    "bytes": "versions.bytes",
 }  # fmt: skip
 SORT_COLUMNS: dict[str, tuple[str, ...]] = {
     "name": ("models.name", "versions.number"),
@@ -201,10 +200,13 @@ def _comparison(c: Comparison, params: Params) -> str | None:
     if c.key in TEXT_COLUMNS:
         return _text_test(TEXT_COLUMNS[c.key], c.op, c.value, params) if _text_decides(c.op, values) else None
     if c.key in NUMBER_COLUMNS and all(_plain_number(v) for v in values) and c.op not in ("LIKE", "ILIKE"):
-        column, sql_type = NUMBER_COLUMNS[c.key]
+        column = NUMBER_COLUMNS[c.key]
 
-        def number(v: Any) -> str:  # a float is compared as a float (cast to the column's type it would round)
-            return params.bind(v, sql_type if isinstance(v, int) else None)
+        def number(v: Any) -> str:
+            # on PostgreSQL an integer is cast to BIGINT whatever the column (cast to INTEGER, 3000000000 failed as
+            # out of range where SQLite and Python find no match), a float to DOUBLE PRECISION: psycopg binds it so,
+            # psycopg2's literal would be a NUMERIC, and cast to the column's type it would round
+            return params.bind(v, "BIGINT" if isinstance(v, int) else "DOUBLE PRECISION")
 
         if c.op == "IN":
             return f"{column} IN ({', '.join(number(v) for v in values)})"

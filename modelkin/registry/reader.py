@@ -4,7 +4,7 @@ These commands run far more often than any other, and for them start-up is most 
 what it imports never import the ORM, Alembic, torch or the blob store, and not even SQLAlchemy unless the
 database URL is one the drivers alone do not take. The fixed-shape queries are the named statements of
 ``modelkin.registry.statements``, run by SQLAlchemy or as SQL generated from them by the driver alone: the
-standard library's sqlite3 (``modelkin.db.lite``) or psycopg (``modelkin.db.pg``); a filtered or re-sorted
+standard library's sqlite3 (``modelkin.db.lite``) or psycopg2 (``modelkin.db.pg``); a filtered or re-sorted
 listing is SQL text that ``modelkin.registry.listing`` writes for either. ``Registry`` reads through a
 ``Reader`` too, so there is one resolver and one query builder.
 """
@@ -105,7 +105,7 @@ class Reader:
     """Read-only questions about versions and events, each in one read transaction.
 
     It reads through an engine (``owned``: ``close`` disposes of it), or straight from a SQLite file
-    (``sqlite_file``) or a psycopg connection (``postgresql``, which ``close`` closes) without SQLAlchemy.
+    (``sqlite_file``) or a psycopg2 connection (``postgresql``, which ``close`` closes) without SQLAlchemy.
     """
 
     def __init__(
@@ -122,7 +122,7 @@ class Reader:
         self._postgresql = postgresql
 
     def close(self) -> None:
-        """Dispose of the engine if it is this reader's own, and close the psycopg connection."""
+        """Dispose of the engine if it is this reader's own, and close the psycopg2 connection."""
         if self._engine is not None and self._owned:
             self._engine.dispose()
         if self._postgresql is not None:
@@ -130,7 +130,7 @@ class Reader:
 
     @contextmanager
     def connect(self) -> Iterator[Executor]:
-        """One read transaction, on the SQLite file or the psycopg connection directly, or on the engine."""
+        """One read transaction, on the SQLite file or the psycopg2 connection directly, or on the engine."""
         if self._sqlite_file is not None or self._postgresql is not None:
             with self._plain_connection() as conn:
                 yield conn

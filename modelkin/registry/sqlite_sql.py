@@ -8,10 +8,10 @@ from modelkin.db.lite import Statement
 
 # fmt: off
 STATEMENTS: dict[str, Statement] = {
-    'files': ('SELECT files.version_id, files.path, files.size, files.sha256 \nFROM files \nWHERE files.version_id IN (__[POSTCOMPILE_ids]) ORDER BY files.path', (None, None, None, None), {}),
-    'tags': ('SELECT tags.version_id, tags."key", tags.value \nFROM tags \nWHERE tags.version_id IN (__[POSTCOMPILE_ids]) ORDER BY tags."key"', (None, None, None), {}),
-    'aliases': ('SELECT aliases.version_id, aliases.alias \nFROM aliases \nWHERE aliases.version_id IN (__[POSTCOMPILE_ids]) ORDER BY aliases.alias', (None, None), {}),
-    'declared': ('SELECT lineage_edges.child_id, lineage_edges.parent_id, lineage_edges.parent_external \nFROM lineage_edges \nWHERE lineage_edges.child_id IN (__[POSTCOMPILE_ids]) AND lineage_edges.source = :source_1 ORDER BY lineage_edges.id', (None, None, None), {'source_1': 'declared'}),
+    'files': ('SELECT files.version_id, files.path, files.size, files.sha256 \nFROM files \nWHERE files.version_id IN (__[POSTCOMPILE_ids]) ORDER BY files.version_id, files.path', (None, None, None, None), {}),
+    'tags': ('SELECT tags.version_id, tags."key", tags.value \nFROM tags \nWHERE tags.version_id IN (__[POSTCOMPILE_ids]) ORDER BY tags.version_id, tags."key"', (None, None, None), {}),
+    'aliases': ('SELECT aliases.version_id, aliases.alias \nFROM aliases \nWHERE aliases.version_id IN (__[POSTCOMPILE_ids]) ORDER BY aliases.version_id, aliases.alias', (None, None), {}),
+    'declared': ('SELECT lineage_edges.child_id, lineage_edges.parent_id, lineage_edges.parent_external \nFROM lineage_edges \nWHERE lineage_edges.child_id IN (__[POSTCOMPILE_ids]) AND lineage_edges.source = :source_1 ORDER BY lineage_edges.child_id, lineage_edges.id', (None, None, None), {'source_1': 'declared'}),
     'versions': ('SELECT versions.id, versions.model_id, versions.number, versions.digest, versions.parameters, versions.tensor_count, versions.bytes, versions.architecture, versions.arch_fingerprint, versions.relation, versions.source, versions.card, versions.yanked, versions.created_at \nFROM versions \nWHERE versions.id IN (__[POSTCOMPILE_ids])', (None, None, None, None, None, None, None, 'json', None, None, None, 'json', 'bool', 'datetime'), {}),
     'names': ('SELECT models.id, models.name \nFROM models \nWHERE models.id IN (__[POSTCOMPILE_ids])', (None, None), {}),
     'by_digest': ('SELECT versions.id, versions.digest, models.name, versions.number \nFROM versions JOIN models ON models.id = versions.model_id \nWHERE versions.digest LIKE :pattern ORDER BY versions.id', (None, None, None, None), {}),

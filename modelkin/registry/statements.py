@@ -50,13 +50,16 @@ def build(postgresql: bool) -> dict[str, Any]:
     last = bindparam("limit", type_=Integer)
     of_version = events.c.version_id == bindparam("version_id")
     return {
-        # a batch of versions' surroundings (modelkin.registry.rows)
-        "files": select(f.version_id, f.path, f.size, f.sha256).where(member(f.version_id)).order_by(f.path),
-        "tags": select(t.version_id, t.key, t.value).where(member(t.version_id)).order_by(t.key),
-        "aliases": select(a.version_id, a.alias).where(member(a.version_id)).order_by(a.alias),
+        # a batch of versions' surroundings (modelkin.registry.rows), each version's in order; by version first,
+        # the order SQLite's index on the version reads them in, so it sorts a version's rows, not the batch's
+        "files": select(f.version_id, f.path, f.size, f.sha256)
+        .where(member(f.version_id))
+        .order_by(f.version_id, f.path),
+        "tags": select(t.version_id, t.key, t.value).where(member(t.version_id)).order_by(t.version_id, t.key),
+        "aliases": select(a.version_id, a.alias).where(member(a.version_id)).order_by(a.version_id, a.alias),
         "declared": select(e.child_id, e.parent_id, e.parent_external)
         .where(member(e.child_id), e.source == "declared")
-        .order_by(e.id),
+        .order_by(e.child_id, e.id),
         "versions": select(*RECORD_COLUMNS).where(member(V.id)),
         "names": select(M.id, M.name).where(member(M.id)),
         # resolving a REF (modelkin.registry.reader.resolve_id)
