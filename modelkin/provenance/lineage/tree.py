@@ -83,7 +83,7 @@ def recover_forest(nodes: Sequence[Hashable], verdicts: Mapping[Hashable, Verdic
     edges: list[TreeEdge] = []
     roots: list[Hashable] = []
     for v in nodes:
-        (parent,) = list(tree.predecessors(v))
+        parent = parent_of[v]  # merge edges are added only to the node being read
         if parent == ROOT:
             roots.append(v)
             continue
